@@ -1,0 +1,412 @@
+"""The ProbeDataset: tokenized sequences plus labelled examples of binary features.
+
+On disk a ProbeDataset is a directory (format documented in ``docs/formats.md``)::
+
+    manifest.json       format name and version, builder, tokenizer identity,
+                        feature list, counts, content hash
+    sequences.parquet   one row per sequence: tokens, attention mask, group, text
+    examples.parquet    one row per (feature, example): sequence, span, aggregation,
+                        skip, label
+
+An *example* is either one token position (``aggregation="token"``, the span
+``[start, start + 1)``) or a span ``[start, end)`` reduced by ``mean`` or
+``max`` after skipping its first ``skip`` tokens. Several features may label
+the same position; :meth:`ProbeDataset.units` deduplicates them so that each
+activation is extracted once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from needle._io import atomic_directory, read_json, write_json_atomic
+from needle._version import __version__
+from needle.errors import FormatError, InputError
+
+__all__ = [
+    "AGGREGATIONS",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "Examples",
+    "ProbeDataset",
+    "Units",
+    "load_dataset",
+]
+
+FORMAT_NAME = "needle.ProbeDataset"
+FORMAT_VERSION = 1
+#: Aggregation codes as stored on disk: index in this tuple.
+AGGREGATIONS = ("token", "mean", "max")
+
+
+@dataclass(frozen=True)
+class Examples:
+    """Labelled examples as parallel arrays (one entry per example).
+
+    Attributes
+    ----------
+    feature : ndarray of shape (n_examples,), int32
+        Index into :attr:`ProbeDataset.features`.
+    sequence : ndarray of shape (n_examples,), int32
+    start, end : ndarray of shape (n_examples,), int32
+        Token span ``[start, end)``; ``end == start + 1`` for token examples.
+    aggregation : ndarray of shape (n_examples,), int8
+        Index into :data:`AGGREGATIONS`.
+    skip : ndarray of shape (n_examples,), int32
+        Leading tokens of the span left out of the aggregate.
+    label : ndarray of shape (n_examples,), int8
+        1 for a positive example of the feature, 0 for a negative one.
+    """
+
+    feature: np.ndarray
+    sequence: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    aggregation: np.ndarray
+    skip: np.ndarray
+    label: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.feature)
+
+    @classmethod
+    def empty(cls) -> Examples:
+        return cls(*(np.zeros(0, dtype) for dtype in _EXAMPLE_DTYPES.values()))
+
+    def take(self, index: np.ndarray) -> Examples:
+        return Examples(**{name: getattr(self, name)[index] for name in _EXAMPLE_DTYPES})
+
+
+_EXAMPLE_DTYPES = {
+    "feature": np.int32,
+    "sequence": np.int32,
+    "start": np.int32,
+    "end": np.int32,
+    "aggregation": np.int8,
+    "skip": np.int32,
+    "label": np.int8,
+}
+
+
+@dataclass(frozen=True)
+class Units:
+    """The distinct activation rows a dataset needs, one per (sequence, span, aggregation, skip).
+
+    Sorted by sequence, then start, end, aggregation, skip. ``example_unit[i]``
+    is the unit of example ``i``.
+    """
+
+    sequence: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    aggregation: np.ndarray
+    skip: np.ndarray
+    example_unit: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.sequence)
+
+
+@dataclass
+class ProbeDataset:
+    """Tokenized sequences and labelled examples of binary features.
+
+    Build one with a builder (:mod:`needle.datasets`) or
+    :class:`needle.datasets.assembler.DatasetAssembler`; load one with
+    :func:`load_dataset`.
+
+    Attributes
+    ----------
+    tokens : list of ndarray of int32
+        Token ids of each sequence, special tokens included, unpadded.
+    attention_mask : list of ndarray of int8
+        1 where the model attends; same shapes as ``tokens``.
+    groups : ndarray of str, shape (n_sequences,)
+        Source document of each sequence; train/test splits are by group.
+    features : list of dict
+        One dict per feature: ``name``, ``description``, ``collection`` and
+        ``level`` (``token`` or ``sequence``).
+    examples : Examples
+    tokenizer : dict
+        See :func:`needle.datasets.tokenizer_info.tokenizer_info`.
+    builder : dict
+        ``name`` and ``params`` of the builder that made the dataset.
+    texts : list of str or None
+        Source text of each sequence, when the builder kept it.
+    extra : dict
+        Builder-specific facts worth keeping (e.g. dropped features and why).
+    """
+
+    tokens: list[np.ndarray]
+    attention_mask: list[np.ndarray]
+    groups: np.ndarray
+    features: list[dict[str, Any]]
+    examples: Examples
+    tokenizer: dict[str, Any]
+    builder: dict[str, Any]
+    texts: list[str] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ access
+    @property
+    def n_sequences(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [feature["name"] for feature in self.features]
+
+    @property
+    def n_tokens(self) -> int:
+        return int(sum(len(t) for t in self.tokens))
+
+    def feature_index(self, name: str) -> int:
+        """Index of feature ``name``; the error lists the available names."""
+        try:
+            return self.feature_names.index(name)
+        except ValueError:
+            raise InputError(
+                f"unknown feature {name!r}; this dataset has: {', '.join(self.feature_names)}"
+            ) from None
+
+    def feature_examples(self, name: str) -> Examples:
+        """The examples of one feature."""
+        return self.examples.take(np.flatnonzero(self.examples.feature == self.feature_index(name)))
+
+    def units(self) -> Units:
+        """Deduplicated (sequence, span, aggregation, skip) rows, and each example's row."""
+        ex = self.examples
+        if len(ex) == 0:
+            empty = np.zeros(0, np.int64)
+            return Units(empty, empty, empty, empty, empty, empty)
+        keys = np.stack([ex.sequence, ex.start, ex.end, ex.aggregation, ex.skip], axis=1).astype(np.int64)
+        unique, inverse = np.unique(keys, axis=0, return_inverse=True)
+        return Units(
+            sequence=unique[:, 0].astype(np.int32),
+            start=unique[:, 1].astype(np.int32),
+            end=unique[:, 2].astype(np.int32),
+            aggregation=unique[:, 3].astype(np.int8),
+            skip=unique[:, 4].astype(np.int32),
+            example_unit=inverse.reshape(-1).astype(np.int64),
+        )
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Positive and negative example counts per feature."""
+        out = {}
+        for index, name in enumerate(self.feature_names):
+            labels = self.examples.label[self.examples.feature == index]
+            out[name] = {"positive": int(labels.sum()), "negative": int((labels == 0).sum())}
+        return out
+
+    # ------------------------------------------------------------ integrity
+    def content_hash(self) -> str:
+        """SHA-256 over everything that defines the dataset's content.
+
+        Tokens, masks, groups, features, examples and the tokenizer fingerprint;
+        not the builder parameters or the texts (which do not change what is
+        extracted).
+        """
+        digest = hashlib.sha256()
+        lengths = np.array([len(t) for t in self.tokens], dtype=np.int64)
+        digest.update(lengths.tobytes())
+        if len(self.tokens):
+            digest.update(np.concatenate(self.tokens).astype(np.int32).tobytes())
+            digest.update(np.concatenate(self.attention_mask).astype(np.int8).tobytes())
+        digest.update(json.dumps([str(g) for g in self.groups]).encode())
+        digest.update(json.dumps(self.features, sort_keys=True).encode())
+        for name, dtype in _EXAMPLE_DTYPES.items():
+            digest.update(np.ascontiguousarray(getattr(self.examples, name), dtype=dtype).tobytes())
+        digest.update(str(self.tokenizer.get("fingerprint", "")).encode())
+        return digest.hexdigest()
+
+    def validate(self, source: str = "dataset") -> None:
+        """Check internal consistency; raise :class:`FormatError` naming the first problem."""
+        n = self.n_sequences
+        if n == 0:
+            raise FormatError(f"{source}: the dataset has no sequences (an empty collection).")
+        if len(self.attention_mask) != n or len(self.groups) != n:
+            raise FormatError(f"{source}: tokens, attention_mask and groups have different lengths.")
+        if self.texts is not None and len(self.texts) != n:
+            raise FormatError(f"{source}: texts has {len(self.texts)} entries for {n} sequences.")
+        lengths = np.array([len(t) for t in self.tokens], dtype=np.int64)
+        for i, (tok, mask) in enumerate(zip(self.tokens, self.attention_mask)):
+            if len(tok) != len(mask):
+                raise FormatError(f"{source}: sequence {i} has {len(tok)} tokens but {len(mask)} mask entries.")
+        if (lengths == 0).any():
+            raise FormatError(f"{source}: sequence {int(np.argmax(lengths == 0))} is empty.")
+        vocab_size = self.tokenizer.get("vocab_size")
+        if vocab_size:
+            top = max(int(t.max()) for t in self.tokens)
+            if top >= vocab_size or min(int(t.min()) for t in self.tokens) < 0:
+                raise FormatError(f"{source}: token id {top} outside the tokenizer's vocabulary of {vocab_size}.")
+        if not self.features:
+            raise FormatError(f"{source}: the dataset has no features (an empty collection).")
+        names = self.feature_names
+        if len(set(names)) != len(names):
+            raise FormatError(f"{source}: duplicate feature names.")
+        ex = self.examples
+        sizes = {len(getattr(ex, name)) for name in _EXAMPLE_DTYPES}
+        if len(sizes) != 1:
+            raise FormatError(f"{source}: example columns have different lengths.")
+        if len(ex) == 0:
+            raise FormatError(f"{source}: the dataset has no labelled examples.")
+        bad = (ex.feature < 0) | (ex.feature >= len(names))
+        _fail_rows(bad, f"{source}: example feature index out of range")
+        bad = (ex.sequence < 0) | (ex.sequence >= n)
+        _fail_rows(bad, f"{source}: example sequence index out of range")
+        seq_len = lengths[np.clip(ex.sequence, 0, n - 1)]
+        _fail_rows((ex.start < 0) | (ex.end > seq_len) | (ex.start >= ex.end), f"{source}: example span outside its sequence")
+        _fail_rows((ex.aggregation < 0) | (ex.aggregation >= len(AGGREGATIONS)), f"{source}: unknown aggregation code")
+        is_token = ex.aggregation == 0
+        _fail_rows(is_token & ((ex.end != ex.start + 1) | (ex.skip != 0)), f"{source}: a token example must span one token with skip 0")
+        _fail_rows(~is_token & ((ex.skip < 0) | (ex.start + ex.skip >= ex.end)), f"{source}: span example skips all of its tokens")
+        _fail_rows((ex.label != 0) & (ex.label != 1), f"{source}: labels must be 0 or 1")
+        for name, count in self.counts().items():
+            if count["positive"] == 0:
+                raise FormatError(f"{source}: feature {name!r} has no positive examples; drop it or add data.")
+            if count["negative"] == 0:
+                raise FormatError(f"{source}: feature {name!r} has no negative examples; a probe needs both classes.")
+
+    # ------------------------------------------------------------------ disk
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "needle_version": __version__,
+            "builder": self.builder,
+            "tokenizer": self.tokenizer,
+            "features": self.features,
+            "counts": self.counts(),
+            "n_sequences": self.n_sequences,
+            "n_tokens": self.n_tokens,
+            "n_examples": len(self.examples),
+            "content_hash": self.content_hash(),
+            "extra": self.extra,
+        }
+
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Validate and write the dataset to directory ``path`` atomically."""
+        self.validate()
+        path = Path(path)
+        with atomic_directory(path, overwrite=overwrite) as tmp:
+            sequences = pa.table(
+                {
+                    "sequence": pa.array(np.arange(self.n_sequences, dtype=np.int32)),
+                    "group": pa.array([str(g) for g in self.groups], pa.string()),
+                    "tokens": pa.array([np.asarray(t, np.int32) for t in self.tokens], pa.list_(pa.int32())),
+                    "attention_mask": pa.array(
+                        [np.asarray(m, np.int8) for m in self.attention_mask], pa.list_(pa.int8())
+                    ),
+                    "text": pa.array(self.texts if self.texts is not None else [None] * self.n_sequences, pa.string()),
+                }
+            )
+            pq.write_table(sequences, tmp / "sequences.parquet")
+            ex = self.examples
+            names = np.array(self.feature_names, dtype=object)
+            examples = pa.table(
+                {
+                    "feature": pa.array(names[ex.feature].tolist(), pa.string()).dictionary_encode(),
+                    "sequence": pa.array(ex.sequence.astype(np.int32)),
+                    "start": pa.array(ex.start.astype(np.int32)),
+                    "end": pa.array(ex.end.astype(np.int32)),
+                    "aggregation": pa.array(np.array(AGGREGATIONS)[ex.aggregation].tolist(), pa.string()).dictionary_encode(),
+                    "skip": pa.array(ex.skip.astype(np.int32)),
+                    "label": pa.array(ex.label.astype(np.int8)),
+                }
+            )
+            pq.write_table(examples, tmp / "examples.parquet")
+            write_json_atomic(tmp / "manifest.json", self.manifest())
+        return path
+
+
+def load_dataset(path: str | os.PathLike, *, verify_hash: bool = True) -> ProbeDataset:
+    """Load and validate a ProbeDataset directory.
+
+    Parameters
+    ----------
+    path : path-like
+        A directory written by :meth:`ProbeDataset.save` (``needle dataset build``).
+    verify_hash : bool, default True
+        Recompute the content hash and compare it with the manifest's.
+
+    Raises
+    ------
+    FormatError
+        The directory is missing, is not a ProbeDataset, has an unsupported
+        format version, or its content is inconsistent or corrupt.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise FormatError(f"{path} is not a directory; build a dataset with `needle dataset build` first.")
+    manifest = read_json(path / "manifest.json")
+    if manifest.get("format") != FORMAT_NAME:
+        raise FormatError(f"{path}/manifest.json is not a {FORMAT_NAME} (format={manifest.get('format')!r}).")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise FormatError(
+            f"{path}: format version {manifest.get('format_version')} is not supported by needle "
+            f"{__version__} (which reads version {FORMAT_VERSION}); rebuild the dataset."
+        )
+    try:
+        sequences = pq.read_table(path / "sequences.parquet")
+        examples = pq.read_table(path / "examples.parquet")
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise FormatError(f"{path}: cannot read the dataset tables ({exc}).") from None
+    tokens = _list_column(sequences, "tokens", np.int32)
+    masks = _list_column(sequences, "attention_mask", np.int8)
+    texts = sequences.column("text").to_pylist()
+    features = manifest["features"]
+    feature_lookup = {feature["name"]: i for i, feature in enumerate(features)}
+    feature_names = examples.column("feature").to_pylist()
+    unknown = set(feature_names) - feature_lookup.keys()
+    if unknown:
+        raise FormatError(f"{path}/examples.parquet names features missing from the manifest: {sorted(unknown)}")
+    agg_lookup = {name: i for i, name in enumerate(AGGREGATIONS)}
+    aggregations = examples.column("aggregation").to_pylist()
+    if set(aggregations) - agg_lookup.keys():
+        raise FormatError(f"{path}/examples.parquet has unknown aggregations {sorted(set(aggregations) - agg_lookup.keys())}")
+    dataset = ProbeDataset(
+        tokens=tokens,
+        attention_mask=masks,
+        groups=np.array(sequences.column("group").to_pylist(), dtype=object),
+        features=features,
+        examples=Examples(
+            feature=np.array([feature_lookup[n] for n in feature_names], np.int32),
+            sequence=examples.column("sequence").to_numpy().astype(np.int32),
+            start=examples.column("start").to_numpy().astype(np.int32),
+            end=examples.column("end").to_numpy().astype(np.int32),
+            aggregation=np.array([agg_lookup[a] for a in aggregations], np.int8),
+            skip=examples.column("skip").to_numpy().astype(np.int32),
+            label=examples.column("label").to_numpy().astype(np.int8),
+        ),
+        tokenizer=manifest["tokenizer"],
+        builder=manifest["builder"],
+        texts=None if all(t is None for t in texts) else texts,
+        extra=manifest.get("extra", {}),
+    )
+    dataset.validate(source=str(path))
+    if verify_hash and dataset.content_hash() != manifest.get("content_hash"):
+        raise FormatError(f"{path}: content hash does not match the manifest; the files were changed or corrupted.")
+    return dataset
+
+
+def _list_column(table: pa.Table, name: str, dtype: type) -> list[np.ndarray]:
+    column = table.column(name).combine_chunks()
+    offsets = column.offsets.to_numpy()
+    values = column.values.to_numpy(zero_copy_only=False).astype(dtype)
+    return [values[offsets[i] : offsets[i + 1]] for i in range(len(column))]
+
+
+def _fail_rows(bad: np.ndarray, message: str) -> None:
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise FormatError(f"{message} (example rows {rows[:5].tolist()}{'…' if len(rows) > 5 else ''}).")
