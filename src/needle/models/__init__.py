@@ -1,0 +1,27 @@
+"""Models: loading by name, and per-architecture adapters that know where the neurons are."""
+
+from needle.models.base import SITES, ModelAdapter, normalize_site, site_hook_name
+from needle.models.families import ADAPTERS, BertAdapter, GatedMLPAdapter, GPT2Adapter, GPTNeoXAdapter
+from needle.models.load import adapt, adapter_class, load_model, supported_model_types, weights_fingerprint
+from needle.models.loading import ALIASES, DEFAULT_MODEL, load_tokenizer, resolve_model
+
+__all__ = [
+    "ADAPTERS",
+    "ALIASES",
+    "DEFAULT_MODEL",
+    "SITES",
+    "BertAdapter",
+    "GPT2Adapter",
+    "GPTNeoXAdapter",
+    "GatedMLPAdapter",
+    "ModelAdapter",
+    "adapt",
+    "adapter_class",
+    "load_model",
+    "load_tokenizer",
+    "normalize_site",
+    "resolve_model",
+    "site_hook_name",
+    "supported_model_types",
+    "weights_fingerprint",
+]

@@ -1,0 +1,177 @@
+"""The ActivationCache: activations of one model at a dataset's labelled examples.
+
+On disk (format documented in ``docs/formats.md``)::
+
+    manifest.json        model, site, layers, dtype, dataset hash, features, parameters
+    rows.parquet         row → (sequence, start, end, aggregation, skip, group)
+    labels.parquet       (feature, row, label): each example of each feature
+    layer_{l:03d}.npy    (n_rows, width) matrix per layer, memory-mappable
+
+A cache is written under a temporary name and renamed when complete, so a
+directory with this layout is always whole.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from needle._io import read_json
+from needle._version import __version__
+from needle.datasets.format import AGGREGATIONS
+from needle.errors import FormatError, InputError
+
+__all__ = ["ActivationCache", "load_cache", "CACHE_FORMAT", "CACHE_FORMAT_VERSION", "layer_file"]
+
+CACHE_FORMAT = "needle.ActivationCache"
+CACHE_FORMAT_VERSION = 1
+
+
+def layer_file(layer: int) -> str:
+    return f"layer_{layer:03d}.npy"
+
+
+class ActivationCache:
+    """Read access to an extracted cache; implements :class:`needle.probing.ProbeSource`.
+
+    Use :func:`load_cache` to open one.
+
+    Attributes
+    ----------
+    path : Path
+    manifest : dict
+        Includes ``model_id``, ``dataset_hash``, ``site``, ``layers``, ``model`` (full
+        description), ``dataset``, ``features`` and ``params``.
+    """
+
+    def __init__(self, path: str | os.PathLike, manifest: dict[str, Any]):
+        self.path = Path(path)
+        self.manifest = manifest
+
+    # ----------------------------------------------------------- shape
+    @property
+    def layers(self) -> list[int]:
+        return list(self.manifest["layers"])
+
+    @property
+    def site(self) -> str:
+        return self.manifest["site"]
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.manifest["n_rows"])
+
+    @property
+    def width(self) -> int:
+        """Columns per layer matrix (neurons for ``post``/``pre``, d_model for ``resid``)."""
+        return int(self.manifest["width"])
+
+    n_neurons = width
+
+    def layer(self, layer: int) -> np.ndarray:
+        """The activations of ``layer``, shape (n_rows, width), memory-mapped read-only."""
+        if layer not in self.layers:
+            raise InputError(f"layer {layer} is not in the cache {self.path}; it has layers {self.layers}.")
+        array = np.load(self.path / layer_file(layer), mmap_mode="r")
+        if array.shape != (self.n_rows, self.width):
+            raise FormatError(f"{self.path / layer_file(layer)} has shape {array.shape}, expected {(self.n_rows, self.width)}.")
+        return array
+
+    # ------------------------------------------------------------ rows
+    @cached_property
+    def rows(self) -> dict[str, np.ndarray]:
+        """Row table as arrays: ``sequence``, ``start``, ``end``, ``aggregation`` (str), ``skip``, ``group``."""
+        table = pq.read_table(self.path / "rows.parquet")
+        return {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
+
+    @property
+    def row_groups(self) -> np.ndarray:
+        """Group (source document) of each row, shape (n_rows,)."""
+        return self.rows["group"]
+
+    # -------------------------------------------------------- features
+    @property
+    def feature_names(self) -> list[str]:
+        return [feature["name"] for feature in self.manifest["features"]]
+
+    def feature_info(self, name: str) -> dict[str, Any]:
+        for feature in self.manifest["features"]:
+            if feature["name"] == name:
+                return feature
+        raise InputError(f"unknown feature {name!r}; the cache {self.path} has: {', '.join(self.feature_names)}")
+
+    @cached_property
+    def _labels(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        table = pq.read_table(self.path / "labels.parquet")
+        names = np.asarray(table.column("feature").to_pylist(), dtype=object)
+        rows = table.column("row").to_numpy().astype(np.int64)
+        labels = table.column("label").to_numpy().astype(np.int8)
+        order = np.argsort(names, kind="stable")
+        names, rows, labels = names[order], rows[order], labels[order]
+        bounds = np.flatnonzero(np.r_[True, names[1:] != names[:-1], True])
+        return {names[a]: (rows[a:b], labels[a:b]) for a, b in zip(bounds[:-1], bounds[1:])}
+
+    def feature(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and labels of a feature's examples.
+
+        Returns
+        -------
+        rows : ndarray of int64, shape (n_examples,)
+            Indices into :meth:`layer` matrices.
+        y : ndarray of int8, shape (n_examples,)
+            1 for positives, 0 for negatives.
+        """
+        self.feature_info(name)
+        return self._labels[name]
+
+    def dataset(self) -> Any:
+        """Load the ProbeDataset this cache was extracted from (if its recorded path still exists)."""
+        from needle.datasets.format import load_dataset
+
+        path = self.manifest["dataset"].get("path")
+        if not path or not Path(path).is_dir():
+            raise InputError(f"the dataset of {self.path} is not at its recorded path {path!r}; load it yourself.")
+        dataset = load_dataset(path)
+        if dataset.content_hash() != self.manifest["dataset_hash"]:
+            raise FormatError(f"the dataset at {path} has changed since {self.path} was extracted from it.")
+        return dataset
+
+    def __repr__(self) -> str:
+        return (f"ActivationCache({str(self.path)!r}, model={self.manifest['model_id']!r}, site={self.site!r}, "
+                f"layers={self.layers}, rows={self.n_rows}, width={self.width})")
+
+
+def load_cache(path: str | os.PathLike) -> ActivationCache:
+    """Open an ActivationCache directory written by :func:`needle.extract`.
+
+    Raises
+    ------
+    FormatError
+        Not a cache, an unsupported version, or files missing.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        partial = path.with_name(f".{path.name}.partial")
+        hint = " An interrupted extraction is waiting at " + str(partial) + "; run extract again to resume." if partial.exists() else ""
+        raise FormatError(f"{path} is not an activation cache directory.{hint}")
+    manifest = read_json(path / "manifest.json")
+    if manifest.get("format") != CACHE_FORMAT:
+        raise FormatError(f"{path}/manifest.json is not a {CACHE_FORMAT} (format={manifest.get('format')!r}).")
+    if manifest.get("format_version") != CACHE_FORMAT_VERSION:
+        raise FormatError(
+            f"{path}: cache format version {manifest.get('format_version')} is not readable by needle {__version__} "
+            f"(reads {CACHE_FORMAT_VERSION}); extract again."
+        )
+    for name in ["rows.parquet", "labels.parquet", *(layer_file(l) for l in manifest["layers"])]:
+        if not (path / name).is_file():
+            raise FormatError(f"{path} is incomplete: {name} is missing.")
+    return ActivationCache(path, manifest)
+
+
+def aggregation_names(codes: np.ndarray) -> np.ndarray:
+    return np.asarray(AGGREGATIONS, dtype=object)[codes]

@@ -1,0 +1,391 @@
+"""Extraction: run a model over a ProbeDataset and keep only the activations the probes need.
+
+Sequences are batched by length (longest first, under a token budget), run
+through the model with hooks on the requested layers only, and reduced to one
+row per distinct labelled unit (a token position, or a span's mean/max).
+Rows are laid out in batch order, so each batch fills one contiguous block of
+every layer file: memory stays bounded by the batch, and an interrupted run
+resumes after its last completed batch with byte-identical results.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from needle._io import read_json, write_json_atomic
+from needle._version import __version__
+from needle.activations.cache import CACHE_FORMAT, CACHE_FORMAT_VERSION, ActivationCache, layer_file, load_cache
+from needle.datasets.format import AGGREGATIONS, ProbeDataset, load_dataset
+from needle.datasets.tokenizer_info import tokenizer_fingerprint
+from needle.errors import InputError, TokenizerMismatchError
+from needle.models.base import ModelAdapter, normalize_site, site_hook_name
+
+__all__ = ["extract", "plan_batches"]
+
+_CACHE_DTYPES = {"float16": np.float16, "float32": np.float32}
+
+
+@dataclass(frozen=True)
+class _Plan:
+    batches: list[np.ndarray]
+    """Sequence ids of each batch, longest first."""
+    unit_order: np.ndarray
+    """Unit index of each row (rows are in batch order)."""
+    batch_row_bounds: np.ndarray
+    """Rows ``[bounds[i], bounds[i + 1])`` belong to batch ``i``."""
+
+
+def plan_batches(lengths: np.ndarray, sequences: np.ndarray, batch_tokens: int, max_batch_size: int) -> list[np.ndarray]:
+    """Group sequences into batches of at most ``batch_tokens`` padded tokens.
+
+    Sequences are taken longest first (ties by id, for determinism), so each
+    batch pads to its first sequence's length.
+
+    Parameters
+    ----------
+    lengths : ndarray of int, shape (n_sequences_total,)
+    sequences : ndarray of int
+        The sequence ids to schedule.
+    """
+    order = sorted(sequences.tolist(), key=lambda s: (-int(lengths[s]), s))
+    batches: list[list[int]] = []
+    for seq in order:
+        if batches:
+            current = batches[-1]
+            width = int(lengths[current[0]])
+            if len(current) < max_batch_size and (len(current) + 1) * width <= batch_tokens:
+                current.append(seq)
+                continue
+        batches.append([seq])
+    return [np.asarray(batch, np.int64) for batch in batches]
+
+
+def extract(
+    model: ModelAdapter | str,
+    dataset: ProbeDataset | str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    layers: Sequence[int] | None = None,
+    site: str = "post",
+    batch_tokens: int = 8192,
+    max_batch_size: int = 64,
+    dtype: str = "float16",
+    padding_side: str = "right",
+    device: str | None = None,
+    overwrite: bool = False,
+    check_tokenizer: bool = True,
+    progress: bool = True,
+    callback: Callable[[int, int], None] | None = None,
+) -> ActivationCache:
+    """Extract activations at a dataset's labelled examples into an ActivationCache.
+
+    Parameters
+    ----------
+    model : ModelAdapter or str
+        An adapter (:func:`needle.load_model`) or a name to load.
+    dataset : ProbeDataset or path-like
+        A dataset or the directory of a saved one (the path is recorded).
+    out : path-like
+        Directory of the cache to write. Work in progress lives in
+        ``.<name>.partial`` beside it; calling again with the same arguments
+        resumes there.
+    layers : sequence of int, optional
+        Layers to keep (default: all).
+    site : {"post", "pre", "resid"}
+        ``blocks.{l}.mlp.hook_post`` (neurons), ``hook_pre`` (pre-activations)
+        or ``blocks.{l}.hook_resid_post``.
+    batch_tokens : int, default 8192
+        Padded tokens per forward pass (bounds memory).
+    max_batch_size : int, default 64
+    dtype : {"float16", "float32"}
+        Storage type of the layer matrices; aggregates are computed in float32 first.
+    padding_side : {"right", "left"}
+        Both give the same activations (positions come from the mask).
+    device : str, optional
+        Moves the model there when given.
+    overwrite : bool, default False
+        Replace an existing cache at ``out`` (and discard any partial run).
+    check_tokenizer : bool, default True
+        Refuse a dataset whose tokenizer fingerprint differs from the model's.
+    progress : bool, default True
+        Show a progress bar with tokens/s.
+    callback : callable, optional
+        Called as ``callback(batches_done, n_batches)`` after each batch is
+        committed (used to report or to interrupt).
+
+    Returns
+    -------
+    ActivationCache
+    """
+    if isinstance(model, (str, os.PathLike)):
+        from needle.models import load_model
+
+        model = load_model(model, device=device or "cpu")
+    elif device is not None:
+        model.model.to(device)
+    dataset_path = None
+    if not isinstance(dataset, ProbeDataset):
+        dataset_path = str(Path(dataset).resolve())
+        dataset = load_dataset(dataset)
+    site = normalize_site(site)
+    layers = list(range(model.n_layers)) if layers is None else sorted(set(int(l) for l in layers))
+    for layer in layers:
+        model._check_layer(layer)
+    if dtype not in _CACHE_DTYPES:
+        raise InputError(f"dtype must be one of {', '.join(_CACHE_DTYPES)}, not {dtype!r}.")
+    if padding_side not in ("right", "left"):
+        raise InputError(f"padding_side must be 'right' or 'left', not {padding_side!r}.")
+    if batch_tokens < 1 or max_batch_size < 1:
+        raise InputError("batch_tokens and max_batch_size must be positive.")
+    _check_compatible(model, dataset, check_tokenizer)
+
+    out = Path(out)
+    if out.exists():
+        if not overwrite:
+            raise InputError(f"{out} already exists; choose another --out or pass overwrite=True / --overwrite.")
+    partial = out.with_name(f".{out.name}.partial")
+    units = dataset.units()
+    lengths = np.array([len(t) for t in dataset.tokens], np.int64)
+    plan = _make_plan(units, lengths, batch_tokens, max_batch_size)
+    width = model.site_width(site)
+    manifest = _manifest(model, dataset, dataset_path, site, layers, dtype, width, len(units),
+                         {"batch_tokens": batch_tokens, "max_batch_size": max_batch_size, "padding_side": padding_side})
+    signature = {key: manifest[key] for key in ("model", "dataset_hash", "site", "layers", "dtype", "params", "n_rows", "needle_version")}
+
+    done = _prepare_partial(partial, signature, overwrite, lambda: _start(partial, plan, units, dataset, layers, width, dtype))
+    _run_batches(model, dataset, plan, units, partial, layers, site, dtype, width, padding_side, done, signature, progress, callback)
+
+    write_json_atomic(partial / "manifest.json", manifest)
+    (partial / "state.json").unlink()
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(partial, out)
+    return load_cache(out)
+
+
+# ---------------------------------------------------------------- checks
+def _check_compatible(model: ModelAdapter, dataset: ProbeDataset, check_tokenizer: bool) -> None:
+    if check_tokenizer:
+        if model.tokenizer is None:
+            raise TokenizerMismatchError(
+                f"{model.model_id} was loaded without a tokenizer, so the dataset's tokenizer cannot be checked; "
+                "load it with its tokenizer or pass check_tokenizer=False."
+            )
+        ours = tokenizer_fingerprint(model.tokenizer)
+        theirs = dataset.tokenizer.get("fingerprint")
+        if ours != theirs:
+            raise TokenizerMismatchError(
+                f"the dataset was tokenized with {dataset.tokenizer.get('name_or_path') or 'another tokenizer'} "
+                f"(vocabulary fingerprint {str(theirs)[:12]}…), which is not {model.model_id}'s tokenizer "
+                f"(fingerprint {ours[:12]}…). Rebuild the dataset with --model {model.model_id}."
+            )
+    vocab = model.model.get_input_embeddings().num_embeddings
+    top = max(int(t.max()) for t in dataset.tokens)
+    if top >= vocab:
+        raise TokenizerMismatchError(f"the dataset has token id {top} but {model.model_id} embeds only {vocab} ids.")
+    longest = max(len(t) for t in dataset.tokens)
+    if model.max_positions and longest > model.max_positions:
+        raise InputError(
+            f"the dataset has a sequence of {longest} tokens but {model.model_id} takes at most "
+            f"{model.max_positions}; rebuild it with --context-length {model.max_positions} or less."
+        )
+
+
+# -------------------------------------------------------------- planning
+def _make_plan(units, lengths: np.ndarray, batch_tokens: int, max_batch_size: int) -> _Plan:
+    needed = np.unique(units.sequence).astype(np.int64)
+    batches = plan_batches(lengths, needed, batch_tokens, max_batch_size)
+    # Units are sorted by sequence: each sequence's units are one contiguous slice.
+    first = np.searchsorted(units.sequence, needed, side="left")
+    last = np.searchsorted(units.sequence, needed, side="right")
+    slices = {int(s): (int(a), int(b)) for s, a, b in zip(needed, first, last)}
+    order, bounds = [], [0]
+    for batch in batches:
+        for seq in batch:
+            a, b = slices[int(seq)]
+            order.append(np.arange(a, b))
+        bounds.append(bounds[-1] + sum(slices[int(s)][1] - slices[int(s)][0] for s in batch))
+    return _Plan(batches, np.concatenate(order) if order else np.zeros(0, np.int64), np.asarray(bounds, np.int64))
+
+
+def _manifest(model, dataset, dataset_path, site, layers, dtype, width, n_rows, params) -> dict[str, Any]:
+    import transformers
+
+    description = model.describe()
+    return {
+        "format": CACHE_FORMAT,
+        "format_version": CACHE_FORMAT_VERSION,
+        "needle_version": __version__,
+        "torch_version": torch.__version__,
+        "transformers_version": transformers.__version__,
+        "model_id": description["model_id"],
+        "model": description,
+        "site": site,
+        "hook_names": [site_hook_name(site, layer) for layer in layers],
+        "layers": layers,
+        "dtype": dtype,
+        "width": width,
+        "n_rows": n_rows,
+        "dataset_hash": dataset.content_hash(),
+        "dataset": {
+            "path": dataset_path,
+            "builder": dataset.builder,
+            "tokenizer": dataset.tokenizer,
+            "n_sequences": dataset.n_sequences,
+        },
+        "features": dataset.features,
+        "params": params,
+    }
+
+
+# ---------------------------------------------------------- partial state
+def _prepare_partial(partial: Path, signature: dict, overwrite: bool, start: Callable[[], None]) -> int:
+    """Return the number of batches already done in ``partial`` (starting it if needed)."""
+    state_path = partial / "state.json"
+    if partial.exists() and not overwrite and state_path.is_file():
+        state = read_json(state_path)
+        if state.get("signature") == signature:
+            return int(state["batches_done"])
+        raise InputError(
+            f"an interrupted extraction with different settings is at {partial}; "
+            "delete it, or pass overwrite=True / --overwrite to start again."
+        )
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    start()
+    write_json_atomic(state_path, {"signature": signature, "batches_done": 0})
+    return 0
+
+
+def _start(partial: Path, plan: _Plan, units, dataset: ProbeDataset, layers, width: int, dtype: str) -> None:
+    rows_units = plan.unit_order
+    seq = units.sequence[rows_units]
+    pq.write_table(
+        pa.table({
+            "row": pa.array(np.arange(len(rows_units), dtype=np.int64)),
+            "sequence": pa.array(seq.astype(np.int32)),
+            "start": pa.array(units.start[rows_units].astype(np.int32)),
+            "end": pa.array(units.end[rows_units].astype(np.int32)),
+            "aggregation": pa.array(np.asarray(AGGREGATIONS, dtype=object)[units.aggregation[rows_units]].tolist(), pa.string()),
+            "skip": pa.array(units.skip[rows_units].astype(np.int32)),
+            "group": pa.array([str(g) for g in dataset.groups[seq]], pa.string()),
+        }),
+        partial / "rows.parquet",
+    )
+    unit_row = np.empty(len(rows_units), np.int64)
+    unit_row[rows_units] = np.arange(len(rows_units))
+    example_rows = unit_row[units.example_unit]
+    names = np.asarray(dataset.feature_names, dtype=object)
+    pq.write_table(
+        pa.table({
+            "feature": pa.array(names[dataset.examples.feature].tolist(), pa.string()).dictionary_encode(),
+            "row": pa.array(example_rows),
+            "label": pa.array(dataset.examples.label.astype(np.int8)),
+        }),
+        partial / "labels.parquet",
+    )
+    for layer in layers:
+        _allocate_npy(partial / layer_file(layer), (len(rows_units), width), _CACHE_DTYPES[dtype])
+
+
+def _allocate_npy(path: Path, shape: tuple[int, int], dtype: type) -> None:
+    """Write a .npy header and size the file for ``shape``; rows are filled in later."""
+    with open(path, "wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                                                       "fortran_order": False, "shape": shape})
+        header = handle.tell()
+        handle.truncate(header + shape[0] * shape[1] * np.dtype(dtype).itemsize)
+
+
+def _data_offset(path: Path) -> int:
+    with open(path, "rb") as handle:
+        np.lib.format.read_magic(handle)
+        np.lib.format.read_array_header_1_0(handle)
+        return handle.tell()
+
+
+# -------------------------------------------------------------- the loop
+def _run_batches(model, dataset, plan, units, partial, layers, site, dtype, width, padding_side, done, signature,
+                 progress, callback) -> None:
+    from tqdm.auto import tqdm
+
+    np_dtype = _CACHE_DTYPES[dtype]
+    row_bytes = width * np.dtype(np_dtype).itemsize
+    offsets = {layer: _data_offset(partial / layer_file(layer)) for layer in layers}
+    pad_id = getattr(model.tokenizer, "pad_token_id", None) or 0
+    lengths = np.array([len(t) for t in dataset.tokens], np.int64)
+    batch_tokens = np.array([int(lengths[b].sum()) for b in plan.batches], np.int64)
+    bar = tqdm(total=int(batch_tokens.sum()), initial=int(batch_tokens[:done].sum()), unit="tok", unit_scale=True,
+               desc=f"extract {site} L{layers[0]}–{layers[-1]}", disable=not progress, smoothing=0.1)
+    handles = {layer: open(partial / layer_file(layer), "r+b") for layer in layers}
+    try:
+        for index in range(done, len(plan.batches)):
+            batch = plan.batches[index]
+            ids, mask, pad_left = _pad(dataset, batch, lengths, pad_id, padding_side)
+            acts = model.capture(ids, mask, layers, site)
+            row_a, row_b = plan.batch_row_bounds[index], plan.batch_row_bounds[index + 1]
+            batch_units = plan.unit_order[row_a:row_b]
+            for layer in layers:
+                values = _gather(acts[layer], batch, pad_left, units, batch_units).astype(np_dtype)
+                if not np.isfinite(values).all():
+                    bad = int(batch_units[np.flatnonzero(~np.isfinite(values).all(axis=1))[0]])
+                    raise InputError(
+                        f"non-finite activation at layer {layer}, sequence {int(units.sequence[bad])}"
+                        + (" (too large for float16: pass dtype='float32')" if np_dtype == np.float16 else "")
+                        + "; the model or its dtype is at fault."
+                    )
+                os.pwrite(handles[layer].fileno(), np.ascontiguousarray(values).tobytes(), offsets[layer] + int(row_a) * row_bytes)
+            for handle in handles.values():
+                os.fsync(handle.fileno())
+            write_json_atomic(partial / "state.json", {"signature": signature, "batches_done": index + 1})
+            bar.update(int(batch_tokens[index]))
+            if callback is not None:
+                callback(index + 1, len(plan.batches))
+    finally:
+        for handle in handles.values():
+            handle.close()
+        bar.close()
+
+
+def _pad(dataset: ProbeDataset, batch: np.ndarray, lengths: np.ndarray, pad_id: int, side: str):
+    width = int(lengths[batch].max())
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    pad_left = np.zeros(len(batch), np.int64)
+    for i, seq in enumerate(batch):
+        n = int(lengths[seq])
+        a = width - n if side == "left" else 0
+        pad_left[i] = a
+        ids[i, a : a + n] = torch.from_numpy(dataset.tokens[seq].astype(np.int64))
+        mask[i, a : a + n] = torch.from_numpy(dataset.attention_mask[seq].astype(np.int64))
+    return ids, mask, pad_left
+
+
+def _gather(acts: torch.Tensor, batch: np.ndarray, pad_left: np.ndarray, units, batch_units: np.ndarray) -> np.ndarray:
+    """Rows for ``batch_units`` from a (batch, pos, width) activation tensor, in float32."""
+    slot = {int(seq): i for i, seq in enumerate(batch)}
+    b = np.array([slot[int(s)] for s in units.sequence[batch_units]], np.int64)
+    start = units.start[batch_units].astype(np.int64) + pad_left[b]
+    out = torch.empty((len(batch_units), acts.shape[-1]), dtype=torch.float32, device=acts.device)
+    aggregation = units.aggregation[batch_units]
+    is_token = aggregation == 0
+    if is_token.any():
+        index = np.flatnonzero(is_token)
+        out[torch.from_numpy(index).to(acts.device)] = acts[torch.from_numpy(b[index]), torch.from_numpy(start[index])].float()
+    for i in np.flatnonzero(~is_token):
+        a = int(start[i] + units.skip[batch_units[i]])
+        z = int(units.end[batch_units[i]] + pad_left[b[i]])
+        span = acts[int(b[i]), a:z].float()
+        out[i] = span.mean(0) if AGGREGATIONS[aggregation[i]] == "mean" else span.amax(0)
+    return out.cpu().numpy()
