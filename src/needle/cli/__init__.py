@@ -1,8 +1,23 @@
-"""The needle command line (placeholder until the CLI modules land)."""
+"""The ``needle`` command line: thin commands over the Python API, one module per command group."""
+
+from __future__ import annotations
+
 import typer
 
-app = typer.Typer(no_args_is_help=True, help="needle: sparse probing of transformer neurons.")
+from needle.cli import cache as _cache
+from needle.cli import dataset as _dataset
+from needle.cli import demo as _demo
+from needle.cli import extract as _extract
+from needle.cli._common import run
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="needle: find the neurons that encode features, by sparse probing.")
+app.add_typer(_dataset.app, name="dataset")
+app.add_typer(_cache.app, name="cache")
+app.command("extract")(_extract.extract_command)
+app.command("demo")(_demo.demo_command)
 
 
 def main() -> None:
-    app()
+    """Entry point of the ``needle`` script."""
+    run(app)

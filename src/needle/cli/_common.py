@@ -1,0 +1,69 @@
+"""What every command shares: turning needle's errors into a message and an exit code."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import typer
+
+from needle.errors import NeedleError
+
+
+def run(app: typer.Typer) -> None:
+    """Run ``app``; needle's own errors print as one line on stderr with exit code 2."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app(standalone_mode=False)
+    except NeedleError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.secho("interrupted", err=True)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click's usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+def parse_params(pairs: list[str] | None) -> dict[str, Any]:
+    """``key=value`` pairs to a dict; values are parsed as JSON when they can be (``3``, ``true``, ``[1,2]``)."""
+    from needle.errors import InputError
+
+    params: dict[str, Any] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise InputError(f"--param {pair!r} must look like key=value")
+        key, value = pair.split("=", 1)
+        try:
+            params[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key.replace("-", "_")] = value
+    return params
+
+
+def parse_layers(text: str | None) -> list[int] | None:
+    """``"0,2,4"`` or ``"0-5"`` (or a mix) to a list of ints; None means all."""
+    from needle.errors import InputError
+
+    if not text or text == "all":
+        return None
+    layers: list[int] = []
+    try:
+        for part in text.split(","):
+            if "-" in part:
+                a, b = part.split("-")
+                layers.extend(range(int(a), int(b) + 1))
+            else:
+                layers.append(int(part))
+    except ValueError:
+        raise InputError(f"--layers {text!r}: use numbers like 0,2,4 or a range like 0-5") from None
+    return layers

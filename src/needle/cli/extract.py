@@ -1,0 +1,32 @@
+"""``needle extract``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from needle.cli._common import parse_layers
+
+
+def extract_command(
+    dataset: Annotated[Path, typer.Option("--dataset", help="ProbeDataset directory.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory of the activation cache to write.")],
+    model: Annotated[str, typer.Option(help="Alias, directory or hub id (id@revision pins a revision).")] = "minilm",
+    layers: Annotated[Optional[str], typer.Option(help="e.g. 0,2,4 or 0-5 (default: all).")] = None,
+    site: Annotated[str, typer.Option(help="post (neurons), pre or resid.")] = "post",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1…")] = "cpu",
+    dtype: Annotated[str, typer.Option(help="Model dtype: float32, float16, bfloat16.")] = "float32",
+    cache_dtype: Annotated[str, typer.Option(help="Storage dtype: float16 or float32.")] = "float16",
+    batch_tokens: Annotated[int, typer.Option(help="Padded tokens per forward pass.")] = 8192,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
+) -> None:
+    """Extract a model's activations at a dataset's labelled examples (resumes an interrupted run)."""
+    from needle.activations import extract
+    from needle.models import load_model
+
+    adapter = load_model(model, device=device, dtype=dtype)
+    cache = extract(adapter, dataset, out, layers=parse_layers(layers), site=site, dtype=cache_dtype,
+                    batch_tokens=batch_tokens, overwrite=overwrite)
+    typer.echo(f"wrote {cache.n_rows} rows × {cache.width} for layers {cache.layers} to {cache.path}")

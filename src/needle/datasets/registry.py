@@ -1,0 +1,39 @@
+"""The feature-collection builders by name, for the CLI and ``needle.datasets.build``.
+
+Every builder is a function ``build(sources, tokenizer, **params) -> ProbeDataset``
+living in its own module; it is imported only when used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from needle.errors import InputError
+
+__all__ = ["BUILDERS", "get_builder", "build_collection"]
+
+#: name → (module, function, one-line description)
+BUILDERS: dict[str, tuple[str, str, str]] = {
+    "ud": ("needle.datasets.ud", "build_ud",
+           "Universal Dependencies CoNLL-U: part of speech, dependency relations, morphology"),
+    "text-features": ("needle.datasets.text_features", "build_text_features",
+                      "regular-expression features of each token's string, over plain text or CoNLL-U"),
+    "python-code": ("needle.datasets.python_code", "build_python_code",
+                    "Python source labelled by tokenize and ast (default: the standard library)"),
+}
+
+
+def get_builder(name: str) -> Callable[..., Any]:
+    """The builder function called ``name``; the error lists the available ones."""
+    try:
+        module, function, _ = BUILDERS[name]
+    except KeyError:
+        raise InputError(f"unknown collection {name!r}; available: {', '.join(BUILDERS)}.") from None
+    return getattr(importlib.import_module(module), function)
+
+
+def build_collection(name: str, sources: Sequence[str] | None, tokenizer: Any, **params: Any):
+    """Build collection ``name`` from ``sources`` for ``tokenizer``."""
+    return get_builder(name)(sources, tokenizer, **params)
