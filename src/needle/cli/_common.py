@@ -15,6 +15,7 @@ from needle.errors import NeedleError
 def run(app: typer.Typer) -> None:
     """Run ``app``; needle's own errors print as one line on stderr with exit code 2."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _quiet_transformers()
     try:
         app(standalone_mode=False)
     except NeedleError as exc:
@@ -32,6 +33,16 @@ def run(app: typer.Typer) -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+
+
+def _quiet_transformers() -> None:
+    """needle draws its own progress bars; transformers' weight-loading bar is noise on a CLI."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
 
 
 def parse_params(pairs: list[str] | None) -> dict[str, Any]:

@@ -1,0 +1,3 @@
+from needle.cli import main
+
+main()

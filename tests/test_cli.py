@@ -1,0 +1,58 @@
+"""The CLI is thin: it calls the API, prints, and turns needle's errors into exit code 2."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from model_zoo import build_model
+from test_extract import make_dataset
+from needle.cli import app
+from needle.activations import load_cache
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory, bpe_tokenizer):
+    path = tmp_path_factory.mktemp("tiny-neox")
+    build_model("gpt_neox", len(bpe_tokenizer)).save_pretrained(path)
+    bpe_tokenizer.save_pretrained(path)
+    return path
+
+
+def test_extract_and_info_commands(tmp_path, tiny_model_dir, bpe_tokenizer):
+    make_dataset(bpe_tokenizer).save(tmp_path / "ds")
+    result = runner.invoke(app, ["dataset", "info", str(tmp_path / "ds")])
+    assert result.exit_code == 0, result.output
+    assert "tok_a" in result.output and "distinct activation rows" in result.output
+    result = runner.invoke(app, ["extract", "--model", str(tiny_model_dir), "--dataset", str(tmp_path / "ds"),
+                                 "--out", str(tmp_path / "cache"), "--layers", "0,2", "--site", "pre"])
+    assert result.exit_code == 0, result.output
+    cache = load_cache(tmp_path / "cache")
+    assert cache.layers == [0, 2] and cache.site == "pre"
+    result = runner.invoke(app, ["cache", "info", str(tmp_path / "cache")])
+    assert result.exit_code == 0 and "blocks.0.mlp.hook_pre" in result.output
+
+
+def run_main(monkeypatch, capsys, *args):
+    """Run the real entry point in-process; return (exit code, stderr)."""
+    from needle.cli import main
+
+    monkeypatch.setattr("sys.argv", ["needle", *args])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    return exited.value.code, capsys.readouterr().err
+
+
+def test_errors_are_one_clear_line_with_exit_code_2(tmp_path, tiny_model_dir, minilm_tokenizer, monkeypatch, capsys):
+    make_dataset(minilm_tokenizer, vocab=400).save(tmp_path / "ds")
+    code, err = run_main(monkeypatch, capsys, "extract", "--model", str(tiny_model_dir), "--dataset",
+                         str(tmp_path / "ds"), "--out", str(tmp_path / "cache"))
+    assert code == 2 and err.startswith("error:") and "Rebuild the dataset" in err and "Traceback" not in err
+    assert not (tmp_path / "cache").exists()
+    code, err = run_main(monkeypatch, capsys, "extract", "--model", str(tiny_model_dir), "--dataset",
+                         str(tmp_path / "ds"), "--out", str(tmp_path / "c"), "--layers", "x")
+    assert code == 2 and "--layers" in err
+    code, err = run_main(monkeypatch, capsys, "dataset", "info", str(tmp_path / "nope"))
+    assert code == 2 and "not a directory" in err
