@@ -55,12 +55,15 @@ def encode(tokenizer: Any, text: str, *, add_special_tokens: bool = True) -> Enc
         return_special_tokens_mask=True,
         return_attention_mask=False,
         truncation=False,
+        verbose=False,
     )
     ids = np.asarray(encoding["input_ids"], np.int32)
     offsets = np.asarray(encoding["offset_mapping"], np.int64).reshape(-1, 2)
     special = np.asarray(encoding["special_tokens_mask"], bool)
     offsets = offsets.copy()
-    for i, (begin, end) in enumerate(offsets):
+    starts_with_space = [i for i, (begin, end) in enumerate(offsets.tolist()) if begin < end and text[begin].isspace()]
+    for i in starts_with_space:
+        begin, end = offsets[i]
         while begin < end and text[begin].isspace():
             begin += 1
         offsets[i, 0] = begin

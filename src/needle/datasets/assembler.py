@@ -145,12 +145,13 @@ class DatasetAssembler:
             else:
                 seq = start = end = skip = np.zeros(0, np.int32)
                 agg = label = np.zeros(0, np.int8)
-            rng = np.random.default_rng([seed, _stable_int(name)])
-            keep = subsample_negatives(label, positive_ratio, rng, max_positives=max_positives)
-            n_pos, n_neg = int(label[keep].sum()), int((label[keep] == 0).sum())
+            # Counts before subsampling decide (and are recorded): they say what the source had.
+            n_pos, n_neg = int((label == 1).sum()), int((label == 0).sum())
             if n_pos < min_positives or n_neg < min_negatives:
                 dropped[name] = {"positive": n_pos, "negative": n_neg}
                 continue
+            rng = np.random.default_rng([seed, _stable_int(name)])
+            keep = subsample_negatives(label, positive_ratio, rng, max_positives=max_positives)
             index = len(kept)
             kept.append(info)
             keep = np.sort(keep)

@@ -1,0 +1,355 @@
+"""Plain-text features of single tokens (Table A.3 of the paper): case, digits, whitespace, ASCII.
+
+Each feature is a predicate on a token's *string* — the text the token stands
+for in the model's input — so a probe could in principle read it off the
+token id alone; the collection measures how (and how sparsely) the model
+keeps such surface facts in its neurons.
+
+The string of a token (:func:`token_strings`) depends on how the tokenizer
+represents text:
+
+``byte_level`` (GPT-2, GPT-NeoX/Pythia, …)
+    The token's own bytes, decoded: ``"Ġthe"`` is ``" the"``, ``"Ċ"`` is
+    ``"\\n"``. A leading space is part of the token. A token holding part of
+    a multi-byte character decodes to ``"\\ufffd"`` (hence not ASCII).
+``wordpiece`` (BERT, MiniLM)
+    The vocabulary entry without its ``##`` continuation prefix, preceded by
+    one space when whitespace (of any kind: the tokenizer discards which)
+    separates it from the previous token in the text. A ``##`` piece
+    therefore never has a leading space; a word-initial piece after a space
+    or newline has one; a piece after punctuation (``t`` in ``don't``) has
+    none. The entry is what the model sees, so an uncased tokenizer has no
+    capitals (``contains_capital`` and friends get no positives and are
+    dropped). ``[UNK]`` takes the normalised text it covers.
+``offsets`` (anything else)
+    The text from the end of the previous token to the end of this one, as
+    written (whitespace before the token included, case preserved).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from needle.datasets.alignment import EncodedText, encode
+from needle.datasets.assembler import DatasetAssembler
+from needle.datasets.format import ProbeDataset
+from needle.datasets.tokenizer_info import tokenizer_info
+from needle.datasets.ud import (
+    _as_sources,
+    _check_context_length,
+    _read_text,
+    _unique_stems,
+    pack_texts,
+    read_conllu,
+    token_counts,
+)
+from needle.errors import InputError
+
+__all__ = ["TEXT_FEATURES", "build_text_features", "token_strings", "token_style", "text_feature_labels"]
+
+_DIGITS = re.compile(r"\s?\d+")
+_DIGIT = re.compile(r"\d")
+_WHITESPACE = re.compile(r"\s")
+_ALL_WHITESPACE = re.compile(r"\s+")
+_NOT_ALNUM = re.compile(r"[\W]+")  # no letter, digit or underscore anywhere
+
+
+def _strip_space(s: str) -> str:
+    return s[1:] if s.startswith(" ") else s
+
+
+def _all_capitals(s: str) -> bool:
+    body = s.lstrip()
+    # The paper leaves out the one-letter words "I" and "A", which are capitals for another reason.
+    return body not in ("", "I", "A") and all(c.isalpha() and c.isupper() for c in body)
+
+
+#: name → (predicate on the token string, description). Order and names as in Table A.3.
+TEXT_FEATURES: dict[str, tuple[Callable[[str], bool], str]] = {
+    "leading_capital": (
+        lambda s: _strip_space(s)[:1].isupper(),
+        "the first character after an optional leading space is an uppercase letter",
+    ),
+    "all_digits": (lambda s: _DIGITS.fullmatch(s) is not None, "digits only, after an optional leading whitespace"),
+    "is_not_ascii": (lambda s: not s.isascii(), "contains a character outside ASCII"),
+    "has_leading_space": (lambda s: s.startswith(" "), "starts with a space"),
+    "contains_all_whitespace": (lambda s: _ALL_WHITESPACE.fullmatch(s) is not None, "whitespace only"),
+    "all_capitals": (_all_capitals, "uppercase letters only (after leading whitespace), not the words I or A"),
+    "is_not_alphanumeric": (
+        lambda s: _NOT_ALNUM.fullmatch(s) is not None,
+        "no letter, digit or underscore (punctuation, symbols, whitespace)",
+    ),
+    "contains_whitespace": (lambda s: _WHITESPACE.search(s) is not None, "contains a whitespace character"),
+    "contains_capital": (lambda s: any(c.isupper() for c in s), "contains an uppercase letter"),
+    "contains_digit": (lambda s: _DIGIT.search(s) is not None, "contains a digit"),
+    "no_leading_space_and_loweralpha": (
+        lambda s: s.isalpha() and s.islower(),
+        "lowercase letters only, no leading space (a word continuation)",
+    ),
+}
+
+
+def text_feature_labels(string: str) -> tuple[bool, ...]:
+    """The value of every :data:`TEXT_FEATURES` predicate on one token string, in order."""
+    if not string:
+        return (False,) * len(TEXT_FEATURES)
+    return tuple(bool(predicate(string)) for predicate, _ in TEXT_FEATURES.values())
+
+
+# --------------------------------------------------------------------------- token strings
+
+
+def _component(tokenizer: Any, name: str) -> Any:
+    """The JSON description of one backend component (decoder, pre_tokenizer), or None."""
+    component = getattr(getattr(tokenizer, "backend_tokenizer", None), name, None)
+    return json.loads(component.__getstate__()) if component is not None else None
+
+
+def _has_type(spec: Any, name: str) -> bool:
+    if isinstance(spec, dict):
+        return spec.get("type") == name or any(_has_type(v, name) for v in spec.values())
+    if isinstance(spec, list):
+        return any(_has_type(v, name) for v in spec)
+    return False
+
+
+def token_style(tokenizer: Any) -> str:
+    """How :func:`token_strings` reads this tokenizer: ``byte_level``, ``wordpiece`` or ``offsets``."""
+    if _has_type(_component(tokenizer, "decoder"), "ByteLevel") or _has_type(
+        _component(tokenizer, "pre_tokenizer"), "ByteLevel"
+    ):
+        return "byte_level"
+    model = getattr(getattr(tokenizer, "backend_tokenizer", None), "model", None)
+    return "wordpiece" if type(model).__name__ == "WordPiece" else "offsets"
+
+
+class _TokenStrings:
+    """Computes token strings for one tokenizer, caching what depends on the id alone."""
+
+    def __init__(self, tokenizer: Any):
+        self.tokenizer = tokenizer
+        self.style = token_style(tokenizer)
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        model = getattr(backend, "model", None)
+        self.prefix = getattr(model, "continuing_subword_prefix", None) or "##"
+        self.unk = getattr(model, "unk_token", None)
+        self.decoder = backend.decoder if backend is not None else None
+        self.normalizer = backend.normalizer if backend is not None else None
+        self._by_id: dict[int, str] = {}
+
+    def _vocab_string(self, token_id: int) -> str:
+        if token_id not in self._by_id:
+            piece = self.tokenizer.convert_ids_to_tokens(int(token_id))
+            self._by_id[token_id] = self.decoder.decode([piece]) if self.style == "byte_level" else piece
+        return self._by_id[token_id]
+
+    def __call__(self, encoded: EncodedText, text: str) -> list[str]:
+        strings = []
+        previous_end = 0
+        for token_id, (begin, end), special in zip(encoded.ids.tolist(), encoded.offsets.tolist(), encoded.special):
+            if special:
+                strings.append("")
+                continue
+            strings.append(self._one(token_id, begin, end, previous_end, text))
+            previous_end = max(previous_end, end)
+        return strings
+
+    def _one(self, token_id: int, begin: int, end: int, previous_end: int, text: str) -> str:
+        if self.style == "byte_level":
+            return self._vocab_string(token_id)
+        if self.style == "offsets":
+            return text[previous_end:end] if end > previous_end else self._vocab_string(token_id)
+        piece = self._vocab_string(token_id)
+        if piece.startswith(self.prefix):
+            return piece[len(self.prefix) :]
+        # WordPiece drops whitespace; all the model can know is that some separated this piece.
+        leading = " " if begin > previous_end and text[begin - 1].isspace() else ""
+        if piece == self.unk:
+            covered = text[begin:end]
+            piece = self.normalizer.normalize_str(covered).strip() if self.normalizer is not None else covered
+        return leading + piece
+
+
+def token_strings(tokenizer: Any, encoded: EncodedText, text: str) -> list[str]:
+    """The string each token stands for (see the module docstring); ``""`` for special tokens.
+
+    Parameters
+    ----------
+    tokenizer : fast tokenizer
+    encoded : EncodedText
+        ``text`` encoded with :func:`needle.datasets.alignment.encode`.
+    text : str
+
+    Returns
+    -------
+    list of str, length n_tokens
+    """
+    return _TokenStrings(tokenizer)(encoded, text)
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def _is_conllu(path: Path) -> bool:
+    return path.name.endswith((".conllu", ".conllu.gz"))
+
+
+def _paragraphs(path: Path) -> list[str]:
+    text = _read_text(path).replace("\r\n", "\n")
+    paragraphs = [p.strip("\n") for p in re.split(r"\n[ \t\r\f\v]*\n", text)]
+    return [p for p in paragraphs if p.strip()]
+
+
+def _documents(paths: list[Path]) -> Iterator[tuple[str, list[str], str]]:
+    """(group, text units, separator) per document, in source order."""
+    for stem, path in zip(_unique_stems(paths), paths):
+        if _is_conllu(path):
+            for doc in read_conllu(path):
+                yield f"{stem}:{doc.id}", [s.text for s in doc.sentences], " "
+        else:
+            paragraphs = _paragraphs(path)
+            if not paragraphs:
+                raise InputError(f"{path}: the file has no text (an empty collection); pass a non-empty text file.")
+            yield stem, paragraphs, "\n\n"
+
+
+def _split_long(texts: list[str], tokenizer: Any, budget: int) -> tuple[list[str], np.ndarray, int]:
+    """Cut units longer than ``budget`` tokens at whitespace before a token.
+
+    Returns the units, their token counts (without special tokens) and the number of cuts made.
+    """
+    lengths = token_counts(tokenizer, texts)
+    if not (lengths > budget).any():
+        return texts, lengths, 0
+    out: list[str] = []
+    cuts = 0
+    for text, length in zip(texts, lengths):
+        if length <= budget:
+            out.append(text)
+            continue
+        starts = encode(tokenizer, text, add_special_tokens=False).offsets[:, 0]
+        begin, first = 0, 0
+        while len(starts) - first > budget:
+            window = range(first + budget, first, -1)
+            cut = next((k for k in window if text[starts[k] - 1].isspace()), first + budget)
+            out.append(text[begin : starts[cut]].rstrip())
+            begin, first = int(starts[cut]), cut
+            cuts += 1
+        out.append(text[begin:])
+    out = [t for t in out if t.strip()]
+    return out, token_counts(tokenizer, out), cuts
+
+
+# --------------------------------------------------------------------------- builder
+
+
+def build_text_features(
+    sources: str | os.PathLike | Iterable[str | os.PathLike],
+    tokenizer: Any,
+    *,
+    context_length: int = 512,
+    positive_ratio: float = 0.2,
+    seed: int = 0,
+    min_positives: int = 20,
+    max_sequences: int | None = None,
+) -> ProbeDataset:
+    """Build the 11 plain-text token features of the paper from any text.
+
+    Every non-special token is labelled by each predicate of
+    :data:`TEXT_FEATURES` applied to its string (:func:`token_strings`):
+    positives where it holds, negatives (subsampled to ``positive_ratio``)
+    everywhere else. A feature that cannot occur for this tokenizer (capitals
+    for an uncased one, whitespace tokens for WordPiece) has no positives and
+    is dropped, listed in ``dataset.extra["dropped_features"]``.
+
+    Parameters
+    ----------
+    sources : path-like or iterable of path-like
+        CoNLL-U files (``.conllu``, ``.conllu.gz``: sentence texts, group =
+        document) or any other text file, gzipped or not (paragraphs split
+        at blank lines, group = file).
+    tokenizer : transformers fast tokenizer
+    context_length : int, default 512
+        Maximum tokens per sequence, special tokens included. Units
+        (sentences, paragraphs) of one document are packed greedily; a unit
+        longer than this is cut at whitespace (these labels need no context
+        beyond the token), counted in ``dataset.extra["split_units"]``.
+    positive_ratio : float, default 0.2
+    seed : int, default 0
+    min_positives : int, default 20
+        Features with fewer positives (or negatives) are dropped.
+    max_sequences : int, optional
+        Stop after this many sequences (in source order).
+
+    Returns
+    -------
+    ProbeDataset
+        Token examples of the features ``TEXT_FEATURES`` (collection
+        ``text``); ``extra["token_style"]`` says how token strings were read.
+
+    Raises
+    ------
+    InputError
+        A missing, empty, unreadable or malformed source; bad parameters; no
+        feature with enough examples.
+    """
+    sources = _as_sources(sources)
+    paths = [Path(source) for source in sources]
+    _check_context_length(tokenizer, context_length)
+    if min_positives < 1:
+        raise InputError(f"min_positives must be at least 1, not {min_positives}")
+    if max_sequences is not None and max_sequences < 1:
+        raise InputError(f"max_sequences must be at least 1 (or None for all), not {max_sequences}")
+    strings = _TokenStrings(tokenizer)
+    params = {
+        "sources": sources,
+        "context_length": context_length,
+        "positive_ratio": positive_ratio,
+        "seed": seed,
+        "min_positives": min_positives,
+        "max_sequences": max_sequences,
+        "token_style": strings.style,
+    }
+    assembler = DatasetAssembler("text_features", params, tokenizer_info(tokenizer))
+    for name, (_, description) in TEXT_FEATURES.items():
+        assembler.add_feature(name, description=f"the token's string: {description}", collection="text")
+    budget = context_length - tokenizer.num_special_tokens_to_add(pair=False)
+    cache: dict[str, tuple[bool, ...]] = {}
+    sequences, positions, labels = [], [], []
+    split_units = dropped_units = 0
+    for group, units, separator in _documents(paths):
+        if max_sequences is not None and assembler.n_sequences >= max_sequences:
+            break
+        units, lengths, cuts = _split_long(units, tokenizer, budget)
+        split_units += cuts
+        packs, dropped = pack_texts(units, tokenizer, context_length, separator=separator, lengths=lengths)
+        dropped_units += len(dropped)
+        for pack in packs[: None if max_sequences is None else max_sequences - assembler.n_sequences]:
+            seq = assembler.add_sequence(pack.encoded.ids, group, pack.text)
+            for position, string in enumerate(strings(pack.encoded, pack.text)):
+                if pack.encoded.special[position]:
+                    continue
+                if string not in cache:
+                    cache[string] = text_feature_labels(string)
+                sequences.append(seq)
+                positions.append(position)
+                labels.append(cache[string])
+    if not labels:
+        raise InputError(f"{', '.join(map(str, paths))}: no token to label (an empty collection).")
+    sequences_a = np.array(sequences, np.int32)
+    positions_a = np.array(positions, np.int32)
+    labels_a = np.array(labels, bool)
+    for index, name in enumerate(TEXT_FEATURES):
+        assembler.add_examples(name, sequences_a, positions_a, labels_a[:, index])
+    dataset = assembler.build(
+        positive_ratio=positive_ratio, seed=seed, min_positives=min_positives, min_negatives=min_positives
+    )
+    dataset.extra.update({"token_style": strings.style, "split_units": split_units, "dropped_units": dropped_units})
+    return dataset
