@@ -171,7 +171,3 @@ def load_cache(path: str | os.PathLike) -> ActivationCache:
         if not (path / name).is_file():
             raise FormatError(f"{path} is incomplete: {name} is missing.")
     return ActivationCache(path, manifest)
-
-
-def aggregation_names(codes: np.ndarray) -> np.ndarray:
-    return np.asarray(AGGREGATIONS, dtype=object)[codes]

@@ -320,8 +320,8 @@ def _run_batches(model, dataset, plan, units, partial, layers, site, dtype, widt
                  progress, callback) -> None:
     from tqdm.auto import tqdm
 
-    np_dtype = _CACHE_DTYPES[dtype]
-    row_bytes = width * np.dtype(np_dtype).itemsize
+    torch_dtype = torch.float16 if dtype == "float16" else torch.float32
+    row_bytes = width * torch.tensor([], dtype=torch_dtype).element_size()
     offsets = {layer: _data_offset(partial / layer_file(layer)) for layer in layers}
     pad_id = getattr(model.tokenizer, "pad_token_id", None) or 0
     lengths = np.array([len(t) for t in dataset.tokens], np.int64)
@@ -333,19 +333,20 @@ def _run_batches(model, dataset, plan, units, partial, layers, site, dtype, widt
         for index in range(done, len(plan.batches)):
             batch = plan.batches[index]
             ids, mask, pad_left = _pad(dataset, batch, lengths, pad_id, padding_side)
-            acts = model.capture(ids, mask, layers, site)
             row_a, row_b = plan.batch_row_bounds[index], plan.batch_row_bounds[index + 1]
-            batch_units = plan.unit_order[row_a:row_b]
+            gather = _Gather(batch, pad_left, units, plan.unit_order[row_a:row_b], torch_dtype)
+            rows = model.capture(ids, mask, layers, site, reduce=gather)
             for layer in layers:
-                values = _gather(acts[layer], batch, pad_left, units, batch_units).astype(np_dtype)
-                if not np.isfinite(values).all():
-                    bad = int(batch_units[np.flatnonzero(~np.isfinite(values).all(axis=1))[0]])
+                values, storable = rows[layer]
+                if not bool(storable.all()):
+                    bad = int(gather.units_in_rows[int(torch.nonzero(~storable)[0, 0])])
                     raise InputError(
                         f"non-finite activation at layer {layer}, sequence {int(units.sequence[bad])}"
-                        + (" (too large for float16: pass dtype='float32')" if np_dtype == np.float16 else "")
+                        + (" (too large for float16: pass dtype='float32')" if dtype == "float16" else "")
                         + "; the model or its dtype is at fault."
                     )
-                os.pwrite(handles[layer].fileno(), np.ascontiguousarray(values).tobytes(), offsets[layer] + int(row_a) * row_bytes)
+                os.pwrite(handles[layer].fileno(), memoryview(values.numpy()).cast("B"),
+                          offsets[layer] + int(row_a) * row_bytes)
             for handle in handles.values():
                 os.fsync(handle.fileno())
             write_json_atomic(partial / "state.json", {"signature": signature, "batches_done": index + 1})
@@ -372,20 +373,45 @@ def _pad(dataset: ProbeDataset, batch: np.ndarray, lengths: np.ndarray, pad_id: 
     return ids, mask, pad_left
 
 
-def _gather(acts: torch.Tensor, batch: np.ndarray, pad_left: np.ndarray, units, batch_units: np.ndarray) -> np.ndarray:
-    """Rows for ``batch_units`` from a (batch, pos, width) activation tensor, in float32."""
-    slot = {int(seq): i for i, seq in enumerate(batch)}
-    b = np.array([slot[int(s)] for s in units.sequence[batch_units]], np.int64)
-    start = units.start[batch_units].astype(np.int64) + pad_left[b]
-    out = torch.empty((len(batch_units), acts.shape[-1]), dtype=torch.float32, device=acts.device)
-    aggregation = units.aggregation[batch_units]
-    is_token = aggregation == 0
-    if is_token.any():
-        index = np.flatnonzero(is_token)
-        out[torch.from_numpy(index).to(acts.device)] = acts[torch.from_numpy(b[index]), torch.from_numpy(start[index])].float()
-    for i in np.flatnonzero(~is_token):
-        a = int(start[i] + units.skip[batch_units[i]])
-        z = int(units.end[batch_units[i]] + pad_left[b[i]])
-        span = acts[int(b[i]), a:z].float()
-        out[i] = span.mean(0) if AGGREGATIONS[aggregation[i]] == "mean" else span.amax(0)
-    return out.cpu().numpy()
+class _Gather:
+    """Reduces one layer's (batch, pos, width) activations to the batch's rows, inside the hook.
+
+    Token units are one fancy-indexing gather; span units are reduced one by
+    one (there is one per sequence at most, in practice). Aggregates are
+    computed in float32, then cast to the storage dtype on the CPU.
+    """
+
+    def __init__(self, batch: np.ndarray, pad_left: np.ndarray, units, units_in_rows: np.ndarray, dtype: torch.dtype):
+        slot = np.empty(int(batch.max()) + 1, np.int64)
+        slot[batch] = np.arange(len(batch))
+        self.units_in_rows = units_in_rows
+        self.dtype = dtype
+        b = slot[units.sequence[units_in_rows]]
+        start = units.start[units_in_rows].astype(np.int64) + pad_left[b]
+        is_token = units.aggregation[units_in_rows] == 0
+        self.token_rows = torch.from_numpy(np.flatnonzero(is_token))
+        self.token_b = torch.from_numpy(b[is_token])
+        self.token_pos = torch.from_numpy(start[is_token])
+        self.all_tokens = bool(is_token.all())
+        self.spans = [
+            (int(i), int(b[i]), int(start[i] + units.skip[units_in_rows[i]]),
+             int(units.end[units_in_rows[i]] + pad_left[b[i]]), AGGREGATIONS[units.aggregation[units_in_rows[i]]])
+            for i in np.flatnonzero(~is_token)
+        ]
+
+    def __call__(self, layer: int, acts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows of this batch (storage dtype, CPU) and whether each is finite once stored."""
+        device = acts.device
+        tokens = acts[self.token_b.to(device), self.token_pos.to(device)]
+        if self.all_tokens:
+            out = tokens
+        else:
+            out = torch.empty((len(self.units_in_rows), acts.shape[-1]), dtype=torch.float32, device=device)
+            out[self.token_rows.to(device)] = tokens.float()
+            for row, b, a, z, how in self.spans:
+                span = acts[b, a:z].float()
+                out[row] = span.mean(0) if how == "mean" else span.amax(0)
+        # Checked before the cast (float16 arithmetic is slow on CPUs); NaN fails the comparison.
+        largest = out.abs().amax(dim=1).float()
+        storable = largest <= torch.finfo(self.dtype).max
+        return out.to("cpu", self.dtype), storable.cpu()

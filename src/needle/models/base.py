@@ -20,7 +20,7 @@ centred or otherwise processed.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -230,7 +230,8 @@ class ModelAdapter:
         attention_mask: torch.Tensor,
         layers: Sequence[int],
         site: str = "post",
-    ) -> dict[int, torch.Tensor]:
+        reduce: Callable[[int, torch.Tensor], Any] | None = None,
+    ) -> dict[int, Any]:
         """Activations of ``site`` at ``layers`` for a padded batch.
 
         Only the requested layers are kept, and the forward pass stops after
@@ -241,10 +242,14 @@ class ModelAdapter:
         input_ids, attention_mask : Tensor of shape (batch, pos)
         layers : sequence of int
         site : {"post", "pre", "resid"} or a hook name
+        reduce : callable, optional
+            ``reduce(layer, activations)`` is called inside the hook and its
+            result kept instead of the full tensor, so a caller that needs a
+            few positions never holds every layer's activations at once.
 
         Returns
         -------
-        dict of int to Tensor of shape (batch, pos, width)
+        dict of int to Tensor of shape (batch, pos, width), or to what ``reduce`` returned
         """
         layers = sorted(set(int(layer) for layer in layers))
         if not layers:
@@ -257,8 +262,8 @@ class ModelAdapter:
 
         def make_hook(layer: int, side: str):
             def keep(value: Any) -> None:
-                tensor = value[0] if isinstance(value, (tuple, list)) else value
-                captured[layer] = tensor.detach()
+                tensor = (value[0] if isinstance(value, (tuple, list)) else value).detach()
+                captured[layer] = tensor if reduce is None else reduce(layer, tensor)
                 if layer == last:
                     raise _StopForward
 
