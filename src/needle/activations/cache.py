@@ -23,7 +23,6 @@ import pyarrow.parquet as pq
 
 from needle._io import read_json
 from needle._version import __version__
-from needle.datasets.format import AGGREGATIONS
 from needle.errors import FormatError, InputError
 
 __all__ = ["ActivationCache", "load_cache", "CACHE_FORMAT", "CACHE_FORMAT_VERSION", "layer_file"]

@@ -8,6 +8,9 @@ from needle.cli import cache as _cache
 from needle.cli import dataset as _dataset
 from needle.cli import demo as _demo
 from needle.cli import extract as _extract
+from needle.cli import probe as _probe
+from needle.cli import report as _report
+from needle.cli import results as _results
 from needle.cli._common import run
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -15,6 +18,9 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 app.add_typer(_dataset.app, name="dataset")
 app.add_typer(_cache.app, name="cache")
 app.command("extract")(_extract.extract_command)
+app.command("probe")(_probe.probe_command)
+app.add_typer(_results.app, name="results")
+app.command("report")(_report.report_command)
 app.command("demo")(_demo.demo_command)
 
 

@@ -802,6 +802,7 @@ def build_python_code(
     piece: str = "all",
     positive_ratio: float | None = 0.2,
     min_positives: int = 20,
+    max_positives: int | None = None,
     seed: int = 0,
     progress: bool = False,
 ) -> ProbeDataset:
@@ -832,6 +833,9 @@ def build_python_code(
     min_positives : int, default 20
         Features with fewer positives are dropped (listed in
         ``dataset.extra["dropped_features"]``).
+    max_positives : int, optional
+        Cap on positive examples per feature (a seeded sample; negatives then
+        follow ``positive_ratio``). Bounds probing time on large sources.
     seed : int, default 0
         Seeds the file sample and the negative subsampling.
     progress : bool, default False
@@ -866,6 +870,7 @@ def build_python_code(
         piece=piece,
         positive_ratio=positive_ratio,
         min_positives=min_positives,
+        max_positives=max_positives,
         seed=seed,
     )
     assembler = DatasetAssembler(BUILDER, params, tokenizer_info(tokenizer))
@@ -888,7 +893,9 @@ def build_python_code(
             f"{BUILDER}: none of the {len(files)} source files holds usable Python code"
             f"{f' ({reasons})' if reasons else ' (all are empty)'}; pass other sources."
         )
-    dataset = assembler.build(positive_ratio=positive_ratio, seed=seed, min_positives=min_positives)
+    dataset = assembler.build(
+        positive_ratio=positive_ratio, seed=seed, min_positives=min_positives, max_positives=max_positives
+    )
     dataset.extra["files"] = {"considered": len(files), "used": used, "empty": empty, "skipped": skipped}
     return dataset
 

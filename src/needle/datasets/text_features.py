@@ -258,6 +258,7 @@ def build_text_features(
     positive_ratio: float = 0.2,
     seed: int = 0,
     min_positives: int = 20,
+    max_positives: int | None = None,
     max_sequences: int | None = None,
 ) -> ProbeDataset:
     """Build the 11 plain-text token features of the paper from any text.
@@ -285,6 +286,9 @@ def build_text_features(
     seed : int, default 0
     min_positives : int, default 20
         Features with fewer positives (or negatives) are dropped.
+    max_positives : int, optional
+        Cap on positive examples per feature (a seeded sample; negatives then
+        follow ``positive_ratio``). Bounds probing time on large sources.
     max_sequences : int, optional
         Stop after this many sequences (in source order).
 
@@ -314,6 +318,7 @@ def build_text_features(
         "positive_ratio": positive_ratio,
         "seed": seed,
         "min_positives": min_positives,
+        "max_positives": max_positives,
         "max_sequences": max_sequences,
         "token_style": strings.style,
     }
@@ -349,7 +354,11 @@ def build_text_features(
     for index, name in enumerate(TEXT_FEATURES):
         assembler.add_examples(name, sequences_a, positions_a, labels_a[:, index])
     dataset = assembler.build(
-        positive_ratio=positive_ratio, seed=seed, min_positives=min_positives, min_negatives=min_positives
+        positive_ratio=positive_ratio,
+        seed=seed,
+        min_positives=min_positives,
+        min_negatives=min_positives,
+        max_positives=max_positives,
     )
     dataset.extra.update({"token_style": strings.style, "split_units": split_units, "dropped_units": dropped_units})
     return dataset

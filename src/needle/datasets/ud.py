@@ -576,6 +576,7 @@ def build_ud(
     positive_ratio: float = 0.2,
     seed: int = 0,
     min_positives: int = 20,
+    max_positives: int | None = None,
     deprels: Sequence[str] | str | None = None,
     morph_features: Sequence[str] | str | None = None,
 ) -> ProbeDataset:
@@ -624,6 +625,9 @@ def build_ud(
     seed : int, default 0
         Seeds the negative subsampling.
     min_positives : int, default 20
+    max_positives : int, optional
+        Cap on positive examples per feature (a seeded sample; negatives then
+        follow ``positive_ratio``). Bounds probing time on large sources.
     deprels : sequence of str or "all", optional
         Relations to probe; default :data:`PAPER_DEPRELS`; ``"all"`` takes
         every relation in the data, subtypes as written.
@@ -668,6 +672,7 @@ def build_ud(
         "positive_ratio": positive_ratio,
         "seed": seed,
         "min_positives": min_positives,
+        "max_positives": max_positives,
         "deprels": list(dep_request) if isinstance(dep_request, tuple) else dep_request,
         "morph_features": list(morph_request) if isinstance(morph_request, tuple) else morph_request,
     }
@@ -686,7 +691,11 @@ def build_ud(
         morph_classes = _add_morph(assembler, pairs, words, morph_request, explicit=morph_features is not None)
 
     dataset = assembler.build(
-        positive_ratio=positive_ratio, seed=seed, min_positives=min_positives, min_negatives=min_positives
+        positive_ratio=positive_ratio,
+        seed=seed,
+        min_positives=min_positives,
+        min_negatives=min_positives,
+        max_positives=max_positives,
     )
     dataset.extra.update(labelling.report())
     dataset.extra["morph_word_classes"] = {f"morph:{k}": v for k, v in morph_classes.items()}

@@ -1,0 +1,51 @@
+"""``needle probe``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from needle.cli._common import parse_layers
+
+
+def _split(text: str | None) -> list[str] | None:
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
+def probe_command(
+    cache: Annotated[Path, typer.Option("--cache", help="Activation cache directory.")],
+    out: Annotated[Path, typer.Option("--out", help="Results Parquet file (appended to if it exists).")],
+    features: Annotated[Optional[str], typer.Option(help="Comma-separated feature names (default: all).")] = None,
+    layers: Annotated[Optional[str], typer.Option(help="e.g. 0,2,4 or 0-5 (default: all in the cache).")] = None,
+    methods: Annotated[str, typer.Option(help="Comma-separated selection methods.")] = "mean_diff,f_stat,adaptive",
+    k: Annotated[Optional[str], typer.Option("--k", help="Comma-separated k grid (default 1-8,10,12,16,32…256).")] = None,
+    prefilter: Annotated[int, typer.Option(help="Neurons kept by mean difference before selection (0: none).")] = 1024,
+    seed: Annotated[int, typer.Option(help="Seed of the group split and of random methods.")] = 0,
+    baselines: Annotated[bool, typer.Option(help="Also fit the dense and random-direction baselines.")] = True,
+    jobs: Annotated[int, typer.Option("--jobs", help="Worker processes.")] = 1,
+    overwrite: Annotated[bool, typer.Option(help="Start the results file afresh.")] = False,
+) -> None:
+    """Sweep sparse probes over features, layers, methods and k; resumes and appends."""
+    from needle.activations import load_cache
+    from needle.errors import InputError
+    from needle.probing import DEFAULT_KS, summarize, sweep
+
+    try:
+        ks = [int(v) for v in _split(k)] if k else list(DEFAULT_KS)
+    except ValueError:
+        raise InputError(f"--k {k!r}: use comma-separated integers such as 1,2,4,8") from None
+    results = sweep(load_cache(cache), out=out, features=_split(features), layers=parse_layers(layers),
+                    methods=_split(methods), ks=ks, prefilter=prefilter or None, seed=seed, baselines=baselines,
+                    n_jobs=jobs, overwrite=overwrite)
+    typer.echo(f"{len(results)} result rows in {out}")
+    typer.echo(_format_summary(summarize(results)))
+
+
+def _format_summary(summary) -> str:
+    import pandas as pd
+
+    with pd.option_context("display.max_rows", 200, "display.max_columns", 20, "display.width", 200,
+                           "display.float_format", "{:.3f}".format):
+        return summary.to_string(index=False)

@@ -1,0 +1,192 @@
+"""The results table of sweeps: schema, atomic merging writes, loading, summaries.
+
+One Parquet file per sweep (appended to by later sweeps), one row per
+``(model_id, dataset_hash, site, feature, layer, method, k)``. The schema is
+documented in ``docs/results.md``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from needle._io import atomic_file
+from needle.errors import FormatError
+
+__all__ = [
+    "RESULT_KEY",
+    "RESULT_SCHEMA",
+    "BASELINE_METHODS",
+    "load_results",
+    "merge_results",
+    "write_results",
+    "summarize",
+]
+
+#: Columns that identify a row; a results file never holds two rows with the same key.
+RESULT_KEY = ("model_id", "dataset_hash", "site", "feature", "layer", "method", "k")
+#: Methods of the baseline rows (not selection methods).
+BASELINE_METHODS = ("dense", "random_directions")
+
+RESULT_SCHEMA = pa.schema(
+    [
+        ("model_id", pa.string()),
+        ("dataset_hash", pa.string()),
+        ("site", pa.string()),
+        ("collection", pa.string()),
+        ("level", pa.string()),
+        ("feature", pa.string()),
+        ("layer", pa.int64()),
+        ("method", pa.string()),
+        ("k", pa.int64()),
+        ("f1", pa.float64()),
+        ("precision", pa.float64()),
+        ("recall", pa.float64()),
+        ("mcc", pa.float64()),
+        ("accuracy", pa.float64()),
+        ("roc_auc", pa.float64()),
+        ("n_train", pa.int64()),
+        ("n_test", pa.int64()),
+        ("n_train_pos", pa.int64()),
+        ("n_test_pos", pa.int64()),
+        ("neurons", pa.list_(pa.int64())),
+        ("coef", pa.list_(pa.float64())),
+        ("intercept", pa.float64()),
+        ("converged", pa.bool_()),
+        ("n_iter", pa.int64()),
+        ("fit_seconds", pa.float64()),
+        ("seed", pa.int64()),
+        ("selection_info", pa.string()),
+        ("needle_version", pa.string()),
+        ("params", pa.string()),
+        ("manifest", pa.string()),
+    ]
+)
+_COLUMNS = [field.name for field in RESULT_SCHEMA]
+
+
+def _empty() -> pd.DataFrame:
+    return RESULT_SCHEMA.empty_table().to_pandas()
+
+
+def load_results(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a results table.
+
+    Parameters
+    ----------
+    path : path-like
+        A Parquet file written by :func:`needle.probing.sweep`.
+
+    Returns
+    -------
+    DataFrame
+        One row per (model_id, dataset_hash, site, feature, layer, method, k);
+        ``neurons`` and ``coef`` hold numpy arrays.
+
+    Raises
+    ------
+    FormatError
+        Missing file, not Parquet, or missing columns.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FormatError(f"{path} is missing: no results were written there.")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise FormatError(f"{path} is not a readable Parquet file ({exc}).") from None
+    missing = [c for c in _COLUMNS if c not in table.column_names]
+    if missing:
+        raise FormatError(f"{path} is not a needle results table (missing columns {missing}).")
+    return table.to_pandas()
+
+
+def merge_results(existing: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame:
+    """Union of two results tables by key; rows already in ``existing`` win.
+
+    Returns
+    -------
+    DataFrame
+        Sorted by :data:`RESULT_KEY`, columns in schema order.
+    """
+    frames = [f for f in (existing, new) if f is not None and len(f)]
+    if not frames:
+        return _empty()
+    merged = pd.concat([f[_COLUMNS] for f in frames], ignore_index=True)
+    merged = merged.drop_duplicates(subset=list(RESULT_KEY), keep="first")
+    return merged.sort_values(list(RESULT_KEY), kind="stable").reset_index(drop=True)
+
+
+def write_results(path: str | os.PathLike, frame: pd.DataFrame) -> None:
+    """Write a results table atomically (temporary file, then rename)."""
+    table = pa.Table.from_pandas(frame[_COLUMNS], schema=RESULT_SCHEMA, preserve_index=False)
+    with atomic_file(path, "wb") as handle:
+        pq.write_table(table, handle)
+
+
+def summarize(results: pd.DataFrame, *, ks: tuple[int, int] = (1, 8)) -> pd.DataFrame:
+    """One row per feature: where it lives, how sparsely, and its best single neuron.
+
+    Parameters
+    ----------
+    results : DataFrame
+        A results table (:func:`load_results`), possibly filtered.
+    ks : tuple of int, default (1, 8)
+        The two sparsities reported. The best layer is the one with the
+        highest F1 at ``ks[1]`` (best over selection methods); ties go to the
+        earlier layer.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``model_id, dataset_hash, site, collection, feature,
+        best_layer, f1_k{ks[0]}, f1_k{ks[1]}, f1_dense`` (all at the best
+        layer, best over selection methods; NaN where not computed), and the
+        best 1-sparse probe over all layers and methods: ``neuron_layer,
+        neuron, neuron_method, neuron_f1, neuron_precision, neuron_recall``.
+    """
+    k_small, k_large = ks
+    group_cols = ["model_id", "dataset_hash", "site", "feature"]
+    sparse = results[~results["method"].isin(BASELINE_METHODS)]
+    sparse_by_feature = {key: frame for key, frame in sparse.groupby(group_cols, sort=False)}
+    rows = []
+    for key, frame in results.groupby(group_cols, sort=True):
+        sel = sparse_by_feature.get(key, sparse.iloc[:0])
+        best_by_layer_large = sel[sel["k"] == k_large].groupby("layer")["f1"].max()
+        best_by_layer_small = sel[sel["k"] == k_small].groupby("layer")["f1"].max()
+        ranking = best_by_layer_large if len(best_by_layer_large) else best_by_layer_small
+        if len(ranking):
+            best_layer = int(ranking.index[np.argmax(ranking.to_numpy())])
+        else:
+            best_layer = int(frame["layer"].min())
+        dense = frame[(frame["method"] == "dense") & (frame["layer"] == best_layer)]["f1"]
+        row = dict(zip(group_cols, key))
+        row["collection"] = frame["collection"].iloc[0]
+        row["best_layer"] = best_layer
+        row[f"f1_k{k_small}"] = float(best_by_layer_small.get(best_layer, np.nan))
+        row[f"f1_k{k_large}"] = float(best_by_layer_large.get(best_layer, np.nan))
+        row["f1_dense"] = float(dense.max()) if len(dense) else np.nan
+        ones = sel[sel["k"] == 1].sort_values(["f1", "layer", "method"], ascending=[False, True, True], kind="stable")
+        if len(ones):
+            best = ones.iloc[0]
+            row.update(
+                neuron_layer=int(best["layer"]),
+                neuron=int(best["neurons"][0]),
+                neuron_method=best["method"],
+                neuron_f1=float(best["f1"]),
+                neuron_precision=float(best["precision"]),
+                neuron_recall=float(best["recall"]),
+            )
+        else:
+            row.update(neuron_layer=np.nan, neuron=np.nan, neuron_method=None, neuron_f1=np.nan,
+                       neuron_precision=np.nan, neuron_recall=np.nan)
+        rows.append(row)
+    columns = group_cols[:3] + ["collection", "feature", "best_layer", f"f1_k{k_small}", f"f1_k{k_large}", "f1_dense",
+                                "neuron_layer", "neuron", "neuron_method", "neuron_f1", "neuron_precision",
+                                "neuron_recall"]
+    return pd.DataFrame(rows, columns=columns)
