@@ -8,10 +8,12 @@ Python package.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-__all__ = ["run_demo"]
+__all__ = ["run_demo", "DEMO_METHODS"]
+
+DEMO_METHODS = ("mean_diff", "f_stat", "adaptive")
 
 
 def run_demo(
@@ -20,38 +22,81 @@ def run_demo(
     model: str = "minilm",
     max_files: int = 150,
     max_sequences_per_file: int = 4,
+    max_positives: int = 1500,
+    methods: Sequence[str] = DEMO_METHODS,
+    ks: Sequence[int] | None = None,
+    n_jobs: int = 2,
     echo: Callable[[str], None] = print,
 ) -> dict[str, Path]:
-    """Run every stage that exists and return the paths of what it wrote.
+    """Build, extract, probe and report; return the paths of what it wrote.
 
-    Stages already complete in ``out`` (a dataset or cache from an earlier run
-    with the same settings) are reused; an interrupted extraction resumes.
+    Stages already complete in ``out`` (from an earlier run with the same
+    settings) are reused; an interrupted extraction or sweep resumes.
+
+    Parameters
+    ----------
+    out : path-like
+        Directory for the dataset, cache, results and report.
+    model : str
+        Model to probe (alias, directory or hub id).
+    max_files, max_sequences_per_file : int
+        How much of the standard library to read.
+    max_positives : int
+        Positive examples kept per feature (negatives follow the 0.2 ratio);
+        bounds the probing time.
+    methods : sequence of str
+        Selection methods of the sweep.
+    ks : sequence of int, optional
+        The k grid (default: the engine's, 1–8, 10, 12, 16, 32 … 256).
+    n_jobs : int
+        Worker processes of the sweep.
     """
     from needle.activations import extract, load_cache
     from needle.datasets.format import load_dataset
     from needle.datasets.python_code import build_python_code
     from needle.models import load_model
+    from needle.probing import DEFAULT_KS, summarize, sweep
+    from needle.report import write_report
 
     out = Path(out)
-    dataset_dir, cache_dir = out / "python-code", out / f"cache-{model}"
+    dataset_dir, cache_dir = out / "python-code", out / f"cache-{Path(model).name}"
+    results_path, report_path = out / "results.parquet", out / "report.html"
     started = time.perf_counter()
     adapter = load_model(model)
+
     if (dataset_dir / "manifest.json").is_file():
         dataset = load_dataset(dataset_dir)
-        echo(f"[1/2] reusing the python-code dataset in {dataset_dir}")
+        echo(f"[1/4] reusing the python-code dataset in {dataset_dir}")
     else:
-        echo(f"[1/2] building the python-code collection ({max_files} standard-library files) …")
+        echo(f"[1/4] building the python-code collection ({max_files} standard-library files) …")
         dataset = build_python_code(None, adapter.tokenizer, max_files=max_files,
-                                    max_sequences_per_file=max_sequences_per_file)
+                                    max_sequences_per_file=max_sequences_per_file, max_positives=max_positives)
         dataset.save(dataset_dir)
     echo(f"      {dataset.n_sequences} sequences, {dataset.n_tokens} tokens, {len(dataset.features)} features, "
          f"{len(dataset.examples)} examples → {dataset_dir}")
+
     if (cache_dir / "manifest.json").is_file():
         cache = load_cache(cache_dir)
-        echo(f"[2/2] reusing the activation cache in {cache_dir}")
+        echo(f"[2/4] reusing the activation cache in {cache_dir}")
     else:
-        echo(f"[2/2] extracting {adapter.model_id} neuron activations (all {adapter.n_layers} layers) …")
+        echo(f"[2/4] extracting {adapter.model_id} neuron activations (all {adapter.n_layers} layers) …")
         cache = extract(adapter, dataset_dir, cache_dir)
     echo(f"      {cache.n_rows} rows × {cache.width} neurons × {len(cache.layers)} layers → {cache_dir}")
+
+    echo(f"[3/4] sparse probing: {len(cache.feature_names)} features × {len(cache.layers)} layers × "
+         f"{', '.join(methods)} (+ dense and random-direction baselines) …")
+    results = sweep(cache, out=results_path, methods=list(methods), ks=list(ks or DEFAULT_KS), n_jobs=n_jobs)
+    echo(f"      {len(results)} probes → {results_path}")
+
+    echo("[4/4] writing the report …")
+    write_report(results_path, report_path)
+    summary = summarize(results)
+    columns = ["feature", "best_layer", "f1_k1", "f1_k8", "f1_dense", "neuron_layer", "neuron", "neuron_precision",
+               "neuron_recall"]
+    echo("")
+    echo(summary[[c for c in columns if c in summary]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    echo("")
+    echo(f"report: {report_path.resolve()}")
+    echo(f"        open it in a browser, e.g.  xdg-open {report_path}  (or python -m webbrowser {report_path})")
     echo(f"done in {time.perf_counter() - started:.0f} s")
-    return {"dataset": dataset_dir, "cache": cache_dir}
+    return {"dataset": dataset_dir, "cache": cache_dir, "results": results_path, "report": report_path}

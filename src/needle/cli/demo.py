@@ -12,8 +12,9 @@ def demo_command(
     out: Annotated[Path, typer.Option(help="Directory for everything the demo writes.")] = Path("demo-output"),
     model: Annotated[str, typer.Option(help="Model to probe.")] = "minilm",
     max_files: Annotated[int, typer.Option(help="Standard-library files to sample.")] = 150,
+    jobs: Annotated[int, typer.Option("--jobs", help="Worker processes for probing.")] = 2,
 ) -> None:
     """Build the python-code collection from the standard library, extract activations and probe them."""
     from needle.demo import run_demo
 
-    run_demo(out, model=model, max_files=max_files, echo=typer.echo)
+    run_demo(out, model=model, max_files=max_files, n_jobs=jobs, echo=typer.echo)

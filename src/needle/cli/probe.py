@@ -44,8 +44,12 @@ def probe_command(
 
 
 def _format_summary(summary) -> str:
+    """The summary table for a terminal: identity columns shown once above it, not on every row."""
     import pandas as pd
 
+    constant = [c for c in ("model_id", "dataset_hash", "site") if c in summary and summary[c].nunique() == 1]
+    header = "  ".join(f"{c}={str(summary[c].iloc[0])[:16] if c == 'dataset_hash' else summary[c].iloc[0]}" for c in constant)
+    summary = summary.drop(columns=constant)
     with pd.option_context("display.max_rows", 200, "display.max_columns", 20, "display.width", 200,
                            "display.float_format", "{:.3f}".format):
-        return summary.to_string(index=False)
+        return (header + "\n" if header else "") + summary.to_string(index=False)

@@ -42,6 +42,22 @@ def _selection_methods(results: pd.DataFrame) -> list[str]:
     return [m for m in dict.fromkeys(results["method"]) if m not in BASELINES]
 
 
+def _integer_locator():
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True)
+
+
+def _k_ticks(ax, ks) -> None:
+    """Label a log k axis with the k values themselves (powers of two where there are many)."""
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    ticks = [k for k in ks if k & (k - 1) == 0] if len(ks) > 8 else list(ks)
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([str(int(k)) for k in ticks])
+
+
 def f1_vs_k_by_collection(results: pd.DataFrame) -> bytes:
     """F1 against k per collection: max over layers, mean over features (Figure 2.4a / A.2).
 
@@ -68,6 +84,7 @@ def f1_vs_k_by_collection(results: pd.DataFrame) -> bytes:
         n_features = results.loc[results["collection"] == collection, "feature"].nunique()
         ax.set(xscale="log", xlabel="k (neurons)", ylabel="F1 (best layer, mean over features)",
                title=f"{collection} ({n_features} features)", ylim=(0, 1.02))
+        _k_ticks(ax, sorted(part["k"].unique()))
         ax.grid(alpha=0.3)
         if i == 0:
             ax.legend(fontsize=8, loc="lower right")
@@ -115,6 +132,7 @@ def k1_by_layer(results: pd.DataFrame, *, columns: int = 4) -> bytes:
         ax.set_title(feature, fontsize=9)
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=7)
+        ax.xaxis.set_major_locator(_integer_locator())
         if i == 0:
             ax.legend(fontsize=7)
         if i % cols == 0:
@@ -144,8 +162,8 @@ def precision_recall_at_k1(results: pd.DataFrame) -> bytes:
             for _, row in points.iterrows():
                 ax.annotate(row["feature"], (row["recall"], row["precision"]), fontsize=6, alpha=0.8,
                             xytext=(2, 2), textcoords="offset points")
-    recall = np.linspace(0.01, 1, 100)
     for f1 in (0.5, 0.7, 0.9):
+        recall = np.linspace(f1 / 2 + 1e-3, 1, 100)  # iso-F1 curve: precision = f1·r / (2r − f1), defined for r > f1/2
         precision = f1 * recall / (2 * recall - f1)
         ok = (precision > 0) & (precision <= 1)
         ax.plot(recall[ok], precision[ok], color="grey", lw=0.6, ls=":")

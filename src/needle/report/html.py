@@ -49,7 +49,7 @@ def build_report(results: pd.DataFrame, *, title: str = "needle sparse-probing r
     def encode(png: bytes) -> str:
         return base64.b64encode(png).decode("ascii")
 
-    summary = summarize(results)
+    summary = summarize(results).drop(columns=["model_id", "dataset_hash", "site"], errors="ignore")
     environment = jinja2.Environment(loader=jinja2.PackageLoader("needle.report", "templates"),
                                      autoescape=jinja2.select_autoescape(["html", "j2"]))
     first = results.iloc[0]
