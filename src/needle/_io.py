@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "read_manifest",
     "atomic_file",
     "atomic_directory",
     "write_json_atomic",
@@ -102,6 +103,29 @@ def read_json(path: str | os.PathLike) -> Any:
         raise FormatError(f"{path} is missing.") from None
     except json.JSONDecodeError as exc:
         raise FormatError(f"{path} is not valid JSON (line {exc.lineno}: {exc.msg}).") from None
+
+
+def read_manifest(directory: str | os.PathLike, format_name: str, version: int, remedy: str) -> dict:
+    """Read ``directory/manifest.json`` and check it names ``format_name`` at ``version``.
+
+    ``remedy`` says what to do about a missing directory or another version
+    (e.g. "rebuild the dataset").
+    """
+    from needle._version import __version__
+    from needle.errors import FormatError
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FormatError(f"{directory} is not a directory; {remedy}.")
+    manifest = read_json(directory / "manifest.json")
+    if manifest.get("format") != format_name:
+        raise FormatError(f"{directory}/manifest.json is not a {format_name} (format={manifest.get('format')!r}).")
+    if manifest.get("format_version") != version:
+        raise FormatError(
+            f"{directory}: format version {manifest.get('format_version')} is not supported by needle "
+            f"{__version__} (which reads version {version}); {remedy}."
+        )
+    return manifest
 
 
 def save_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> None:

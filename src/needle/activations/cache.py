@@ -21,8 +21,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from needle._io import read_json
-from needle._version import __version__
+from needle._io import read_manifest
 from needle.errors import FormatError, InputError
 
 __all__ = ["ActivationCache", "load_cache", "CACHE_FORMAT", "CACHE_FORMAT_VERSION", "layer_file"]
@@ -154,18 +153,11 @@ def load_cache(path: str | os.PathLike) -> ActivationCache:
         Not a cache, an unsupported version, or files missing.
     """
     path = Path(path)
-    if not path.is_dir():
-        partial = path.with_name(f".{path.name}.partial")
-        hint = " An interrupted extraction is waiting at " + str(partial) + "; run extract again to resume." if partial.exists() else ""
-        raise FormatError(f"{path} is not an activation cache directory.{hint}")
-    manifest = read_json(path / "manifest.json")
-    if manifest.get("format") != CACHE_FORMAT:
-        raise FormatError(f"{path}/manifest.json is not a {CACHE_FORMAT} (format={manifest.get('format')!r}).")
-    if manifest.get("format_version") != CACHE_FORMAT_VERSION:
-        raise FormatError(
-            f"{path}: cache format version {manifest.get('format_version')} is not readable by needle {__version__} "
-            f"(reads {CACHE_FORMAT_VERSION}); extract again."
-        )
+    partial = path.with_name(f".{path.name}.partial")
+    if not path.is_dir() and partial.exists():
+        raise FormatError(f"{path} is not an activation cache yet: an interrupted extraction is waiting at "
+                          f"{partial}; run extract again to resume.")
+    manifest = read_manifest(path, CACHE_FORMAT, CACHE_FORMAT_VERSION, "extract the activations again")
     for name in ["rows.parquet", "labels.parquet", *(layer_file(l) for l in manifest["layers"])]:
         if not (path / name).is_file():
             raise FormatError(f"{path} is incomplete: {name} is missing.")

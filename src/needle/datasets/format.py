@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from needle._io import atomic_directory, read_json, write_json_atomic
+from needle._io import atomic_directory, read_manifest, write_json_atomic
 from needle._version import __version__
 from needle.errors import FormatError, InputError
 
@@ -352,16 +352,7 @@ def load_dataset(path: str | os.PathLike, *, verify_hash: bool = True) -> ProbeD
         format version, or its content is inconsistent or corrupt.
     """
     path = Path(path)
-    if not path.is_dir():
-        raise FormatError(f"{path} is not a directory; build a dataset with `needle dataset build` first.")
-    manifest = read_json(path / "manifest.json")
-    if manifest.get("format") != FORMAT_NAME:
-        raise FormatError(f"{path}/manifest.json is not a {FORMAT_NAME} (format={manifest.get('format')!r}).")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise FormatError(
-            f"{path}: format version {manifest.get('format_version')} is not supported by needle "
-            f"{__version__} (which reads version {FORMAT_VERSION}); rebuild the dataset."
-        )
+    manifest = read_manifest(path, FORMAT_NAME, FORMAT_VERSION, "build the dataset with `needle dataset build`")
     try:
         sequences = pq.read_table(path / "sequences.parquet")
         examples = pq.read_table(path / "examples.parquet")
