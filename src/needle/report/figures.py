@@ -104,13 +104,19 @@ def layer_k_heatmaps(results: pd.DataFrame, method: str, *, columns: int = 4) ->
         ax = fig.add_subplot(rows, cols, i + 1)
         grid = part[part["feature"] == feature].pivot_table(index="layer", columns="k", values="f1", aggfunc="max")
         image = ax.imshow(grid.to_numpy(), aspect="auto", origin="lower", vmin=0, vmax=1, cmap="viridis")
-        ax.set_xticks(range(grid.shape[1]), [str(k) for k in grid.columns], fontsize=6, rotation=90)
+        ks = [int(k) for k in grid.columns]
+        # Columns are evenly spaced while k is not: label a sparse set so 16…256 do not collide.
+        shown = [j for j, k in enumerate(ks) if k in (1, 4, 8, 16, 64, 256)] if len(ks) > 8 else list(range(len(ks)))
+        bottom_row = i >= len(features) - cols
+        # Only the bottom row carries k labels, so they never collide with the titles below them.
+        ax.set_xticks(shown, [str(ks[j]) for j in shown] if bottom_row else [], fontsize=7)
         ax.set_yticks(range(grid.shape[0]), [str(l) for l in grid.index], fontsize=7)
         ax.set_title(feature, fontsize=9)
         if i % cols == 0:
             ax.set_ylabel("layer", fontsize=8)
-        if i >= len(features) - cols:
+        if bottom_row:
             ax.set_xlabel("k", fontsize=8)
+    fig.subplots_adjust(hspace=0.35, wspace=0.25)
     if image is not None:
         fig.colorbar(image, ax=fig.axes, shrink=0.6, label=f"test F1 ({method})")
     return _png(fig)
