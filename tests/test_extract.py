@@ -107,7 +107,8 @@ def test_resume_is_byte_identical(tmp_path, bpe_tokenizer):
             raise Killed
 
     with pytest.raises(Killed):
-        extract(adapter, dataset, tmp_path / "resumed", batch_tokens=48, progress=False, callback=kill_after_three)
+        extract(adapter, dataset, tmp_path / "resumed", batch_tokens=48, progress=False, checkpoint_seconds=0,
+                callback=kill_after_three)
     assert not (tmp_path / "resumed").exists()
     with pytest.raises(FormatError, match="resume"):
         load_cache(tmp_path / "resumed")
@@ -116,9 +117,20 @@ def test_resume_is_byte_identical(tmp_path, bpe_tokenizer):
     assert seen[0] == 4  # started after the three committed batches
     for name in sorted(p.name for p in (tmp_path / "whole").iterdir()):
         assert (tmp_path / "whole" / name).read_bytes() == (tmp_path / "resumed" / name).read_bytes(), name
+
+    # With rare checkpoints a killed run redoes the uncommitted batches, over bytes already written.
+    with pytest.raises(Killed):
+        extract(adapter, dataset, tmp_path / "rare", batch_tokens=48, progress=False, checkpoint_seconds=3600,
+                callback=kill_after_three)
+    seen.clear()
+    extract(adapter, dataset, tmp_path / "rare", batch_tokens=48, progress=False, callback=lambda d, t: seen.append(d))
+    assert seen[0] == 1
+    for name in sorted(p.name for p in (tmp_path / "whole").iterdir()):
+        assert (tmp_path / "whole" / name).read_bytes() == (tmp_path / "rare" / name).read_bytes(), name
     # a partial run with other settings is not silently mixed in
     with pytest.raises(Killed):
-        extract(adapter, dataset, tmp_path / "other", batch_tokens=48, progress=False, callback=kill_after_three)
+        extract(adapter, dataset, tmp_path / "other", batch_tokens=48, progress=False, checkpoint_seconds=0,
+                callback=kill_after_three)
     with pytest.raises(InputError, match="different settings"):
         extract(adapter, dataset, tmp_path / "other", batch_tokens=64, progress=False)
 

@@ -85,6 +85,7 @@ def extract(
     overwrite: bool = False,
     check_tokenizer: bool = True,
     progress: bool = True,
+    checkpoint_seconds: float = 30.0,
     callback: Callable[[int, int], None] | None = None,
 ) -> ActivationCache:
     """Extract activations at a dataset's labelled examples into an ActivationCache.
@@ -119,9 +120,14 @@ def extract(
         Refuse a dataset whose tokenizer fingerprint differs from the model's.
     progress : bool, default True
         Show a progress bar with tokens/s.
+    checkpoint_seconds : float, default 30.0
+        Commit progress (``fsync`` the layer files, then record the batches
+        done) at most this often, and at the end. A resumed run redoes the
+        batches after the last commit, which rewrites the same bytes; 0
+        commits after every batch.
     callback : callable, optional
         Called as ``callback(batches_done, n_batches)`` after each batch is
-        committed (used to report or to interrupt).
+        written (used to report or to interrupt).
 
     Returns
     -------
@@ -163,7 +169,8 @@ def extract(
     signature = {key: manifest[key] for key in ("model", "dataset_hash", "site", "layers", "dtype", "params", "n_rows", "needle_version")}
 
     done = _prepare_partial(partial, signature, overwrite, lambda: _start(partial, plan, units, dataset, layers, width, dtype))
-    _run_batches(model, dataset, plan, units, partial, layers, site, dtype, width, padding_side, done, signature, progress, callback)
+    _run_batches(model, dataset, plan, units, partial, layers, site, dtype, width, padding_side, done, signature, progress,
+                 checkpoint_seconds, callback)
 
     write_json_atomic(partial / "manifest.json", manifest)
     (partial / "state.json").unlink()
@@ -317,7 +324,9 @@ def _data_offset(path: Path) -> int:
 
 # -------------------------------------------------------------- the loop
 def _run_batches(model, dataset, plan, units, partial, layers, site, dtype, width, padding_side, done, signature,
-                 progress, callback) -> None:
+                 progress, checkpoint_seconds, callback) -> None:
+    import time
+
     from tqdm.auto import tqdm
 
     torch_dtype = torch.float16 if dtype == "float16" else torch.float32
@@ -329,6 +338,13 @@ def _run_batches(model, dataset, plan, units, partial, layers, site, dtype, widt
     bar = tqdm(total=int(batch_tokens.sum()), initial=int(batch_tokens[:done].sum()), unit="tok", unit_scale=True,
                desc=f"extract {site} L{layers[0]}–{layers[-1]}", disable=not progress, smoothing=0.1)
     handles = {layer: open(partial / layer_file(layer), "r+b") for layer in layers}
+
+    def commit(batches_done: int) -> None:
+        for handle in handles.values():
+            os.fsync(handle.fileno())
+        write_json_atomic(partial / "state.json", {"signature": signature, "batches_done": batches_done})
+
+    last_commit = time.monotonic()
     try:
         for index in range(done, len(plan.batches)):
             batch = plan.batches[index]
@@ -347,9 +363,9 @@ def _run_batches(model, dataset, plan, units, partial, layers, site, dtype, widt
                     )
                 os.pwrite(handles[layer].fileno(), memoryview(values.numpy()).cast("B"),
                           offsets[layer] + int(row_a) * row_bytes)
-            for handle in handles.values():
-                os.fsync(handle.fileno())
-            write_json_atomic(partial / "state.json", {"signature": signature, "batches_done": index + 1})
+            if index + 1 == len(plan.batches) or time.monotonic() - last_commit >= checkpoint_seconds:
+                commit(index + 1)
+                last_commit = time.monotonic()
             bar.update(int(batch_tokens[index]))
             if callback is not None:
                 callback(index + 1, len(plan.batches))
