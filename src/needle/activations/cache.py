@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from needle._io import read_manifest
@@ -106,13 +107,18 @@ class ActivationCache:
     @cached_property
     def _labels(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         table = pq.read_table(self.path / "labels.parquet")
-        names = np.asarray(table.column("feature").to_pylist(), dtype=object)
+        feature = table.column("feature").combine_chunks()
+        if not pa.types.is_dictionary(feature.type):
+            feature = feature.dictionary_encode()
+        # Group by dictionary code, not by string: no Python object per example.
+        codes = feature.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        names = feature.dictionary.to_pylist()
         rows = table.column("row").to_numpy().astype(np.int64)
         labels = table.column("label").to_numpy().astype(np.int8)
-        order = np.argsort(names, kind="stable")
-        names, rows, labels = names[order], rows[order], labels[order]
-        bounds = np.flatnonzero(np.r_[True, names[1:] != names[:-1], True])
-        return {names[a]: (rows[a:b], labels[a:b]) for a, b in zip(bounds[:-1], bounds[1:])}
+        order = np.argsort(codes, kind="stable")
+        bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
+        return {names[c]: (rows[order[bounds[c] : bounds[c + 1]]], labels[order[bounds[c] : bounds[c + 1]]])
+                for c in range(len(names)) if bounds[c + 1] > bounds[c]}
 
     def feature(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """Rows and labels of a feature's examples.
