@@ -1,0 +1,558 @@
+"""Benchmark: needle's probing engine against the paper's straightforward procedure.
+
+One invocation runs the same sparse-probing sweep twice, side by side, on one
+real activation cache (MiniLM over UD EWT dev, the ``pos:`` features, all
+layers by default):
+
+* ``needle``          — :func:`needle.probing.sweep` (batched Newton refits,
+  orthant-wise Newton elastic-net/L1 fits), ``n_jobs=1``;
+* ``straightforward`` — the procedure of the paper's released code,
+  reimplemented here the simple way: one scikit-learn ``LogisticRegression``
+  per selection fit and one per (method, k) refit.
+
+Both sides use the same data, the same train/test split (the straightforward
+side reads needle's saved splits file), the same preprocessing and the same
+``k`` grid, and both run on one BLAS/OpenMP thread (environment variables set
+before numpy is imported, and ``threadpoolctl`` limits around both).
+
+What the straightforward side does, per (feature, layer) — it reimplements
+:func:`needle.probing.sweep.run_task` step by step, without calling needle:
+
+1. read the feature's rows of the layer matrix (float16 -> float32) and split
+   them as the splits file says (examples in the file's order);
+2. prefilter: the top 1024 neurons by ``|mean_P - mean_N|`` on the
+   training rows in raw units (means accumulated in float64), ordered by
+   decreasing mean difference with ties to the lower neuron index (a stable
+   sort) — this order is also the tie-break of every ranking below, as in
+   needle;
+3. standardise the candidates by their training mean and standard deviation
+   (float64; a column whose std is <= 1e-6 x its largest |value| is constant
+   and keeps scale 1);
+4. select, for every k:
+
+   - ``mean_diff``: numpy ``|mean_P - mean_N|`` of the candidates, ranked;
+   - ``f_stat``: ``sklearn.feature_selection.f_classif`` on the raw
+     candidates (NaN -> 0), ranked;
+   - ``l1``: ``|coef|`` of one ``LogisticRegression(l1_ratio=1,
+     solver="saga", C=0.01, class_weight="balanced")`` on the standardised
+     candidates (the paper's ``C=0.1, penalty="l1", solver="saga"`` on
+     activations scaled to std 0.1 — the same problem), ranked;
+   - ``adaptive``: the paper's "telescopic" loop: on the candidates scaled to
+     std 0.1, for k in the grid from the largest down, fit
+     ``LogisticRegression(solver="saga", l1_ratio=r_m, C=C_m,
+     class_weight="balanced", max_iter=1000)`` on the current m neurons with
+     ``C_m = m / 20`` and ``r_m = clip(e^{-m/20}, 0.1, 0.9)``, keep the k
+     largest ``|coef|``; no fit when k >= m (needle's AdaptiveSelector
+     schedule, which is the paper code's);
+
+   rankings are ``argsort(-score, kind="stable")`` so that ties fall back to
+   the candidate order exactly as in needle;
+5. refit one ``LogisticRegression(C=0.01, class_weight="balanced")`` per
+   (method, k) on the standardised selected neurons (``--refit-solver lbfgs``,
+   scikit-learn's default solver and settings: tol 1e-4, max_iter 100; or
+   ``saga``: the paper code's ``solver="saga", max_iter=200`` on activations
+   scaled to std 0.1 with ``C=1``, the same problem), predict on the test
+   split, F1.
+
+The SAGA settings of the selection fits are the paper code's (scikit-learn
+defaults tol=1e-4; max_iter 100 for the L1 ranking, 1000 for adaptive);
+``--saga-max-iter`` and ``--saga-tol`` change them for both. SAGA's
+``random_state`` is fixed (0) so the run is deterministic.
+
+Printed: wall and CPU time of each side on exactly the same tasks (CPU time
+is the steadier number on a shared machine), the speed-up, max |ΔF1| overall
+and per method, mean F1 per method on both sides, how often the two chose the
+same neurons, and how many scikit-learn fits stopped at max_iter. Target
+(issue): speed-up >= 20x with max |ΔF1| <= 0.01.
+
+The straightforward side of the whole grid takes hours (SAGA on up to
+15k x 1024), so ``--features``/``--layers`` run a subset; the printout says
+which. With a subset, ``--engine-full`` also times needle on the whole grid
+(measured) and ``--extrapolate`` estimates the straightforward side's whole
+grid from a power law in training rows fitted to the subset's tasks (labelled
+as an estimate). ``--diagnose`` takes the l1/adaptive task with the largest
+|ΔF1| and compares the objective of its first selection fit under SAGA (as
+run; ``--diagnose-tight``: also at tol/100) and under needle's solver — this
+is where the two sides part: SAGA stops short of the optimum and ranks the
+neurons near the k-th place differently. ``--needle-tol`` sets the KKT
+tolerance of needle's l1/adaptive fits; ``--profile N`` prints a cProfile of
+the needle side.
+
+Usage::
+
+    python benchmarks/probe_speed.py [--cache DIR] [--features pos:NOUN,pos:ADV] [--layers 0,3]
+        [--refit-solver lbfgs|saga] [--saga-max-iter N] [--saga-tol T] [--needle-tol T]
+        [--extrapolate] [--engine-full] [--diagnose [--diagnose-tight]] [--profile 25] [--verbose]
+
+Without ``--cache`` the cache is built (once) under ``--work``: the EWT dev
+dataset with ``needle.datasets.ud.build_ud`` and the MiniLM activations with
+``needle.extract``.
+"""
+
+from __future__ import annotations
+
+import os
+
+# One thread for every BLAS / OpenMP pool, for both sides, before numpy loads.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+             "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse
+import cProfile
+import io
+import math
+import pstats
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+METHODS = ("mean_diff", "f_stat", "l1", "adaptive")
+KS = (1, 2, 3, 4, 5, 6, 7, 8, 16, 32, 64)
+# The engine's defaults, passed explicitly to both sides.
+C = 0.01
+PREFILTER = 1024
+TEST_SIZE = 0.3
+SEED = 0
+L1_C = 0.01  # needle's l1_score default = the paper's C=0.1 on std-0.1 activations
+ADAPTIVE = {"C_scale": 0.05, "l1_ratio_scale": 20.0, "l1_ratio_bounds": (0.1, 0.9), "feature_std": 0.1}
+
+
+# ----------------------------------------------------------------------------- the cache
+def ensure_cache(args) -> Path:
+    if args.cache:
+        cache = Path(args.cache)
+        if not (cache / "manifest.json").is_file():
+            sys.exit(f"{cache} is not an activation cache (no manifest.json); omit --cache to build one.")
+        return cache
+    work = Path(args.work)
+    cache = work / f"cache-{args.model}-ewt-dev"
+    if (cache / "manifest.json").is_file():
+        return cache
+    conllu = Path(args.ud_dir) / "en_ewt-ud-dev.conllu.gz"
+    if not conllu.is_file():
+        sys.exit(f"{conllu} is missing: pass --ud-dir pointing at the en_ewt treebank, or --cache.")
+    import needle
+    from needle.datasets.ud import build_ud
+    from needle.models import load_tokenizer
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    dataset_dir = work / "ud-en_ewt-ud-dev"
+    if not (dataset_dir / "manifest.json").is_file():
+        started = time.perf_counter()
+        build_ud([str(conllu)], load_tokenizer(args.model)).save(dataset_dir)
+        print(f"built {dataset_dir} in {time.perf_counter() - started:.1f} s", flush=True)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    started = time.perf_counter()
+    needle.extract(args.model, dataset_dir, cache, progress=False)
+    print(f"extracted {cache} in {time.perf_counter() - started:.1f} s", flush=True)
+    return cache
+
+
+# ------------------------------------------------------------------ the straightforward side
+def _rank(score: np.ndarray) -> np.ndarray:
+    """Highest score first; ties (and NaN, ranked last) keep the column order."""
+    score = np.where(np.isnan(score), -np.inf, score)
+    return np.argsort(-score, kind="stable")
+
+
+class FitCounter:
+    """Counts scikit-learn fits and those that raised a ConvergenceWarning."""
+
+    def __init__(self):
+        self.fits: dict[str, int] = {}
+        self.unconverged: dict[str, int] = {}
+
+    def fit(self, what: str, model, X, y):
+        from sklearn.exceptions import ConvergenceWarning
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            model.fit(X, y)
+        self.fits[what] = self.fits.get(what, 0) + 1
+        if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+            self.unconverged[what] = self.unconverged.get(what, 0) + 1
+        return model
+
+
+def prepare(layer_matrix, rows, y, is_test):
+    """Read, split, prefilter and standardise one (feature, layer), as run_task does."""
+    X = np.asarray(layer_matrix[rows], dtype=np.float32)
+    train = ~is_test
+    X_train, X_test, y_train, y_test = X[train], X[is_test], y[train], y[is_test]
+    pos = y_train == 1
+    # Prefilter by |mean difference| in raw units; candidates in decreasing order.
+    mean_diff = np.abs(X_train[pos].mean(axis=0, dtype=np.float64) - X_train[~pos].mean(axis=0, dtype=np.float64))
+    candidates = _rank(mean_diff)[:PREFILTER]
+    Xc = X_train[:, candidates].astype(np.float64)
+    mean, std = Xc.mean(axis=0), Xc.std(axis=0)
+    std[std <= 1e-6 * np.maximum(np.abs(Xc).max(axis=0), 1e-300)] = 1.0  # constant columns
+    Z_train = (Xc - mean) / std
+    Z_test = (X_test[:, candidates].astype(np.float64) - mean) / std
+    return candidates, Xc, Z_train, Z_test, y_train, y_test
+
+
+def adaptive_schedule(m: int) -> tuple[float, float]:
+    """(C, l1_ratio) of the paper code's fit on m neurons."""
+    lo, hi = ADAPTIVE["l1_ratio_bounds"]
+    return ADAPTIVE["C_scale"] * m, float(np.clip(math.exp(-m / ADAPTIVE["l1_ratio_scale"]), lo, hi))
+
+
+def straightforward_task(layer_matrix, rows, y, is_test, methods, ks, args, counter: FitCounter):
+    """One (feature, layer) the simple way. Returns {method: [(k, f1, neurons)]} and per-method seconds."""
+    from sklearn.feature_selection import f_classif
+    from sklearn.linear_model import LogisticRegression
+
+    candidates, Xc, Z_train, Z_test, y_train, y_test = prepare(layer_matrix, rows, y, is_test)
+    pos = y_train == 1
+    ks = [k for k in ks if k <= candidates.size]
+
+    saga = {"solver": "saga", "class_weight": "balanced", "tol": args.saga_tol, "random_state": 0}
+    out, seconds = {}, {}
+    for method in methods:
+        started = time.perf_counter()
+        if method == "mean_diff":
+            score = np.abs(Xc[pos].mean(axis=0) - Xc[~pos].mean(axis=0))
+            supports = {k: _rank(score)[:k] for k in ks}
+        elif method == "f_stat":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # constant columns
+                f, _ = f_classif(Xc, y_train)
+            order = _rank(np.nan_to_num(f, nan=0.0))
+            supports = {k: order[:k] for k in ks}
+        elif method == "l1":
+            model = LogisticRegression(C=L1_C, l1_ratio=1.0, max_iter=args.saga_max_iter or 100, **saga)
+            counter.fit("l1 selection (saga)", model, Z_train, y_train)
+            order = _rank(np.abs(model.coef_[0]))
+            supports = {k: order[:k] for k in ks}
+        elif method == "adaptive":
+            Zs = Z_train * ADAPTIVE["feature_std"]
+            current = np.arange(candidates.size)
+            supports = {}
+            for k in sorted(ks, reverse=True):
+                if k < current.size:
+                    m = current.size
+                    C_m, l1_ratio = adaptive_schedule(m)
+                    model = LogisticRegression(C=C_m, l1_ratio=l1_ratio, max_iter=args.saga_max_iter or 1000, **saga)
+                    counter.fit(f"adaptive selection (saga){' m=1024' if m == PREFILTER else ''}",
+                                model, Zs[:, current], y_train)
+                    current = current[_rank(np.abs(model.coef_[0]))[:k]]
+                supports[k] = current.copy()
+        else:
+            raise SystemExit(f"the straightforward side has no method {method!r}")
+        results = []
+        for k in ks:
+            sup = supports[k]
+            if args.refit_solver == "lbfgs":
+                model = LogisticRegression(C=C, class_weight="balanced")
+                counter.fit("refit (lbfgs)", model, Z_train[:, sup], y_train)
+                pred = model.predict(Z_test[:, sup])
+            else:  # the paper code's refit: C=1 on activations scaled to std 0.1 (= C=0.01 on standardised)
+                model = LogisticRegression(C=C * 100, solver="saga", class_weight="balanced", max_iter=200,
+                                           random_state=0)
+                counter.fit("refit (saga)", model, Z_train[:, sup] / 10, y_train)
+                pred = model.predict(Z_test[:, sup] / 10)
+            tp = int(np.sum((pred == 1) & (y_test == 1)))
+            f1 = 2 * tp / (2 * tp + int(np.sum(pred != y_test))) if tp else 0.0
+            results.append((k, f1, np.sort(candidates[sup])))
+        out[method] = results
+        seconds[method] = time.perf_counter() - started
+    return out, seconds
+
+
+def run_straightforward(cache, splits: pd.DataFrame, features, layers, methods, ks, args):
+    counter = FitCounter()
+    records, per_task = [], []
+    for feature in features:
+        split = splits[splits["feature"] == feature].sort_values("example")
+        rows = split["row"].to_numpy(np.int64)
+        y = split["y"].to_numpy().astype(np.int8)
+        is_test = split["split"].to_numpy() == "test"
+        for layer in layers:
+            started = time.perf_counter()
+            out, seconds = straightforward_task(cache.layer(layer), rows, y, is_test, methods, ks, args, counter)
+            per_task.append({"feature": feature, "layer": layer, "seconds": time.perf_counter() - started,
+                             "n_train": int((~is_test).sum()), **{f"s_{m}": s for m, s in seconds.items()}})
+            for method, results in out.items():
+                for k, f1, neurons in results:
+                    records.append({"feature": feature, "layer": layer, "method": method, "k": k, "f1_sf": f1,
+                                    "neurons_sf": neurons})
+            if args.verbose:
+                print(f"    straightforward {feature} L{layer}: {per_task[-1]['seconds']:.1f} s "
+                      + " ".join(f"{m}={s:.1f}" for m, s in seconds.items()), flush=True)
+    return pd.DataFrame(records), pd.DataFrame(per_task), counter
+
+
+def _objective(Z, y, w, b, C_, l1_ratio):
+    """scikit-learn's balanced elastic-net logistic objective (intercept not penalised)."""
+    n, n_pos = y.size, int(y.sum())
+    s = np.where(y == 1, n / (2.0 * n_pos), n / (2.0 * (n - n_pos)))
+    z = Z @ w + b
+    loss = np.logaddexp(0.0, z) - y * z
+    return float(C_ * np.sum(s * loss) + 0.5 * (1 - l1_ratio) * (w @ w) + l1_ratio * np.abs(w).sum())
+
+
+def diagnose(cache, splits, feature, layer, method, args):
+    """Why the two sides disagree: the first selection fit of (feature, layer, method), SAGA against needle.
+
+    Fits the same elastic-net problem with the straightforward side's SAGA and with needle's solver
+    (:func:`needle.probing.fitting.fit_elastic_net_logistic`, KKT tolerance 1e-6), and prints both objective
+    values and how many of the top-k neurons by |coef| they share.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    from needle.probing.fitting import fit_elastic_net_logistic
+
+    split = splits[splits["feature"] == feature].sort_values("example")
+    candidates, _, Z_train, _, y_train, _ = prepare(
+        cache.layer(layer), split["row"].to_numpy(np.int64), split["y"].to_numpy().astype(np.int8),
+        split["split"].to_numpy() == "test")
+    if method == "adaptive":
+        Z = Z_train * ADAPTIVE["feature_std"]
+        C_, l1_ratio = adaptive_schedule(candidates.size)
+        max_iter = args.saga_max_iter or 1000
+    else:
+        Z, C_, l1_ratio, max_iter = Z_train, L1_C, 1.0, args.saga_max_iter or 100
+    print(f"\ndiagnosis: {feature} L{layer} {method}, first selection fit: {Z.shape[0]} x {Z.shape[1]}, "
+          f"C={C_:g}, l1_ratio={l1_ratio:.3g}")
+    fits = {}
+    for name, tol, iters in (("saga (as run)", args.saga_tol, max_iter),
+                             ("saga tol/100, 10x iter", args.saga_tol / 100, 10 * max_iter)):
+        if name.startswith("saga tol/100") and not args.diagnose_tight:
+            continue
+        started = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = LogisticRegression(C=C_, l1_ratio=l1_ratio, solver="saga", class_weight="balanced", tol=tol,
+                                       max_iter=iters, random_state=0).fit(Z, y_train)
+        fits[name] = (model.coef_[0], float(model.intercept_[0]), time.perf_counter() - started,
+                      f"{int(model.n_iter_[0])} epochs")
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = fit_elastic_net_logistic(Z, y_train, C=C_, l1_ratio=l1_ratio, tol=1e-6, max_iter=200)
+    fits["needle"] = (fit.coef, float(fit.intercept), time.perf_counter() - started,
+                      f"{fit.n_iter} Newton iterations, converged={fit.converged}")
+    best = _objective(Z, y_train, fit.coef, fit.intercept, C_, l1_ratio)
+    top_needle = {k: set(_rank(np.abs(fit.coef))[:k]) for k in (8, 64)}
+    for name, (w, b, sec, note) in fits.items():
+        obj = _objective(Z, y_train, w, b, C_, l1_ratio)
+        overlap = "  ".join(f"top-{k} shared {len(set(_rank(np.abs(w))[:k]) & top_needle[k])}/{k}" for k in (8, 64))
+        print(f"  {name:<24} objective {obj:14.6f} (+{(obj - best) / abs(best):.2e} rel.)  {overlap}  "
+              f"nonzero {np.count_nonzero(w):4d}  {sec:6.1f} s, {note}")
+
+
+# ------------------------------------------------------------------------------- needle
+def run_engine(cache, out: Path, features, layers, methods, ks, needle_tol=None):
+    from needle.probing import sweep
+
+    params = {} if needle_tol is None else {m: {"tol": needle_tol} for m in methods if m in ("l1", "adaptive")}
+    return sweep(cache, out=out, features=features, layers=layers, methods=list(methods), ks=list(ks),
+                 prefilter=PREFILTER, test_size=TEST_SIZE, C=C, seed=SEED, baselines=False, n_jobs=1,
+                 progress=False, overwrite=True, method_params=params)
+
+
+def timed(fn):
+    wall, cpu = time.perf_counter(), time.process_time()
+    value = fn()
+    return value, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cache", help="An existing activation cache (default: build one under --work).")
+    parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "needle-probe-speed"),
+                        help="Where to build the dataset and cache, and write the results (default: %(default)s).")
+    parser.add_argument("--ud-dir", default=str(REPO.parent / "shared" / "data" / "ud" / "en_ewt"))
+    parser.add_argument("--model", default="minilm")
+    parser.add_argument("--features", help="Comma-separated subset of the pos: features (default: all of them).")
+    parser.add_argument("--layers", help="Comma-separated subset of layers (default: all).")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--ks", default=",".join(map(str, KS)))
+    parser.add_argument("--refit-solver", choices=["lbfgs", "saga"], default="lbfgs",
+                        help="Straightforward refits: scikit-learn's default lbfgs, or the paper code's saga.")
+    parser.add_argument("--saga-max-iter", type=int, default=None,
+                        help="max_iter of the straightforward side's SAGA selection fits "
+                             "(default: the paper code's, 100 for l1 and 1000 for adaptive).")
+    parser.add_argument("--saga-tol", type=float, default=1e-4, help="tol of those SAGA fits (default: %(default)s).")
+    parser.add_argument("--needle-tol", type=float, default=None,
+                        help="KKT tolerance of needle's l1 and adaptive fits (default: the engine's, 1e-6).")
+    parser.add_argument("--extrapolate", action="store_true",
+                        help="With a subset, estimate the straightforward side's time on all pos: features x all "
+                             "layers from a power law in training rows fitted to the subset's tasks (an estimate, "
+                             "labelled as such).")
+    parser.add_argument("--engine-full", action="store_true",
+                        help="With a subset, also time needle on all pos: features x all layers (measured).")
+    parser.add_argument("--diagnose", action="store_true",
+                        help="For the l1/adaptive task with the largest |ΔF1|, compare the first selection fit's "
+                             "objective under SAGA and under needle's solver.")
+    parser.add_argument("--diagnose-tight", action="store_true",
+                        help="With --diagnose, also run SAGA at tol/100 and 10x max_iter (slow).")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="Afterwards, profile the needle side once more and print its top N functions.")
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args()
+
+    import sklearn
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import needle
+    from needle.probing import load_splits, splits_path
+
+    cache = needle.load_cache(ensure_cache(args))
+    all_pos = [f for f in cache.feature_names if f.startswith("pos:")]
+    if not all_pos:
+        sys.exit(f"{cache.path} has no pos: features.")
+    features = all_pos if not args.features else [f.strip() for f in args.features.split(",")]
+    unknown = [f for f in features if f not in all_pos]
+    if unknown:
+        sys.exit(f"unknown features {unknown}; the cache's pos: features are {all_pos}")
+    layers = list(cache.layers) if not args.layers else [int(l) for l in args.layers.split(",")]
+    methods = [m.strip() for m in args.methods.split(",")]
+    ks = sorted({int(k) for k in args.ks.split(",")})
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    out = work / "probe_speed_results.parquet"
+
+    n_train = {}
+    for f in all_pos:
+        _, y = cache.feature(f)
+        n_train[f] = len(y)
+    subset = features != all_pos or layers != list(cache.layers)
+    print(f"cache   : {cache.path} ({cache.manifest['model_id']}, {cache.n_rows} rows x {cache.width} neurons, "
+          f"layers {cache.layers})")
+    print(f"grid    : {len(features)} features x {len(layers)} layers = {len(features) * len(layers)} tasks"
+          f"{' (SUBSET of ' + str(len(all_pos)) + ' x ' + str(len(cache.layers)) + ')' if subset else ''}")
+    print(f"features: {', '.join(features)}  ({sum(n_train[f] for f in features)} examples in all)")
+    print(f"layers  : {layers}")
+    print(f"methods : {methods};  ks = {ks};  C = {C}, prefilter = {PREFILTER}, test_size = {TEST_SIZE}, seed = {SEED}")
+    print(f"straightforward: refits {args.refit_solver}"
+          + (" (sklearn defaults: tol 1e-4, max_iter 100)" if args.refit_solver == "lbfgs" else
+             " (paper code: C=1 on std-0.1 activations, max_iter 200)")
+          + f"; SAGA selection fits tol {args.saga_tol:g}, max_iter "
+          + (f"{args.saga_max_iter}" if args.saga_max_iter else "100 (l1) / 1000 (adaptive), the paper code's"))
+    if args.needle_tol is not None:
+        print(f"needle  : l1 and adaptive fits at KKT tolerance {args.needle_tol:g} (engine default 1e-6)")
+    print(f"versions: needle {needle.__version__}, scikit-learn {sklearn.__version__}, numpy {np.__version__}; "
+          f"threads: " + ", ".join(sorted({f"{p['internal_api']}={p['num_threads']}" for p in threadpool_info()}))
+          + " (limited to 1 below)", flush=True)
+
+    # Import what either side uses before timing (neither pays an import), and warm the page cache so
+    # neither pays the first read of the layer files.
+    import sklearn.feature_selection
+    import sklearn.linear_model
+    import sklearn.metrics
+
+    import needle.probing.fitting
+    import needle.probing.sweep
+
+    for layer in layers:
+        float(np.asarray(cache.layer(layer)).sum(dtype=np.float64))
+
+    with threadpool_limits(1):
+        print("\nrunning needle ...", flush=True)
+        results, t_engine, c_engine = timed(lambda: run_engine(cache, out, features, layers, methods, ks, args.needle_tol))
+        print(f"  needle          : {t_engine:8.1f} s wall, {c_engine:8.1f} s CPU", flush=True)
+        splits = load_splits(splits_path(out))
+        print("running straightforward ...", flush=True)
+        (sf, per_task, counter), t_sf, c_sf = timed(
+            lambda: run_straightforward(cache, splits, features, layers, methods, ks, args))
+        print(f"  straightforward : {t_sf:8.1f} s wall, {c_sf:8.1f} s CPU", flush=True)
+
+    eng = results[["feature", "layer", "method", "k", "f1", "neurons", "fit_seconds"]]
+    both = sf.merge(eng, on=["feature", "layer", "method", "k"], how="left", validate="one_to_one")
+    if both["f1"].isna().any():
+        sys.exit("needle produced no row for some (feature, layer, method, k) of the straightforward side")
+    both["dF1"] = (both["f1"] - both["f1_sf"]).abs()
+    both["same"] = [np.array_equal(np.sort(np.asarray(a)), b) for a, b in zip(both["neurons"], both["neurons_sf"])]
+
+    print(f"\n=== {len(features)} features x {len(layers)} layers x {len(methods)} methods x {len(ks)} k "
+          f"= {len(both)} probes per side{'  [SUBSET]' if subset else ''} ===")
+    print(f"{'':16}{'wall s':>10}{'CPU s':>10}")
+    print(f"{'needle':16}{t_engine:10.1f}{c_engine:10.1f}")
+    print(f"{'straightforward':16}{t_sf:10.1f}{c_sf:10.1f}")
+    print(f"speed-up        : {t_sf / t_engine:6.1f}x wall, {c_sf / c_engine:6.1f}x CPU   (target >= 20x)")
+    print(f"max |ΔF1|       : {both['dF1'].max():.4f}   (target <= 0.01)")
+    sec_engine = eng.groupby("method")["fit_seconds"].sum()  # fit_seconds is a path's time / len(ks)
+    sec_sf = per_task[[f"s_{m}" for m in methods]].sum()
+    print(f"\n{'method':<11}{'max|ΔF1|':>9}{'mean|ΔF1|':>10}{'#>0.01':>7}{'same nbrs':>10}"
+          f"{'F1 needle':>10}{'F1 sklearn':>11}{'s needle':>9}{'s sklearn':>10}{'ratio':>7}")
+    for method in methods:
+        d = both[both["method"] == method]
+        s_e, s_s = float(sec_engine.get(method, np.nan)), float(sec_sf[f"s_{method}"])
+        print(f"{method:<11}{d['dF1'].max():9.4f}{d['dF1'].mean():10.4f}{int((d['dF1'] > 0.01).sum()):7d}"
+              f"{d['same'].mean():10.1%}{d['f1'].mean():10.4f}{d['f1_sf'].mean():11.4f}"
+              f"{s_e:9.1f}{s_s:10.1f}{s_s / s_e:6.0f}x")
+    print("  (s = time inside each method's selection + refits; needle's from fit_seconds, excludes reading/prefilter)")
+    worst = both.sort_values("dF1", ascending=False).head(5)
+    print("\nlargest |ΔF1|:")
+    for _, r in worst.iterrows():
+        print(f"  {r['feature']:<10} L{r['layer']} {r['method']:<9} k={r['k']:<3} needle {r['f1']:.4f}  "
+              f"sklearn {r['f1_sf']:.4f}  same neurons: {r['same']}")
+    print("\nscikit-learn fits on the straightforward side (stopped at max_iter / all):")
+    for what, n in counter.fits.items():
+        print(f"  {what:<36} {counter.unconverged.get(what, 0):6d} / {n}")
+
+    if args.diagnose:
+        d = both[both["method"].isin(["l1", "adaptive"])]
+        if len(d):
+            r = d.sort_values("dF1", ascending=False).iloc[0]
+            with threadpool_limits(1):
+                diagnose(cache, splits, r["feature"], int(r["layer"]), r["method"], args)
+
+    if subset and (args.extrapolate or args.engine_full):
+        n_all = np.array([round(n_train[f] * (1 - TEST_SIZE)) for f in all_pos for _ in cache.layers], float)
+        print(f"\n=== whole grid: all {len(all_pos)} pos features x {len(cache.layers)} layers "
+              f"= {n_all.size} tasks ===")
+        t_engine_full = None
+        if args.engine_full:
+            full_out = work / "probe_speed_full.parquet"
+            with threadpool_limits(1):
+                _, t_engine_full, c_engine_full = timed(
+                    lambda: run_engine(cache, full_out, all_pos, list(cache.layers), methods, ks, args.needle_tol))
+            print(f"needle, MEASURED        : {t_engine_full:8.1f} s wall, {c_engine_full:8.1f} s CPU")
+        if args.extrapolate:
+            x, t = np.log(per_task["n_train"].to_numpy(float)), np.log(per_task["seconds"].to_numpy(float))
+            if np.ptp(x) > 0.5 and len(x) >= 3:
+                slope, intercept = np.polyfit(x, t, 1)
+                model = f"per-task time ~ n_train^{slope:.2f}, fitted to the {len(per_task)} measured tasks"
+            else:
+                slope, intercept = 1.0, float(np.mean(t - x))
+                model = f"per-task time assumed proportional to n_train ({len(per_task)} measured tasks)"
+            est = float(np.exp(intercept) * np.sum(n_all ** slope))
+            est *= t_sf / per_task["seconds"].sum()  # the loop's own overhead, if any
+            print(f"straightforward, ESTIMATED (not measured): ~{est:.0f} s wall  "
+                  f"[{model}, n_train {round(np.exp(x.min()))}..{round(np.exp(x.max()))}; whole grid n_train "
+                  f"{int(n_all.min())}..{int(n_all.max())}]")
+            est_cpu = est * c_sf / t_sf  # the subset's CPU/wall ratio
+            print(f"{'':42}~{est_cpu:.0f} s CPU (the subset's CPU/wall ratio)")
+            if t_engine_full:
+                print(f"speed-up, ESTIMATED     : ~{est / t_engine_full:.1f}x wall, ~{est_cpu / c_engine_full:.1f}x CPU "
+                      "(estimated straightforward / measured needle)")
+
+    if args.profile:
+        profile = cProfile.Profile()
+        prof_out = work / "probe_speed_profile.parquet"
+        with threadpool_limits(1):
+            profile.enable()
+            run_engine(cache, prof_out, features, layers, methods, ks, args.needle_tol)
+            profile.disable()
+        for key in ("tottime", "cumulative"):
+            stream = io.StringIO()
+            pstats.Stats(profile, stream=stream).sort_stats(key).print_stats(args.profile)
+            text = stream.getvalue()
+            print(f"\n--- needle profile, top {args.profile} by {key} ---")
+            print(text[text.find("   ncalls"):].rstrip())
+
+
+if __name__ == "__main__":
+    main()
