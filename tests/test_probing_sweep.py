@@ -250,11 +250,19 @@ def test_bad_data(tmp_path):
     groups = np.repeat(np.arange(5), 4)
     one_class = ArraySource({0: X}, {"f": (np.arange(20), np.zeros(20))}, groups=groups)
     with pytest.raises(InputError, match="feature 'f' has only one class"):
+        run(one_class, tmp_path / "a.parquet", features=["f"])
+    with pytest.raises(InputError, match="no feature can be probed: feature 'f' has only one class"):
         run(one_class, tmp_path / "a.parquet")
     one_group = ArraySource({0: X}, {"f": (np.arange(20), (np.arange(20) < 3).astype(int))}, groups=groups)
     with pytest.raises(InputError, match="single group '0'"):
-        run(one_group, tmp_path / "b.parquet")
+        run(one_group, tmp_path / "b.parquet", features=["f"])
     assert not (tmp_path / "a.parquet").exists() and not (tmp_path / "b.parquet").exists()
+    # Sweeping every feature, an unsplittable one is skipped with a warning; the others are probed.
+    mixed = ArraySource({0: X}, {"f": (np.arange(20), (np.arange(20) < 3).astype(int)),
+                                 "g": (np.arange(20), (np.arange(20) % 2).astype(int))}, groups=groups)
+    with pytest.warns(UserWarning, match="skipping feature 'f'"):
+        results = run(mixed, tmp_path / "m.parquet")
+    assert set(results["feature"]) == {"g"}
     with pytest.raises(InputError, match=r"manifest lacks \['dataset_hash', 'site'\]"):
         run(_BareSource(X), tmp_path / "c.parquet")
     with pytest.raises(FormatError, match="missing"):

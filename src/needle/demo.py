@@ -69,7 +69,8 @@ def run_demo(
         echo(f"[1/4] reusing the python-code dataset in {dataset_dir}")
     else:
         echo(f"[1/4] building the python-code collection ({max_files} standard-library files) …")
-        dataset = build_python_code(None, adapter.tokenizer, max_files=max_files,
+        context_length = min(512, adapter.max_positions or 512)
+        dataset = build_python_code(None, adapter.tokenizer, context_length=context_length, max_files=max_files,
                                     max_sequences_per_file=max_sequences_per_file, max_positives=max_positives)
         dataset.save(dataset_dir)
     echo(f"      {dataset.n_sequences} sequences, {dataset.n_tokens} tokens, {len(dataset.features)} features, "

@@ -194,11 +194,13 @@ def plan_tasks(
     Raises
     ------
     InputError
-        Unknown feature or layer, a feature with one class or whose classes
-        cannot be split by group.
+        Unknown feature or layer, or a requested feature with one class or
+        whose classes cannot be split by group. When ``features`` is None such
+        features are skipped with a warning instead.
     """
     manifest = _manifest(source)
     all_features = list(source.feature_names)
+    explicit = features is not None
     features = all_features if features is None else list(features)
     unknown = [f for f in features if f not in all_features]
     if unknown:
@@ -212,15 +214,23 @@ def plan_tasks(
     model, dataset, site = manifest["model_id"], manifest["dataset_hash"], manifest["site"]
     widths = {l: int(source.layer(l).shape[1]) for l in layers}
     row_groups = np.asarray(source.row_groups)
-    tasks, split_frames = [], []
+    tasks, split_frames, skipped = [], [], []
     for feature in features:
         rows, y = source.feature(feature)
         rows = np.asarray(rows, dtype=np.int64)
         y = np.asarray(y, dtype=np.int8)
         groups = row_groups[rows]
-        is_test = group_train_test_split(
-            groups, y, test_size=config.test_size, seed=derive_seed(config.seed, "split", feature), name=feature
-        )
+        try:
+            is_test = group_train_test_split(
+                groups, y, test_size=config.test_size, seed=derive_seed(config.seed, "split", feature), name=feature
+            )
+        except InputError as exc:
+            if explicit:
+                raise
+            # One unsplittable feature (say, all positives in one document) must not sink a sweep of all of them.
+            warnings.warn(f"skipping {exc}", stacklevel=2)
+            skipped.append(str(exc))
+            continue
         split_frames.append(
             splits_frame(dataset, feature, rows, groups, y, is_test, seed=config.seed, test_size=config.test_size)
         )
@@ -238,6 +248,8 @@ def plan_tasks(
             rand = baselines and missing("random_directions", _grid(config.ks, width))
             if todo or dense or rand:
                 tasks.append(ProbeTask(feature, layer, rows, y, is_test, todo, dense, rand, info))
+    if skipped and not split_frames:
+        raise InputError("no feature can be probed: " + " | ".join(skipped))
     splits = pd.concat(split_frames, ignore_index=True) if split_frames else pd.DataFrame()
     return tasks, splits
 
