@@ -167,3 +167,18 @@ def test_elastic_net_warm_start_and_bad_ratio():
     np.testing.assert_allclose(warm.coef, cold.coef, atol=1e-7)
     with pytest.raises(InputError, match="l1_ratio"):
         fit_elastic_net_logistic(Z, y, C=1.0, l1_ratio=1.5)
+
+
+def test_working_sets_give_the_full_problems_solution():
+    rng = np.random.default_rng(5)
+    n, d = 400, 200
+    X = rng.normal(size=(n, d))
+    y = (X[:, :4] @ np.array([1.5, -1.0, 0.8, 0.6]) + rng.normal(scale=0.8, size=n) > 0).astype(int)
+    for C, l1_ratio in ((0.05, 1.0), (0.2, 0.7)):
+        full = fit_elastic_net_logistic(X, y, C=C, l1_ratio=l1_ratio, tol=1e-10, working_set=False)
+        grown = fit_elastic_net_logistic(X, y, C=C, l1_ratio=l1_ratio, tol=1e-10)
+        assert full.converged and grown.converged
+        assert 0 < np.count_nonzero(grown.coef) < d
+        np.testing.assert_array_equal(grown.coef != 0, full.coef != 0)
+        np.testing.assert_allclose(grown.coef, full.coef, atol=1e-7)
+        assert abs(grown.intercept - full.intercept) < 1e-7

@@ -56,6 +56,8 @@ _ARMIJO = 1e-4
 _MAX_HALVINGS = 40
 #: Hessians of systems wider than this are accumulated in float32.
 _SMALL_WIDTH = 48
+#: Elastic-net fits on more columns than this use working sets (when there is an L1 term).
+_WORKING_SET_MIN = 64
 #: Keep a wide system's Hessian while each step cuts the gradient at least this much.
 _REFRESH_RATIO = 0.25
 
@@ -501,6 +503,7 @@ def fit_elastic_net_logistic(
     intercept_init: float = 0.0,
     tol: float = 1e-6,
     max_iter: int = 200,
+    working_set: bool = True,
 ) -> ElasticNetFit:
     """Elastic-net logistic regression by an orthant-wise Newton method.
 
@@ -544,6 +547,11 @@ def fit_elastic_net_logistic(
     intercept_init : float, default 0.0
     tol : float, default 1e-6
     max_iter : int, default 200
+    working_set : bool, default True
+        With ``l1_ratio >= 0.5`` and many columns, solve on a working set of columns
+        and grow it with the columns that violate the optimality conditions
+        until none does (the solution is the same; sparse solutions come much
+        faster because the Hessians stay small).
 
     Returns
     -------
@@ -555,6 +563,10 @@ def fit_elastic_net_logistic(
     if not 0.0 <= l1_ratio <= 1.0:
         raise InputError(f"l1_ratio must lie in [0, 1], got {l1_ratio!r}.")
     s = balanced_sample_weight(y) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    # Working sets pay off for sparse solutions; mostly-ridge fits (adaptive's first ones) end up dense.
+    if working_set and l1_ratio >= 0.5 and m > _WORKING_SET_MIN:
+        return _fit_on_working_sets(X, y, s, C=C, l1_ratio=l1_ratio, coef_init=coef_init,
+                                    intercept_init=intercept_init, tol=tol, max_iter=max_iter)
     sw = s / s.sum()
     a2 = (1.0 - l1_ratio) / (C * s.sum())
     a1 = l1_ratio / (C * s.sum())
@@ -628,3 +640,51 @@ def fit_elastic_net_logistic(
             stacklevel=2,
         )
     return ElasticNetFit(coef=w, intercept=b, n_iter=iteration, converged=converged)
+
+
+def _fit_on_working_sets(X, y, s, *, C, l1_ratio, coef_init, intercept_init, tol, max_iter) -> ElasticNetFit:
+    """Solve the elastic-net problem on growing sets of columns until every other column is optimal at zero.
+
+    A column left out at zero is optimal when its gradient is within the L1
+    threshold; the outer loop adds the worst violators (at most as many as
+    the set holds) and warm-starts the next solve, so the answer is the full
+    problem's, to the same tolerance.
+    """
+    n, m = X.shape
+    sw = s / s.sum()
+    a1 = l1_ratio / (C * s.sum())
+    a2 = (1.0 - l1_ratio) / (C * s.sum())
+    w = np.zeros(m) if coef_init is None else np.array(coef_init, dtype=np.float64)
+    b = float(intercept_init)
+
+    def gradient(w, b):
+        resid = sw * (expit(X @ w + b) - y)
+        return X.T @ resid + a2 * w
+
+    g = gradient(w, b)
+    violation = np.maximum(np.abs(g) - a1, 0.0)
+    active = np.flatnonzero(w)
+    start = max(_WORKING_SET_MIN // 2, 2 * active.size)
+    extra = np.setdiff1d(np.argsort(-violation, kind="stable")[:start], active)
+    active = np.sort(np.concatenate([active, extra[violation[extra] > 0]]))
+    iterations = 0
+    while True:
+        if active.size == 0:
+            active = np.argsort(-violation, kind="stable")[:1]
+        fit = fit_elastic_net_logistic(X[:, active], y, C=C, l1_ratio=l1_ratio, sample_weight=s,
+                                       coef_init=w[active], intercept_init=b, tol=tol,
+                                       max_iter=max(max_iter - iterations, 1), working_set=False)
+        iterations += fit.n_iter
+        w = np.zeros(m)
+        w[active] = fit.coef
+        b = fit.intercept
+        g = gradient(w, b)
+        outside = np.ones(m, bool)
+        outside[active] = False
+        violation = np.where(outside, np.maximum(np.abs(g) - a1, 0.0), 0.0)
+        worst = float(violation.max(initial=0.0))
+        if worst <= tol or iterations >= max_iter or active.size == m:
+            return ElasticNetFit(coef=w, intercept=b, n_iter=iterations, converged=fit.converged and worst <= tol)
+        violators = np.flatnonzero(violation > tol)
+        violators = violators[np.argsort(-violation[violators], kind="stable")][: max(active.size, 1)]
+        active = np.sort(np.concatenate([active, violators]))

@@ -119,7 +119,7 @@ def mutual_info_score(
     ).astype(np.float64)
 
 
-def l1_score(X: np.ndarray, y: np.ndarray, *, C: float = 0.01, tol: float = 1e-6, max_iter: int = 200) -> np.ndarray:
+def l1_score(X: np.ndarray, y: np.ndarray, *, C: float = 0.01, tol: float = 1e-9, max_iter: int = 200) -> np.ndarray:
     """Absolute coefficients of a dense L1-regularised logistic regression.
 
     The columns are standardised (so that the penalty treats neurons alike),
@@ -139,7 +139,7 @@ def l1_score(X: np.ndarray, y: np.ndarray, *, C: float = 0.01, tol: float = 1e-6
         Inverse regularisation strength on standardised columns. The paper's
         code used ``C=0.1`` on activations scaled to standard deviation 0.1,
         which is the same problem as ``C=0.01`` on standardised ones.
-    tol, max_iter : solver tolerance (KKT) and Newton iterations.
+    tol, max_iter : solver tolerance (KKT; tight, since near-ties decide the ranking) and Newton iterations.
 
     Returns
     -------

@@ -228,8 +228,9 @@ class AdaptiveSelector(Selector):
     l1_ratio_scale : float, default 20.0
     l1_ratio_bounds : tuple of float, default (0.1, 0.9)
     feature_std : float, default 0.1
-    tol : float, default 1e-6
-        KKT tolerance of each fit.
+    tol : float, default 1e-9
+        KKT tolerance of each fit. Tight, because the ranking of near-tied
+        coefficients at the k-th place decides the support.
     max_iter : int, default 200
         Newton iterations per fit.
     """
@@ -243,7 +244,7 @@ class AdaptiveSelector(Selector):
         l1_ratio_scale: float = 20.0,
         l1_ratio_bounds: tuple[float, float] = (0.1, 0.9),
         feature_std: float = 0.1,
-        tol: float = 1e-6,
+        tol: float = 1e-9,
         max_iter: int = 200,
     ):
         self.C_scale = C_scale
