@@ -377,7 +377,7 @@ def test_bad_data(small):
 
 
 def test_cut_pool_type_is_exported():
-    X, y = small_problem = random_problem(15, d=6)
+    X, y = random_problem(15, d=6)
     res = solve_osp(X, y, 2)
     assert isinstance(res.cuts, CutPool)
     assert "CutPool" in repr(res.cuts) and "OSPResult" in repr(res)

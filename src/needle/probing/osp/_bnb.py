@@ -110,7 +110,8 @@ class _Search:
             # Adding columns never hurts (c is non-increasing in s): take all that are left.
             self.leaf(node.fixed_in + tuple(free.tolist()))
             return []
-        bound = max(node.bound, self.pool.bound(fixed_in, free, r))
+        # The latest cuts come from this part of the tree; older ones seldom decide.
+        bound = max(node.bound, self.pool.bound(fixed_in, free, r, recent=256))
         if bound >= self.prune_level():
             self.close(bound)
             return []

@@ -89,16 +89,18 @@ class CutPool:
         same = [f for f in self.fits.values() if len(f.support) == size]
         return min(same, key=lambda f: f.value) if same else None
 
-    def bound(self, fixed_in: np.ndarray, free: np.ndarray, r: int) -> float:
+    def bound(self, fixed_in: np.ndarray, free: np.ndarray, r: int, recent: int | None = None) -> float:
         """Lower bound on ``c(S)`` over supports ``S = fixed_in + R``, ``R`` within ``free``, ``|R| <= r``.
 
         Each cut is minimised over the node separately (``q >= 0``, so by taking
         the ``r`` largest ``q`` in ``free``); the best of these is returned.
+        ``recent`` limits the work to the latest cuts (any subset gives a valid bound).
         """
         if self._size == 0:
             return -np.inf
-        q = self.q
-        values = self.constants - q[:, fixed_in].sum(axis=1)
+        first = 0 if recent is None else max(0, self._size - recent)
+        q = self._q[first : self._size]
+        values = self._constants[first : self._size] - q[:, fixed_in].sum(axis=1)
         if r > 0 and free.size:
             if r >= free.size:
                 values = values - q[:, free].sum(axis=1)
