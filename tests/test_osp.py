@@ -234,7 +234,7 @@ def test_time_limit_is_respected_and_bound_is_honest():
     assert 0.0 <= res.bound < res.objective
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _interrupted_case_optimum():
     X, y = correlated_problem(8, n=400, d=12)
     return brute_force(X, y, 4, 50.0)
@@ -284,7 +284,7 @@ def test_path_matches_independent_solves():
         assert res.objective == pytest.approx(single.objective, rel=1e-6)
         check_result(res, X, y, k, 0.1)
     by_k = sorted(path, key=lambda r: r.k)
-    assert all(a.objective >= b.objective - 1e-9 for a, b in zip(by_k, by_k[1:]))
+    assert all(a.objective >= b.objective - 1e-9 for a, b in itertools.pairwise(by_k))
 
 
 def test_cut_pool_reuse_same_answer_and_mismatch_rejected():

@@ -33,7 +33,12 @@ often needs to be turned fairly high to speed up convergence".
 """
 
 from needle.probing.osp._pool import CutPool
-from needle.probing.osp._solve import DEFAULT_GAMMA, OSPResult, solve_osp, solve_osp_path
+from needle.probing.osp._solve import (
+    DEFAULT_GAMMA,
+    OSPResult,
+    solve_osp,
+    solve_osp_path,
+)
 from needle.probing.osp.selector import OSPSelector
 
-__all__ = ["CutPool", "DEFAULT_GAMMA", "OSPResult", "OSPSelector", "solve_osp", "solve_osp_path"]
+__all__ = ["DEFAULT_GAMMA", "CutPool", "OSPResult", "OSPSelector", "solve_osp", "solve_osp_path"]

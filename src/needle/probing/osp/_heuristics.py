@@ -17,7 +17,7 @@ from needle.probing.osp._inner import SupportFit, fit_support
 from needle.probing.osp._pool import CutPool
 from needle.probing.osp._problem import OSPProblem
 
-__all__ = ["Evaluator", "mean_difference_support", "greedy_support", "swap_search", "shrink_support"]
+__all__ = ["Evaluator", "greedy_support", "mean_difference_support", "shrink_support", "swap_search"]
 
 
 class Evaluator:

@@ -74,7 +74,7 @@ from scipy.special import expit
 
 from needle.probing.osp._problem import OSPProblem
 
-__all__ = ["Cut", "SupportFit", "fit_support", "fit_weighted", "dual_cut", "binary_entropy"]
+__all__ = ["Cut", "SupportFit", "binary_entropy", "dual_cut", "fit_support", "fit_weighted"]
 
 _MAX_NEWTON = 100
 # Newton decrement, relative to the objective, below which a full step is taken

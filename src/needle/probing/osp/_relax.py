@@ -33,7 +33,7 @@ import numpy as np
 from needle.probing.osp._inner import Cut, _newton, dual_cut
 from needle.probing.osp._problem import OSPProblem
 
-__all__ = ["NodeRelaxation", "relax_node", "capped_simplex", "node_bound"]
+__all__ = ["NodeRelaxation", "capped_simplex", "node_bound", "relax_node"]
 
 # Floor of the smoothed |w| (relative to max |w|) in the s update, so that a column
 # whose weight hits zero can come back; it only affects speed, never validity.
