@@ -58,3 +58,25 @@ def test_errors_are_one_clear_line_with_exit_code_2(tmp_path, tiny_model_dir, mi
     assert code == 2 and "--layers" in err
     code, err = run_main(monkeypatch, capsys, "dataset", "info", str(tmp_path / "nope"))
     assert code == 2 and "not a directory" in err
+
+
+def test_probe_command_passes_method_parameters(tmp_path, tiny_model_dir, bpe_tokenizer, monkeypatch, capsys):
+    from needle.probing import load_results
+
+    make_dataset(bpe_tokenizer).save(tmp_path / "ds")
+    result = runner.invoke(app, ["extract", "--model", str(tiny_model_dir), "--dataset", str(tmp_path / "ds"),
+                                 "--out", str(tmp_path / "cache"), "--layers", "1"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "r.parquet"
+    result = runner.invoke(app, ["probe", "--cache", str(tmp_path / "cache"), "--out", str(out), "--methods",
+                                 "mean_diff,osp", "--k", "1,2,8", "--no-baselines", "--method-param",
+                                 "osp.prefilter=4", "--method-param", "osp.time_limit=10"])
+    assert result.exit_code == 0, result.output
+    results = load_results(out)
+    osp = results[results["method"] == "osp"]
+    assert len(osp) and set(osp["k"]) == {1, 2} and osp["status"].isin(["optimal", "time_limit"]).all()
+    assert (osp["bound"] <= osp["objective"] + 1e-9).all()
+    assert 8 in set(results[results["method"] == "mean_diff"]["k"])
+    code, err = run_main(monkeypatch, capsys, "probe", "--cache", str(tmp_path / "cache"), "--out", str(out),
+                         "--method-param", "time_limit=3")
+    assert code == 2 and "METHOD.KEY=VALUE" in err

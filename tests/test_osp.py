@@ -16,6 +16,7 @@ from scipy.optimize import minimize
 from scipy.special import erf
 from threadpoolctl import threadpool_limits
 
+from needle.errors import InputError
 from needle.probing.osp import CutPool, OSPResult, solve_osp, solve_osp_path
 
 
@@ -386,19 +387,47 @@ def test_cut_pool_type_is_exported():
 # ---------------------------------------------------------------- the "osp" selection method
 
 
-def test_osp_selector_is_registered_and_certifies_the_standardised_problem():
+def test_osp_selector_is_registered_and_certifies_the_problem_on_its_input():
     from needle.probing.selection import get_selector
 
     X, y = activation_problem(16, d=12)
-    X = 3.0 * X + 1.0  # the selector standardises its input itself
+    X = 3.0 * X + 1.0  # not rescaled: the certificate is for the X given (the sweep standardises before)
     selector = get_selector("osp", gamma=0.1, time_limit=30)
+    assert selector.standardized_input and selector.candidate_limit() == 50
     path = selector.select_path(X, y, [1, 3])
     assert path.ks == [1, 3]
-    Z = (X - X.mean(axis=0)) / X.std(axis=0)
     for k, support, info in zip(path.ks, path.supports, path.info):
         assert support.size == k and len(set(support.tolist())) == k
         assert info["status"] == "optimal" and info["bound"] <= info["objective"] + 1e-9
-        best = brute_force(Z, y, k, 0.1)
+        best = brute_force(X, y, k, 0.1)
         assert info["objective"] == pytest.approx(best, rel=1e-6)
-        assert reference_support_optimum(Z, y, support, 0.1) == pytest.approx(best, rel=1e-6)
-    assert selector.get_params() == {"gamma": 0.1, "time_limit": 30, "tol": 1e-6}
+        assert reference_support_optimum(X, y, support, 0.1) == pytest.approx(best, rel=1e-6)
+    assert selector.get_params() == {"gamma": 0.1, "time_limit": 30, "tol": 1e-6, "prefilter": 50}
+
+
+def test_osp_selector_prefilter_solves_over_the_top_candidates_by_mean_difference():
+    from needle.probing.scoring import mean_diff_score, rank_by_score
+    from needle.probing.selection import get_selector
+
+    X, y = activation_problem(18, d=14)
+    top = rank_by_score(mean_diff_score(X, y))[:6]
+    path = get_selector("osp", gamma=0.1, prefilter=6).select_path(X, y, [2])
+    assert set(path.supports[0].tolist()) <= set(top.tolist())
+    assert path.info[0]["objective"] == pytest.approx(brute_force(X[:, top], y, 2, 0.1), rel=1e-6)
+    with pytest.raises(InputError, match="prefilter"):
+        get_selector("osp", prefilter=3).select_path(X, y, [4])
+
+
+def test_sparse_probe_osp_exposes_its_certificate_for_the_data_given():
+    from needle.probing import SparseProbe
+
+    X, y = activation_problem(19, d=10)
+    probe = SparseProbe(2, method="osp", gamma=0.1, time_limit=20).fit(X, y)
+    assert probe.status_ == "optimal" and probe.bound_ <= probe.objective_ + 1e-9
+    assert probe.objective_ == pytest.approx(brute_force(X, y, 2, 0.1), rel=1e-6)
+    assert probe.gap_ <= 1e-6 and probe.n_cuts_ >= 1 and probe.solve_seconds_ >= 0
+    assert reference_support_optimum(X, y, probe.support_, 0.1) == pytest.approx(probe.objective_, rel=1e-6)
+    with pytest.raises(InputError, match="method='osp' only"):
+        SparseProbe(2, method="mean_diff", gamma=0.1).fit(X, y)
+    with pytest.raises(InputError, match="given twice"):
+        SparseProbe(2, method="osp", gamma=0.1, method_params={"gamma": 0.2}).fit(X, y)

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
@@ -286,3 +287,43 @@ class _BareSource:
 
     def feature_info(self, name):
         return {"collection": "c", "level": "token"}
+
+
+def test_osp_in_a_sweep_has_its_own_prefilter_and_certificate_columns(tmp_path):
+    from needle.probing.estimators import candidate_neurons
+    from needle.probing.fitting import standardization
+    from needle.probing.osp import solve_osp
+
+    source = make_source()
+    out = tmp_path / "osp.parquet"
+    results = run(source, out, features=["planted"], layers=[PLANTED_LAYER], methods=("mean_diff", "osp"),
+                  ks=(1, 2, 4, 8), prefilter=16, baselines=False,
+                  method_params={"osp": {"prefilter": 6, "gamma": 0.05, "time_limit": 20}})
+    osp = results[results["method"] == "osp"].set_index("k")
+    mean_diff = results[results["method"] == "mean_diff"].set_index("k")
+    assert list(osp.index) == [1, 2, 4] and list(mean_diff.index) == [1, 2, 4, 8]  # k <= its 6 candidates
+    assert (osp["status"] == "optimal").all() and (osp["bound"] <= osp["objective"] + 1e-9).all()
+    assert (osp["gap"] <= 1e-6).all()
+    assert mean_diff["status"].isna().all() and mean_diff["objective"].isna().all()
+    assert osp.loc[1, "neurons"].tolist() == [PLANTED_NEURON]
+
+    # The certificate is for the top-6 candidates standardised on the training split: recompute it.
+    splits = load_splits(splits_path(out))
+    train = splits[(splits["feature"] == "planted") & (splits["split"] == "train")]
+    X = np.asarray(source.layer(PLANTED_LAYER)[train["row"].to_numpy()], dtype=np.float32)
+    y = train["y"].to_numpy()
+    top = candidate_neurons(X, y, 16)[:6]
+    mean, scale = standardization(X[:, top])
+    for k in (1, 2, 4):
+        assert set(osp.loc[k, "neurons"].tolist()) <= set(top.tolist())
+        direct = solve_osp((X[:, top] - mean) / scale, y, k, gamma=0.05)
+        assert osp.loc[k, "objective"] == pytest.approx(direct.objective, rel=1e-6)
+
+    # Older tables without certificate columns still load (nulls there) and append.
+    legacy = pq.read_table(out).drop(["objective", "bound", "gap", "status"])
+    pq.write_table(legacy, out)
+    assert load_results(out)["status"].isna().all()
+    again = run(source, out, features=["planted"], layers=[PLANTED_LAYER], methods=("mean_diff", "osp", "f_stat"),
+                ks=(1, 2, 4, 8), prefilter=16, baselines=False,
+                method_params={"osp": {"prefilter": 6, "gamma": 0.05, "time_limit": 20}})
+    assert len(again) == len(results) + 4 and not again[list(RESULT_KEY)].duplicated().any()

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from needle.cli._common import parse_layers
+from needle.cli._common import parse_layers, parse_params
 
 
 def _split(text: str | None) -> list[str] | None:
@@ -24,6 +24,8 @@ def probe_command(
     prefilter: Annotated[int, typer.Option(help="Neurons kept by mean difference before selection (0: none).")] = 1024,
     seed: Annotated[int, typer.Option(help="Seed of the group split and of random methods.")] = 0,
     baselines: Annotated[bool, typer.Option(help="Also fit the dense and random-direction baselines.")] = True,
+    method_param: Annotated[Optional[list[str]], typer.Option(
+        "--method-param", help="A method's parameter, METHOD.KEY=VALUE, e.g. osp.time_limit=30 (repeatable).")] = None,
     jobs: Annotated[int, typer.Option("--jobs", help="Worker processes.")] = 1,
     overwrite: Annotated[bool, typer.Option(help="Start the results file afresh.")] = False,
 ) -> None:
@@ -38,9 +40,22 @@ def probe_command(
         raise InputError(f"--k {k!r}: use comma-separated integers such as 1,2,4,8") from None
     results = sweep(load_cache(cache), out=out, features=_split(features), layers=parse_layers(layers),
                     methods=_split(methods), ks=ks, prefilter=prefilter or None, seed=seed, baselines=baselines,
-                    n_jobs=jobs, overwrite=overwrite)
+                    method_params=_method_params(method_param), n_jobs=jobs, overwrite=overwrite)
     typer.echo(f"{len(results)} result rows in {out}")
     typer.echo(_format_summary(summarize(results)))
+
+
+def _method_params(pairs: list[str] | None) -> dict[str, dict]:
+    """``["osp.time_limit=30", ...]`` to ``{"osp": {"time_limit": 30}}``."""
+    from needle.errors import InputError
+
+    out: dict[str, dict] = {}
+    for pair in pairs or []:
+        method, dot, rest = pair.partition(".")
+        if not dot or "=" not in rest or not method:
+            raise InputError(f"--method-param {pair!r} must look like METHOD.KEY=VALUE, e.g. osp.time_limit=30")
+        out.setdefault(method, {}).update(parse_params([rest]))
+    return out
 
 
 def _format_summary(summary) -> str:

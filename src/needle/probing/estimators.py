@@ -34,7 +34,8 @@ from needle.probing.fitting import fit_logistic_path, standardization
 from needle.probing.scoring import mean_diff_score, rank_by_score
 from needle.probing.selection import get_selector
 
-__all__ = ["SparseProbe", "DenseProbe", "RandomDirectionsProbe", "random_orthonormal", "candidate_neurons"]
+__all__ = ["SparseProbe", "DenseProbe", "RandomDirectionsProbe", "random_orthonormal", "candidate_neurons",
+           "method_candidates", "CERTIFICATE_FIELDS"]
 
 #: The default inverse regularisation strength on standardised inputs (see the module docstring).
 DEFAULT_C = 0.01
@@ -67,6 +68,10 @@ def random_orthonormal(n_features: int, k: int, random_state: int | None = None)
     return q * np.where(np.diag(r) < 0, -1.0, 1.0)
 
 
+#: What ``method="osp"`` certifies about a support; set as ``<name>_`` attributes by :class:`SparseProbe`.
+CERTIFICATE_FIELDS = ("objective", "bound", "gap", "status", "n_cuts", "solve_seconds")
+
+
 def candidate_neurons(X: np.ndarray, y: np.ndarray, prefilter: int | None) -> np.ndarray:
     """The neurons selection may choose from: the top ``prefilter`` by mean difference.
 
@@ -91,6 +96,17 @@ def candidate_neurons(X: np.ndarray, y: np.ndarray, prefilter: int | None) -> np
     """
     order = rank_by_score(mean_diff_score(X, y))
     return order if prefilter is None else order[:prefilter]
+
+
+def method_candidates(candidates: np.ndarray, selector) -> np.ndarray:
+    """The part of ``candidates`` a selection method looks at: the first ``selector.candidate_limit()``.
+
+    ``candidates`` are in decreasing order of mean difference
+    (:func:`candidate_neurons`), so a method with its own, smaller prefilter
+    (osp: 50) gets the top ones.
+    """
+    limit = selector.candidate_limit()
+    return candidates if limit is None else candidates[:limit]
 
 
 def _seed(random_state) -> int | None:
@@ -203,6 +219,12 @@ class SparseProbe(_LinearProbe):
         :func:`needle.probing.fitting.fit_logistic_batch`).
     max_iter : int, default 100
         Newton iterations of the refit.
+    gamma, time_limit : float, optional
+        ``method="osp"`` only: its ridge parameter and seconds per solve
+        (shorthands for ``method_params``; see
+        :class:`needle.probing.osp.OSPSelector`). The osp problem is solved on
+        the top candidates of ``X`` *as given*, so standardise ``X`` first if
+        the certificate should refer to standardised neurons.
 
     Attributes
     ----------
@@ -217,6 +239,12 @@ class SparseProbe(_LinearProbe):
         Training mean and standard deviation of the ``support_`` neurons.
     selection_info_ : dict
         What the method reported about its choice.
+    objective_, bound_, gap_, status_, n_cuts_, solve_seconds_
+        ``method="osp"`` only: the optimality certificate of the support, for
+        the objective of :func:`needle.probing.osp.solve_osp` on the
+        candidates of ``X`` as given: its value at the returned sparse
+        solution, a proven lower bound, the relative gap, ``"optimal"`` or
+        ``"time_limit"``, the number of cuts and the solver's seconds.
     n_iter_ : int
         Newton iterations of the refit.
 
@@ -242,6 +270,8 @@ class SparseProbe(_LinearProbe):
         random_state=None,
         tol=1e-8,
         max_iter=100,
+        gamma=None,
+        time_limit=None,
     ):
         self.k = k
         self.method = method
@@ -251,6 +281,8 @@ class SparseProbe(_LinearProbe):
         self.random_state = random_state
         self.tol = tol
         self.max_iter = max_iter
+        self.gamma = gamma
+        self.time_limit = time_limit
 
     def fit(self, X, y):
         """Select the neurons and fit the probe.
@@ -267,9 +299,9 @@ class SparseProbe(_LinearProbe):
         """
         _check_positive("k", self.k, integer=True)
         _check_positive("prefilter", self.prefilter, integer=True, allow_none=True)
-        selector = get_selector(self.method, **(self.method_params or {}))
+        selector = get_selector(self.method, **self._method_params())
         X, y01 = self._validate_xy(X, y)
-        candidates = candidate_neurons(X, y01, self.prefilter)
+        candidates = method_candidates(candidate_neurons(X, y01, self.prefilter), selector)
         k = self.k
         if k > candidates.size:
             warnings.warn(
@@ -278,6 +310,8 @@ class SparseProbe(_LinearProbe):
                 stacklevel=2,
             )
             k = candidates.size
+        # X as given, also for methods that want standardised input (osp): their certificate then refers to the
+        # caller's data, and standardising first is the caller's choice (the sweep does).
         path = selector.select_path(X[:, candidates], y01, [k], random_state=_seed(self.random_state))
         neurons = np.sort(candidates[path.supports[0]])
         mean, scale = standardization(X[:, neurons])
@@ -286,9 +320,25 @@ class SparseProbe(_LinearProbe):
         self.support_ = neurons
         self.mean_, self.scale_ = mean, scale
         self.selection_info_ = path.info[0]
+        for name in CERTIFICATE_FIELDS:
+            if name in self.selection_info_:
+                setattr(self, f"{name}_", self.selection_info_[name])
         self.n_iter_ = int(fit.n_iter[0])
         self._set_linear(X.shape[1], neurons, fit.coef[0], fit.intercept[0], mean, scale)
         return self
+
+    def _method_params(self) -> dict:
+        params = dict(self.method_params or {})
+        for name in ("gamma", "time_limit"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if self.method != "osp":
+                raise InputError(f"{name}={value!r} applies to method='osp' only (method is {self.method!r}).")
+            if name in params and params[name] != value:
+                raise InputError(f"{name} is given twice, as {value!r} and in method_params as {params[name]!r}.")
+            params[name] = value
+        return params
 
 
 class DenseProbe(_LinearProbe):

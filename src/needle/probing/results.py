@@ -21,6 +21,8 @@ from needle.errors import FormatError
 __all__ = [
     "RESULT_KEY",
     "RESULT_SCHEMA",
+    "CERTIFICATE_COLUMNS",
+    "certificate_columns",
     "BASELINE_METHODS",
     "load_results",
     "merge_results",
@@ -62,12 +64,35 @@ RESULT_SCHEMA = pa.schema(
         ("fit_seconds", pa.float64()),
         ("seed", pa.int64()),
         ("selection_info", pa.string()),
+        ("objective", pa.float64()),
+        ("bound", pa.float64()),
+        ("gap", pa.float64()),
+        ("status", pa.string()),
         ("needle_version", pa.string()),
         ("params", pa.string()),
         ("manifest", pa.string()),
     ]
 )
 _COLUMNS = [field.name for field in RESULT_SCHEMA]
+#: The optimality certificate of a support (method ``osp``; null for the other methods). Tables written before
+#: these columns existed load with nulls there.
+CERTIFICATE_COLUMNS = ("objective", "bound", "gap", "status")
+
+
+def certificate_columns(info: dict) -> dict:
+    """The certificate columns of one result row from its selection ``info`` (nulls where absent)."""
+    return {name: info.get(name, None if name == "status" else np.nan) for name in CERTIFICATE_COLUMNS}
+
+
+def _conform(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the certificate columns it lacks added as nulls (older tables, baseline rows)."""
+    missing = [c for c in CERTIFICATE_COLUMNS if c not in frame.columns]
+    if not missing:
+        return frame
+    frame = frame.copy()
+    for name in missing:
+        frame[name] = None if name == "status" else np.nan
+    return frame
 
 
 def _empty() -> pd.DataFrame:
@@ -100,10 +125,10 @@ def load_results(path: str | os.PathLike) -> pd.DataFrame:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise FormatError(f"{path} is not a readable Parquet file ({exc}).") from None
-    missing = [c for c in _COLUMNS if c not in table.column_names]
+    missing = [c for c in _COLUMNS if c not in table.column_names and c not in CERTIFICATE_COLUMNS]
     if missing:
         raise FormatError(f"{path} is not a needle results table (missing columns {missing}).")
-    return table.to_pandas()
+    return _conform(table.to_pandas())[_COLUMNS]
 
 
 def merge_results(existing: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame:
@@ -117,14 +142,14 @@ def merge_results(existing: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFr
     frames = [f for f in (existing, new) if f is not None and len(f)]
     if not frames:
         return _empty()
-    merged = pd.concat([f[_COLUMNS] for f in frames], ignore_index=True)
+    merged = pd.concat([_conform(f)[_COLUMNS] for f in frames], ignore_index=True)
     merged = merged.drop_duplicates(subset=list(RESULT_KEY), keep="first")
     return merged.sort_values(list(RESULT_KEY), kind="stable").reset_index(drop=True)
 
 
 def write_results(path: str | os.PathLike, frame: pd.DataFrame) -> None:
     """Write a results table atomically (temporary file, then rename)."""
-    table = pa.Table.from_pandas(frame[_COLUMNS], schema=RESULT_SCHEMA, preserve_index=False)
+    table = pa.Table.from_pandas(_conform(frame)[_COLUMNS], schema=RESULT_SCHEMA, preserve_index=False)
     with atomic_file(path, "wb") as handle:
         pq.write_table(table, handle)
 

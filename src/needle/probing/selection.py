@@ -95,6 +95,13 @@ class Selector(ABC):
     nested: ClassVar[bool] = False
     #: Whether the method uses ``random_state``.
     stochastic: ClassVar[bool] = False
+    #: Whether the sweep must pass standardised candidates (training mean 0, std 1)
+    #: instead of raw activations; such a method never rescales its input itself.
+    standardized_input: ClassVar[bool] = False
+
+    def candidate_limit(self) -> int | None:
+        """How many of the candidates (the top ones by mean difference) the method looks at; None: all."""
+        return None
 
     @abstractmethod
     def select_path(

@@ -45,10 +45,10 @@ import pandas as pd
 
 from needle._version import __version__
 from needle.errors import InputError
-from needle.probing.estimators import DEFAULT_C, candidate_neurons, random_orthonormal
+from needle.probing.estimators import DEFAULT_C, candidate_neurons, method_candidates, random_orthonormal
 from needle.probing.fitting import fit_logistic_path, standardization
 from needle.probing.metrics import METRICS, binary_metrics_batch
-from needle.probing.results import RESULT_KEY, load_results, merge_results, write_results
+from needle.probing.results import RESULT_KEY, certificate_columns, load_results, merge_results, write_results
 from needle.probing.selection import get_selector
 from needle.probing.source import ProbeSource
 from needle.probing.splits import derive_seed, group_train_test_split, splits_frame, splits_path, write_splits
@@ -213,6 +213,7 @@ def plan_tasks(
     done = done or set()
     model, dataset, site = manifest["model_id"], manifest["dataset_hash"], manifest["site"]
     widths = {l: int(source.layer(l).shape[1]) for l in layers}
+    limits = {m: get_selector(m, **config.method_params.get(m, {})).candidate_limit() for m in methods}
     row_groups = np.asarray(source.row_groups)
     tasks, split_frames, skipped = [], [], []
     for feature in features:
@@ -243,7 +244,7 @@ def plan_tasks(
             def missing(method, ks):
                 return any((model, dataset, site, feature, layer, method, k) not in done for k in ks)
 
-            todo = tuple(m for m in methods if missing(m, _grid(config.ks, n_cand)))
+            todo = tuple(m for m in methods if missing(m, _grid(config.ks, min(n_cand, limits[m] or n_cand))))
             dense = baselines and missing("dense", [width])
             rand = baselines and missing("random_directions", _grid(config.ks, width))
             if todo or dense or rand:
@@ -292,6 +293,7 @@ def _rows_for_path(common, method, ks, neurons_list, coefs, intercepts, X_test, 
             n_iter=int(fit.n_iter[j]),
             fit_seconds=seconds / len(ks),
             selection_info=json.dumps(info[j], sort_keys=True, default=float),
+            **certificate_columns(info[j]),
         )
         rows.append(row)
     return rows
@@ -347,12 +349,15 @@ def run_task(source: ProbeSource, task: ProbeTask, config: SweepConfig, *, param
         mean, scale = standardization(X_cand)
         # Fortran order: the batched refit gathers columns, which are then contiguous.
         Z = np.asfortranarray((X_cand - mean) / scale)
-        ks = _grid(config.ks, candidates.size)
         for method in task.methods:
             start = time.perf_counter()
             selector = get_selector(method, **config.method_params.get(method, {}))
+            # A method with its own prefilter (osp) sees the first columns: the top ones by mean difference.
+            n_method = method_candidates(candidates, selector).size
+            ks = _grid(config.ks, n_method)
+            inputs = Z[:, :n_method] if selector.standardized_input else X_cand[:, :n_method]
             path = selector.select_path(
-                X_cand, y_train, ks, random_state=derive_seed(config.seed, "select", task.feature, task.layer, method)
+                inputs, y_train, ks, random_state=derive_seed(config.seed, "select", task.feature, task.layer, method)
             )
             fit = fit_logistic_path(Z, y_train, path.supports, C=config.C, tol=config.tol, max_iter=config.max_iter)
             seconds = time.perf_counter() - start

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from needle.probing.fitting import standardization
+from needle.errors import InputError
 from needle.probing.osp._solve import DEFAULT_GAMMA, solve_osp_path
+from needle.probing.scoring import mean_diff_score, rank_by_score
 from needle.probing.selection import SelectionPath, Selector, register_method
 
 __all__ = ["OSPSelector"]
@@ -18,23 +19,29 @@ __all__ = ["OSPSelector"]
 class OSPSelector(Selector):
     """Supports that are optimal for the ridge-logistic objective, with a certificate per ``k``.
 
-    The candidates are standardised (training mean and standard deviation, as
-    the refit does) and :func:`~needle.probing.osp.solve_osp_path` solves
+    :func:`~needle.probing.osp.solve_osp_path` solves, on the ``X`` it is given,
 
-    ``min sum_i c_i log(1 + exp(-y_i (w.z_i + b))) + ||w||^2 / (2 gamma)`` s.t. ``||w||_0 <= k``
+    ``min sum_i c_i log(1 + exp(-y_i (w.x_i + b))) + ||w||^2 / (2 gamma)`` s.t. ``||w||_0 <= k``
 
-    with balanced weights ``c_i``. With ``gamma`` equal to the refit's ``C``
-    (both default to 0.01) this is the refit's own objective, so a certified
-    support is the best ``k`` neurons for the probe that is then fitted.
+    with balanced weights ``c_i``. ``X`` is not rescaled here
+    (:attr:`standardized_input`): the sweep passes the candidates standardised
+    by their training mean and standard deviation, exactly as the refit sees
+    them, so with ``gamma`` equal to the refit's ``C`` (both default to 0.01)
+    the certified support is the best ``k`` neurons for the probe that is then
+    fitted, and ``objective`` can be checked from outside.
 
     Parameters
     ----------
     gamma : float, default 0.01
-        Ridge parameter on standardised inputs (scikit-learn's ``C``).
+        Ridge parameter (scikit-learn's ``C`` on the same inputs).
     time_limit : float, default 60.0
         Seconds per ``k`` (the paper's limit).
     tol : float, default 1e-6
         Relative optimality gap.
+    prefilter : int or None, default 50
+        Solve over only the top ``prefilter`` candidates by class-mean
+        difference (the paper's top-50 prefilter for its MIP, A.2.4); None
+        uses every candidate it is given.
 
     Notes
     -----
@@ -46,19 +53,31 @@ class OSPSelector(Selector):
 
     nested = False
     stochastic = False
+    standardized_input = True
 
-    def __init__(self, *, gamma: float = DEFAULT_GAMMA, time_limit: float = 60.0, tol: float = 1e-6):
+    def __init__(self, *, gamma: float = DEFAULT_GAMMA, time_limit: float = 60.0, tol: float = 1e-6,
+                 prefilter: int | None = 50):
         self.gamma = gamma
         self.time_limit = time_limit
         self.tol = tol
+        self.prefilter = prefilter
+
+    def candidate_limit(self) -> int | None:
+        return None if self.prefilter is None else int(self.prefilter)
 
     def select_path(self, X, y, ks, *, random_state=None) -> SelectionPath:
         X = np.asarray(X, dtype=np.float64)
-        mean, scale = standardization(X)
+        limit = self.candidate_limit()
+        if limit is not None and X.shape[1] > limit:
+            # Callers order candidates by decreasing mean difference; re-rank anyway so a direct call is right too.
+            top = rank_by_score(mean_diff_score(X, np.asarray(y)))[:limit]
+        else:
+            top = np.arange(X.shape[1])
+        if max(ks) > top.size:
+            raise InputError(f"osp: k={max(ks)} exceeds the {top.size} candidates it solves over (prefilter).")
+        X = X[:, top]
         ks = [int(k) for k in ks]
-        results = solve_osp_path(
-            (X - mean) / scale, y, ks, gamma=self.gamma, time_limit=self.time_limit, tol=self.tol
-        )
+        results = solve_osp_path(X, y, ks, gamma=self.gamma, time_limit=self.time_limit, tol=self.tol)
         supports, info = [], []
         for res in results:
             # Strongest first; a stable sort keeps equal weights in column order.
@@ -69,7 +88,7 @@ class OSPSelector(Selector):
                 # extra column keeps the optimum, and callers expect k of them.
                 rest = np.setdiff1d(np.arange(X.shape[1]), support)[: res.k - support.size]
                 support = np.concatenate([support, rest])
-            supports.append(support)
+            supports.append(top[support])
             info.append(
                 {
                     "objective": float(res.objective),
