@@ -80,3 +80,11 @@ def test_probe_command_passes_method_parameters(tmp_path, tiny_model_dir, bpe_to
     code, err = run_main(monkeypatch, capsys, "probe", "--cache", str(tmp_path / "cache"), "--out", str(out),
                          "--method-param", "time_limit=3")
     assert code == 2 and "METHOD.KEY=VALUE" in err
+
+
+def test_dataset_list_names_every_registered_builder():
+    from needle.datasets.registry import BUILDERS
+
+    result = runner.invoke(app, ["dataset", "list"])
+    assert result.exit_code == 0, result.output
+    assert [line.split()[0] for line in result.output.splitlines()] == list(BUILDERS)

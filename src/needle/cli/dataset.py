@@ -14,7 +14,7 @@ app = typer.Typer(no_args_is_help=True, help="Build and inspect ProbeDatasets (f
 
 @app.command("build")
 def build_command(
-    collection: Annotated[str, typer.Argument(help="ud, text-features or python-code")],
+    collection: Annotated[str, typer.Argument(help="A collection builder; `needle dataset list` names them.")],
     out: Annotated[Path, typer.Option("--out", help="Directory to write the dataset to.")],
     source: Annotated[Optional[list[Path]], typer.Option("--source", help="Input file or directory (repeatable).")] = None,
     model: Annotated[str, typer.Option(help="Model whose tokenizer to use (alias, directory or hub id).")] = "minilm",
@@ -36,6 +36,15 @@ def build_command(
     dataset = build_collection(collection, sources, tokenizer, positive_ratio=positive_ratio, seed=seed, **params)
     dataset.save(out, overwrite=overwrite)
     typer.echo(_describe(dataset, out))
+
+
+@app.command("list")
+def list_command() -> None:
+    """Name the collection builders and what each makes."""
+    from needle.datasets.registry import BUILDERS
+
+    for name, (_, _, description) in BUILDERS.items():
+        typer.echo(f"{name:<18} {description}")
 
 
 @app.command("info")
