@@ -8,6 +8,7 @@ from needle.cli import cache as _cache
 from needle.cli import dataset as _dataset
 from needle.cli import demo as _demo
 from needle.cli import extract as _extract
+from needle.cli import neuron as _neuron
 from needle.cli import probe as _probe
 from needle.cli import report as _report
 from needle.cli import results as _results
@@ -22,6 +23,7 @@ app.command("probe")(_probe.probe_command)
 app.add_typer(_results.app, name="results")
 app.command("report")(_report.report_command)
 app.command("demo")(_demo.demo_command)
+app.add_typer(_neuron.app, name="neuron")
 
 
 def main() -> None:

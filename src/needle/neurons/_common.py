@@ -1,0 +1,145 @@
+"""What the analyses share: parsing neuron lists and streaming a corpus's activations at them."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Union
+
+import numpy as np
+import torch
+
+from needle.errors import InputError
+from needle.models.base import ModelAdapter, normalize_site
+from needle.neurons.corpus import Batch, Corpus
+
+__all__ = ["NeuronLike", "parse_neurons", "NeuronSet", "stream_activations", "require_model"]
+
+#: A neuron: ``(layer, index)``, or a string ``"L3N120"`` / ``"3:120"``.
+NeuronLike = Union[tuple[int, int], Sequence[int], str]
+
+_PATTERN = re.compile(r"^\s*(?:L|l)?(\d+)\s*(?:N|n|:|/|\.)\s*(\d+)\s*$")
+
+
+def parse_neurons(neurons: NeuronLike | Sequence[NeuronLike]) -> list[tuple[int, int]]:
+    """Normalise neurons to a list of distinct ``(layer, index)`` pairs, in the order given.
+
+    Accepts one neuron or a sequence of them; each is a pair of ints or a
+    string ``"L3N120"`` / ``"3:120"``.
+    """
+    if isinstance(neurons, str) or (isinstance(neurons, (tuple, list)) and len(neurons) == 2
+                                     and all(isinstance(v, (int, np.integer)) for v in neurons)):
+        neurons = [neurons]
+    out: list[tuple[int, int]] = []
+    for item in neurons:
+        if isinstance(item, str):
+            match = _PATTERN.match(item)
+            if not match:
+                raise InputError(f"neuron {item!r}: write it as L3N120 or 3:120 (layer, then index).")
+            pair = (int(match.group(1)), int(match.group(2)))
+        else:
+            try:
+                layer, index = item
+                pair = (int(layer), int(index))
+            except (TypeError, ValueError):
+                raise InputError(f"neuron {item!r}: give (layer, index) pairs or strings like L3N120.") from None
+        if pair not in out:
+            out.append(pair)
+    if not out:
+        raise InputError("no neurons given.")
+    return out
+
+
+@dataclass(frozen=True)
+class NeuronSet:
+    """Neurons grouped by layer, with the column of each neuron in the concatenated activations.
+
+    Attributes
+    ----------
+    neurons : list of (int, int)
+    layers : list of int
+        Distinct layers, ascending.
+    index : dict of int to LongTensor
+        Neuron indices to read at each layer.
+    """
+
+    neurons: list[tuple[int, int]]
+    layers: list[int]
+    index: dict[int, torch.Tensor]
+
+    @classmethod
+    def build(cls, model: ModelAdapter, neurons: NeuronLike | Sequence[NeuronLike], site: str = "post") -> NeuronSet:
+        neurons = parse_neurons(neurons)
+        width = model.site_width(site)
+        for layer, index in neurons:
+            model._check_layer(layer)
+            if not 0 <= index < width:
+                raise InputError(f"neuron L{layer}N{index} does not exist; {model.model_id} has neurons "
+                                 f"0..{width - 1} per layer at site {normalize_site(site)!r}.")
+        layers = sorted({layer for layer, _ in neurons})
+        # Columns are laid out layer by layer in the order of ``neurons`` within each layer.
+        ordered = [n for layer in layers for n in neurons if n[0] == layer]
+        index = {layer: torch.tensor([i for l, i in ordered if l == layer], dtype=torch.long) for layer in layers}
+        return cls(ordered, layers, index)
+
+    def __len__(self) -> int:
+        return len(self.neurons)
+
+    def concat(self, captured: dict[int, torch.Tensor]) -> torch.Tensor:
+        """Captured per-layer tensors (…, n_layer_neurons) to one (…, n_neurons) tensor in :attr:`neurons` order."""
+        return torch.cat([captured[layer] for layer in self.layers], dim=-1)
+
+
+def stream_activations(model: ModelAdapter, corpus: Corpus, neurons: NeuronSet, *, site: str = "post",
+                       batch_tokens: int = 8192, max_batch_size: int = 64, sequences: Sequence[int] | None = None,
+                       progress: bool = False, desc: str = "activations") -> Iterator[tuple[Batch, torch.Tensor]]:
+    """Run the model over the corpus and yield each batch with its activations at ``neurons``.
+
+    Yields
+    ------
+    batch : Batch
+    acts : Tensor of float32 on the CPU, shape (batch, pos, n_neurons)
+        Columns in ``neurons.neurons`` order; padding positions hold garbage
+        (mask them with ``batch.valid``).
+    """
+    from tqdm.auto import tqdm
+
+    corpus.check_model(model)
+    site = normalize_site(site)
+    total = corpus.n_tokens if sequences is None else int(corpus.lengths[np.unique(sequences)].sum())
+    device = model.device
+
+    def reduce(layer: int, acts: torch.Tensor) -> torch.Tensor:
+        return acts[..., neurons.index[layer].to(device)].float().cpu()
+
+    with tqdm(total=total, unit="tok", unit_scale=True, desc=desc, disable=not progress) as bar:
+        for batch in corpus.batches(batch_tokens, max_batch_size, sequences):
+            captured = model.capture(batch.input_ids, batch.attention_mask, neurons.layers, site, reduce=reduce)
+            yield batch, neurons.concat(captured)
+            bar.update(int(batch.attention_mask.sum()))
+
+
+def require_model(model: ModelAdapter | str, device: str | None = None) -> ModelAdapter:
+    """An adapter, loading ``model`` by name when a string is given."""
+    if isinstance(model, ModelAdapter):
+        return model
+    from needle.models import load_model
+
+    return load_model(model, device=device or "cpu")
+
+
+def context_window(tokens: np.ndarray, position: int, context: tuple[int, int]) -> tuple[int, int]:
+    """Token range ``[a, b)`` around ``position``: ``context[0]`` tokens before, ``context[1]`` after."""
+    before, after = context
+    return max(0, position - before), min(len(tokens), position + after + 1)
+
+
+def check_context(context: Any) -> tuple[int, int]:
+    try:
+        before, after = (int(v) for v in context)
+    except (TypeError, ValueError):
+        raise InputError(f"context must be (tokens_before, tokens_after), got {context!r}.") from None
+    if before < 0 or after < 0:
+        raise InputError(f"context must be non-negative, got {context!r}.")
+    return before, after

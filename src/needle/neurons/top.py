@@ -1,0 +1,251 @@
+"""Max-activating examples: the top, the bottom and random samples from quantile bands, in one pass.
+
+For each neuron a bounded buffer keeps the ``n_top`` largest activations seen
+so far (and another the ``n_bottom`` smallest): each batch's own top
+candidates are merged into it and the buffer is cut back to size, so memory
+is ``O(n_neurons × n_top)`` however long the corpus — a heap per neuron,
+vectorised over neurons. Looking only at the top 20 invites the
+*interpretability illusion* (a neuron that looks monosemantic at its maximum
+and does something else most of the time), so the same pass also keeps a
+uniform random sample of tokens (reservoir sampling with random keys, shared
+by all neurons); each neuron's activation quantiles are estimated from it,
+and ``per_band`` tokens are drawn at random from each quantile band.
+
+Contexts (the tokens around each chosen one and the neuron's activation on
+them) are recomputed afterwards with a second forward pass over only the
+sequences that hold a chosen token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from needle.errors import InputError
+from needle.models.base import ModelAdapter, normalize_site
+from needle.neurons._common import NeuronLike, NeuronSet, check_context, context_window, stream_activations
+from needle.neurons.corpus import Corpus
+
+__all__ = ["top_activations", "DEFAULT_BANDS", "TOP_COLUMNS"]
+
+#: Quantile bands sampled by default: the bulk, the shoulder, the upper tail, the top percent.
+DEFAULT_BANDS: tuple[tuple[float, float], ...] = ((0.0, 0.5), (0.5, 0.9), (0.9, 0.99), (0.99, 1.0))
+
+TOP_COLUMNS = ["layer", "neuron", "kind", "band", "band_low", "band_high", "rank", "activation", "sequence",
+               "position", "token_id", "token", "group", "label", "context_tokens", "context_activations", "focus"]
+
+
+class _Extremes:
+    """The ``size`` largest values per neuron with their (sequence, position), ordered by value then token."""
+
+    def __init__(self, n_neurons: int, size: int):
+        self.size = size
+        self.value = np.full((n_neurons, size), -np.inf, np.float64)
+        self.seq = np.full((n_neurons, size), np.iinfo(np.int64).max, np.int64)
+        self.pos = np.full((n_neurons, size), np.iinfo(np.int64).max, np.int64)
+
+    def push(self, values: torch.Tensor, seq: np.ndarray, pos: np.ndarray) -> None:
+        """Merge a batch: ``values`` of shape (n_tokens, n_neurons), ``seq``/``pos`` of shape (n_tokens,)."""
+        if self.size == 0 or values.shape[0] == 0:
+            return
+        k = min(self.size, values.shape[0])
+        cand_value, cand_index = torch.topk(values.T, k, dim=1, sorted=False)
+        cand_index = cand_index.numpy()
+        value = np.concatenate([self.value, cand_value.double().numpy()], axis=1)
+        s = np.concatenate([self.seq, seq[cand_index]], axis=1)
+        p = np.concatenate([self.pos, pos[cand_index]], axis=1)
+        order = np.lexsort((p, s, -value), axis=-1)[:, : self.size]
+        self.value = np.take_along_axis(value, order, 1)
+        self.seq = np.take_along_axis(s, order, 1)
+        self.pos = np.take_along_axis(p, order, 1)
+
+
+class _Reservoir:
+    """A uniform random sample of ``size`` tokens (smallest random keys), with every neuron's activation."""
+
+    def __init__(self, n_neurons: int, size: int, seed: int):
+        self.size = size
+        self.rng = np.random.default_rng(seed)
+        self.key = np.zeros(0)
+        self.seq = np.zeros(0, np.int64)
+        self.pos = np.zeros(0, np.int64)
+        self.acts = np.zeros((0, n_neurons), np.float64)
+
+    def push(self, values: torch.Tensor, seq: np.ndarray, pos: np.ndarray) -> None:
+        if self.size == 0 or values.shape[0] == 0:
+            return
+        key = np.concatenate([self.key, self.rng.random(values.shape[0])])
+        seq = np.concatenate([self.seq, seq])
+        pos = np.concatenate([self.pos, pos])
+        acts = np.concatenate([self.acts, values.double().numpy()])
+        if len(key) > self.size:
+            keep = np.argpartition(key, self.size - 1)[: self.size]
+            key, seq, pos, acts = key[keep], seq[keep], pos[keep], acts[keep]
+        self.key, self.seq, self.pos, self.acts = key, seq, pos, acts
+
+
+def top_activations(
+    model: ModelAdapter,
+    corpus: Corpus,
+    neurons: NeuronLike | Sequence[NeuronLike],
+    *,
+    site: str = "post",
+    n_top: int = 20,
+    n_bottom: int = 20,
+    bands: Sequence[tuple[float, float]] = DEFAULT_BANDS,
+    per_band: int = 5,
+    band_pool: int = 4096,
+    context: tuple[int, int] = (16, 4),
+    exclude_special: bool = True,
+    batch_tokens: int = 8192,
+    seed: int = 0,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Max- and min-activating tokens of many neurons, and random tokens from activation quantile bands.
+
+    One streaming pass over the corpus with bounded buffers per neuron, then
+    a short second pass to read the contexts of the chosen tokens.
+
+    Parameters
+    ----------
+    model : ModelAdapter
+    corpus : Corpus
+    neurons : (layer, index) pairs or strings like ``"L3N120"``
+    site : {"post", "pre"}, default "post"
+    n_top, n_bottom : int, default 20
+        Largest and smallest activations kept per neuron.
+    bands : sequence of (float, float), default :data:`DEFAULT_BANDS`
+        Quantile bands ``[low, high)`` of each neuron's activation
+        distribution (the last band that ends at 1 includes the maximum).
+    per_band : int, default 5
+        Random tokens drawn from each band.
+    band_pool : int, default 4096
+        Size of the uniform token sample from which quantiles are estimated
+        and band members drawn (shared by all neurons; memory
+        ``band_pool × n_neurons`` floats). A band's tokens are a uniform
+        random sample of the corpus tokens whose activation falls in the
+        band's estimated range.
+    context : (int, int), default (16, 4)
+        Tokens shown before and after the chosen one.
+    exclude_special : bool, default True
+        Skip the tokenizer's special tokens ([CLS], [SEP], BOS…), whose
+        activations are often extreme and uninformative.
+    batch_tokens : int, default 8192
+        Padded tokens per forward pass.
+    seed : int, default 0
+        Seed of the band sampling (deterministic for a given corpus).
+    progress : bool, default False
+
+    Returns
+    -------
+    DataFrame
+        Columns :data:`TOP_COLUMNS`: ``layer, neuron``; ``kind`` ("top",
+        "bottom" or "band"); ``band`` (e.g. ``"q0.9-0.99"``, empty for
+        top/bottom) with its estimated activation range ``band_low,
+        band_high``; ``rank`` (0 = most extreme; for bands, draw order);
+        ``activation``; ``sequence, position, token_id, token`` (readable
+        string); ``group, label`` of the sequence; ``context_tokens`` (list of
+        str), ``context_activations`` (list of float, the neuron on each
+        context token) and ``focus`` (index of the chosen token in the
+        context). Rows of one kind are ordered by activation, then by
+        (sequence, position); which of several exactly equal activations at
+        the cut-off is kept is not specified.
+    """
+    site = normalize_site(site)
+    if site == "resid":
+        raise InputError("top_activations reads neurons: use site 'post' or 'pre', not 'resid'.")
+    for name, value in (("n_top", n_top), ("n_bottom", n_bottom), ("per_band", per_band), ("band_pool", band_pool)):
+        if int(value) < 0:
+            raise InputError(f"{name} must be >= 0, got {value}.")
+    bands = _check_bands(bands)
+    context = check_context(context)
+    nset = NeuronSet.build(model, neurons, site)
+    n = len(nset)
+    top, bottom = _Extremes(n, int(n_top)), _Extremes(n, int(n_bottom))
+    pool = _Reservoir(n, int(band_pool) if bands and per_band else 0, seed)
+    special = torch.from_numpy(corpus.special_ids()) if exclude_special else torch.zeros(0, dtype=torch.long)
+
+    for batch, acts in stream_activations(model, corpus, nset, site=site, batch_tokens=batch_tokens,
+                                          progress=progress, desc="top activations"):
+        keep = batch.valid & ~torch.isin(batch.input_ids, special)
+        rows, pos = torch.nonzero(keep, as_tuple=True)
+        values = acts[rows, pos]  # (n_tokens, n_neurons)
+        seq = batch.sequences[rows.numpy()]
+        pos = pos.numpy().astype(np.int64)
+        top.push(values, seq, pos)
+        bottom.push(-values, seq, pos)
+        pool.push(values, seq, pos)
+
+    records = []
+    for j, (layer, index) in enumerate(nset.neurons):
+        for kind, buf, sign in (("top", top, 1.0), ("bottom", bottom, -1.0)):
+            filled = np.isfinite(buf.value[j])
+            for rank, (v, s, p) in enumerate(zip(buf.value[j][filled], buf.seq[j][filled], buf.pos[j][filled])):
+                records.append((j, layer, index, kind, "", np.nan, np.nan, rank, sign * v, int(s), int(p)))
+        if len(pool.key) and per_band:
+            records += _band_rows(j, layer, index, pool, bands, int(per_band), seed)
+    frame = pd.DataFrame(records, columns=["column", "layer", "neuron", "kind", "band", "band_low", "band_high",
+                                           "rank", "activation", "sequence", "position"])
+    return _with_context(model, corpus, nset, site, frame, context, batch_tokens)
+
+
+def _check_bands(bands: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    out = []
+    for band in bands or ():
+        try:
+            low, high = (float(v) for v in band)
+        except (TypeError, ValueError):
+            raise InputError(f"band {band!r}: give (low, high) quantiles such as (0.9, 0.99).") from None
+        if not 0.0 <= low < high <= 1.0:
+            raise InputError(f"band {band!r}: need 0 <= low < high <= 1.")
+        out.append((low, high))
+    return out
+
+
+def _band_rows(j: int, layer: int, index: int, pool: _Reservoir, bands, per_band: int, seed: int) -> list[tuple]:
+    values = pool.acts[:, j]
+    # The pool is in arbitrary order; sort by token so that draws depend only on the seed and the corpus.
+    order = np.lexsort((pool.pos, pool.seq))
+    values, seqs, poss = values[order], pool.seq[order], pool.pos[order]
+    rng = np.random.default_rng([seed, layer, index])
+    rows = []
+    for low, high in bands:
+        q_low, q_high = np.quantile(values, [low, high])
+        inside = (values >= q_low) & ((values <= q_high) if high == 1.0 else (values < q_high))
+        members = np.flatnonzero(inside)
+        chosen = rng.choice(members, size=min(per_band, members.size), replace=False) if members.size else []
+        for rank, m in enumerate(chosen):
+            rows.append((j, layer, index, "band", f"q{low:g}-{high:g}", float(q_low), float(q_high), rank,
+                         float(values[m]), int(seqs[m]), int(poss[m])))
+    return rows
+
+
+def _with_context(model, corpus: Corpus, nset: NeuronSet, site: str, frame: pd.DataFrame,
+                  context: tuple[int, int], batch_tokens: int) -> pd.DataFrame:
+    """Add token strings, group, label and the context columns (second forward pass over the chosen sequences)."""
+    names = corpus.names
+    frame["token_id"] = [int(corpus.tokens[s][p]) for s, p in zip(frame["sequence"], frame["position"])]
+    frame["token"] = [names(t) for t in frame["token_id"]]
+    frame["group"] = [corpus.groups[s] for s in frame["sequence"]]
+    frame["label"] = [None if corpus.labels is None else corpus.labels[s] for s in frame["sequence"]]
+    needed = np.unique(frame["sequence"].to_numpy(np.int64)) if len(frame) else np.zeros(0, np.int64)
+    seq_acts: dict[int, np.ndarray] = {}
+    if needed.size:
+        for batch, acts in stream_activations(model, corpus, nset, site=site, batch_tokens=batch_tokens,
+                                              sequences=needed):
+            lengths = batch.attention_mask.sum(1)
+            for row, seq in enumerate(batch.sequences):
+                seq_acts[int(seq)] = acts[row, : int(lengths[row])].numpy()
+    tokens_col, acts_col, focus_col = [], [], []
+    for column, seq, pos in zip(frame["column"], frame["sequence"], frame["position"]):
+        a, b = context_window(corpus.tokens[seq], int(pos), context)
+        tokens_col.append(names.many(corpus.tokens[seq][a:b]))
+        acts_col.append(seq_acts[int(seq)][a:b, int(column)].astype(float).tolist())
+        focus_col.append(int(pos) - a)
+    frame["context_tokens"] = tokens_col
+    frame["context_activations"] = acts_col
+    frame["focus"] = focus_col
+    return frame[TOP_COLUMNS].reset_index(drop=True)
