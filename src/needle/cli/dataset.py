@@ -19,7 +19,8 @@ def build_command(
     source: Annotated[Optional[list[Path]], typer.Option("--source", help="Input file or directory (repeatable).")] = None,
     model: Annotated[str, typer.Option(help="Model whose tokenizer to use (alias, directory or hub id).")] = "minilm",
     context_length: Annotated[Optional[int], typer.Option(help="Tokens per sequence, special tokens included.")] = None,
-    positive_ratio: Annotated[float, typer.Option(help="Target fraction of positives per feature.")] = 0.2,
+    positive_ratio: Annotated[Optional[float], typer.Option(
+        help="Target fraction of positives per feature (default: the builder's; 0.2 for token collections).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the negative subsampling.")] = 0,
     param: Annotated[Optional[list[str]], typer.Option("--param", help="Builder parameter key=value (repeatable).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
@@ -33,7 +34,9 @@ def build_command(
     if context_length is not None:
         params["context_length"] = context_length
     sources = [str(s) for s in source] if source else None
-    dataset = build_collection(collection, sources, tokenizer, positive_ratio=positive_ratio, seed=seed, **params)
+    if positive_ratio is not None:
+        params["positive_ratio"] = positive_ratio
+    dataset = build_collection(collection, sources, tokenizer, seed=seed, **params)
     dataset.save(out, overwrite=overwrite)
     typer.echo(_describe(dataset, out))
 
@@ -66,6 +69,11 @@ def _describe(dataset, path) -> str:
     ]
     for name, count in dataset.counts().items():
         lines.append(f"  {name:<40} {count['positive']:>7} pos {count['negative']:>8} neg")
+    languages = dataset.extra.get("languages")
+    if languages:
+        lines.append("files per language (used/candidates): " + ", ".join(
+            f"{name} {count['used']}/{count['candidates']}" + ("" if count.get("kept", True) else " (dropped)")
+            for name, count in languages.items()))
     dropped = dataset.extra.get("dropped_features")
     if dropped:
         lines.append(f"dropped (too few examples): {', '.join(sorted(dropped))}")

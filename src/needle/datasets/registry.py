@@ -22,6 +22,12 @@ BUILDERS: dict[str, tuple[str, str, str]] = {
                       "regular-expression features of each token's string, over plain text or CoNLL-U"),
     "python-code": ("needle.datasets.python_code", "build_python_code",
                     "Python source labelled by tokenize and ast (default: the standard library)"),
+    "code-language": ("needle.datasets.code_language", "build_code_language",
+                      "language of source files, mean-aggregated after 50 tokens (default: this machine's)"),
+    "latex": ("needle.datasets.latex", "build_latex",
+              "math, sub/superscripts, fraction parts, title, author, abstract, references in .tex sources"),
+    "entity-facts": ("needle.datasets.entity_facts", "build_entity_facts",
+                     "a property of a named person (table name,property,value) at the surname, over a corpus"),
 }
 
 
