@@ -38,9 +38,13 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, tiny_model_dir):
     assert len(set(results["feature"])) >= 3
     assert paths["report"].read_text().count("data:image/png;base64,") == 4
     assert any(line.startswith("report: ") for line in lines)
+    index = paths["site"] / "index.html"
+    assert index.is_file() and all(f'data-feature="{f}"' in index.read_text() for f in set(results["feature"]))
+    assert any(line.startswith("site: ") for line in lines) and any("needle scope serve" in line for line in lines)
     lines.clear()
     run_demo(tmp_path / "demo", model=str(tiny_model_dir), max_files=6, max_sequences_per_file=1,
              max_positives=40, methods=["mean_diff"], ks=[1, 2], n_jobs=1, echo=lines.append)
     assert any("reusing the python-code dataset" in line for line in lines)
     assert any("reusing the activation cache" in line for line in lines)
+    assert any("reusing the site" in line for line in lines)
     assert len(load_results(paths["results"])) == len(results)  # nothing duplicated

@@ -26,9 +26,12 @@ def run_demo(
     methods: Sequence[str] = DEMO_METHODS,
     ks: Sequence[int] | None = None,
     n_jobs: int = 2,
+    site: bool = True,
+    site_sequences: int = 48,
+    site_max_k: int = 4,
     echo: Callable[[str], None] = print,
 ) -> dict[str, Path]:
-    """Build, extract, probe and report; return the paths of what it wrote.
+    """Build, extract, probe, report and build the scope site; return the paths of what it wrote.
 
     Stages already complete in ``out`` (from an earlier run with the same
     settings) are reused; an interrupted extraction or sweep resumes.
@@ -50,6 +53,12 @@ def run_demo(
         The k grid (default: the engine's, 1–8, 10, 12, 16, 32 … 256).
     n_jobs : int
         Worker processes of the sweep.
+    site : bool, default True
+        Also build the ``needle scope`` static site (``out/site``).
+    site_sequences : int, default 48
+        Dataset sequences the site's max-activating examples come from (bounds its corpus passes).
+    site_max_k : int, default 4
+        Neurons chosen by a probe with ``k <= site_max_k`` get a page.
     """
     from needle.activations import extract, load_cache
     from needle.datasets.format import load_dataset
@@ -60,15 +69,16 @@ def run_demo(
 
     out = Path(out)
     dataset_dir, cache_dir = out / "python-code", out / f"cache-{Path(model).name}"
-    results_path, report_path = out / "results.parquet", out / "report.html"
+    results_path, report_path, site_dir = out / "results.parquet", out / "report.html", out / "site"
+    steps = 5 if site else 4
     started = time.perf_counter()
     adapter = load_model(model)
 
     if (dataset_dir / "manifest.json").is_file():
         dataset = load_dataset(dataset_dir)
-        echo(f"[1/4] reusing the python-code dataset in {dataset_dir}")
+        echo(f"[1/{steps}] reusing the python-code dataset in {dataset_dir}")
     else:
-        echo(f"[1/4] building the python-code collection ({max_files} standard-library files) …")
+        echo(f"[1/{steps}] building the python-code collection ({max_files} standard-library files) …")
         context_length = min(512, adapter.max_positions or 512)
         dataset = build_python_code(None, adapter.tokenizer, context_length=context_length, max_files=max_files,
                                     max_sequences_per_file=max_sequences_per_file, max_positives=max_positives)
@@ -78,19 +88,23 @@ def run_demo(
 
     if (cache_dir / "manifest.json").is_file():
         cache = load_cache(cache_dir)
-        echo(f"[2/4] reusing the activation cache in {cache_dir}")
+        echo(f"[2/{steps}] reusing the activation cache in {cache_dir}")
     else:
-        echo(f"[2/4] extracting {adapter.model_id} neuron activations (all {adapter.n_layers} layers) …")
+        echo(f"[2/{steps}] extracting {adapter.model_id} neuron activations (all {adapter.n_layers} layers) …")
         cache = extract(adapter, dataset_dir, cache_dir)
     echo(f"      {cache.n_rows} rows × {cache.width} neurons × {len(cache.layers)} layers → {cache_dir}")
 
-    echo(f"[3/4] sparse probing: {len(cache.feature_names)} features × {len(cache.layers)} layers × "
+    echo(f"[3/{steps}] sparse probing: {len(cache.feature_names)} features × {len(cache.layers)} layers × "
          f"{', '.join(methods)} (+ dense and random-direction baselines) …")
     results = sweep(cache, out=results_path, methods=list(methods), ks=list(ks or DEFAULT_KS), n_jobs=n_jobs)
     echo(f"      {len(results)} probes → {results_path}")
 
-    echo("[4/4] writing the report …")
+    echo(f"[4/{steps}] writing the report …")
     write_report(results_path, report_path)
+    if site:
+        echo(f"[5/{steps}] building the needle scope site (pages for neurons of probes with k <= {site_max_k}, "
+             f"examples from {site_sequences} sequences) …")
+        _build_site(results_path, cache, site_dir, adapter, site_sequences, site_max_k, echo)
     summary = summarize(results)
     columns = ["feature", "best_layer", "f1_k1", "f1_k8", "f1_dense", "neuron_layer", "neuron", "neuron_precision",
                "neuron_recall"]
@@ -99,5 +113,31 @@ def run_demo(
     echo("")
     echo(f"report: {report_path.resolve()}")
     echo(f"        open it in a browser, e.g.  xdg-open {report_path}  (or python -m webbrowser {report_path})")
+    paths = {"dataset": dataset_dir, "cache": cache_dir, "results": results_path, "report": report_path}
+    if site:
+        index = site_dir / "index.html"
+        echo(f"site:   {index.resolve()}")
+        echo(f"        open it from disk, e.g.  python -m webbrowser {index}")
+        echo(f"viewer: needle scope serve --model {model} --site {site_dir}")
+        echo("        then open http://127.0.0.1:8765/ and type text to see any neuron or probe fire")
+        paths["site"] = site_dir
     echo(f"done in {time.perf_counter() - started:.0f} s")
-    return {"dataset": dataset_dir, "cache": cache_dir, "results": results_path, "report": report_path}
+    return paths
+
+
+def _build_site(results_path: Path, cache, site_dir: Path, adapter, sequences: int, max_k: int,
+                echo: Callable[[str], None]) -> None:
+    """Build the scope site, or keep the one already there when it was built from the same results and settings."""
+    import json
+
+    from needle.scope import SiteOptions, build_site
+
+    stamp = {"results_bytes": results_path.stat().st_size, "results_mtime_ns": results_path.stat().st_mtime_ns,
+             "max_sequences": sequences, "max_k_pages": max_k}
+    manifest = site_dir / "manifest.json"
+    if manifest.is_file() and json.loads(manifest.read_text()).get("demo") == stamp:
+        echo(f"      reusing the site in {site_dir}")
+        return
+    build_site(results_path, cache, site_dir, model=adapter, max_sequences=sequences,
+               options=SiteOptions(max_k_pages=max_k), echo=lambda line: echo(f"      {line.strip()}"),
+               extra_manifest={"demo": stamp})

@@ -12,6 +12,7 @@ from needle.cli import neuron as _neuron
 from needle.cli import probe as _probe
 from needle.cli import report as _report
 from needle.cli import results as _results
+from needle.cli import scope as _scope
 from needle.cli._common import run
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -24,6 +25,7 @@ app.add_typer(_results.app, name="results")
 app.command("report")(_report.report_command)
 app.command("demo")(_demo.demo_command)
 app.add_typer(_neuron.app, name="neuron")
+app.add_typer(_scope.app, name="scope")
 
 
 def main() -> None:

@@ -1,0 +1,553 @@
+"""``needle scope build``: a static, Neuroscope-style site of probing results and the neurons they found.
+
+Layout of a site (opens from disk, no server needed)::
+
+    index.html                  collections and features: best layer, F1 at k = 1 and 8, precision/recall, sparkline
+    features/<feature>.html     layer × k heatmaps, neurons chosen at each k, the error browser
+    neurons/L<l>/L<l>.N<i>.html one page per neuron referenced by a probe with k <= max_k_pages
+    search-index.js             features, neuron ids and tokens for the search box (loaded on first use)
+    probes.json                 sparse probes the interactive viewer can apply to text
+    assets/                     CSS and JavaScript
+    manifest.json               what made the site
+
+Every page carries only its own data, so a site with thousands of neurons
+stays fast: no page loads another page's data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from needle._io import atomic_directory
+from needle._version import __version__
+from needle.errors import InputError, NeedleError
+from needle.scope import svg
+from needle.scope.render import chips_html, context_html, display_token, environment
+from needle.scope.tables import (
+    NeuronRef,
+    chosen_neurons,
+    f1_by_k,
+    f1_by_layer_k,
+    feature_index,
+    feature_page_name,
+    neuron_page_name,
+    preferred_method,
+    probe_catalogue,
+    referenced_neurons,
+    sparse_rows,
+)
+
+__all__ = ["build_site", "SiteOptions", "model_for_cache", "default_corpus"]
+
+
+@dataclass(frozen=True)
+class SiteOptions:
+    """How much a site shows.
+
+    Attributes
+    ----------
+    max_k_pages : int or None, default 8
+        Neurons chosen by a probe with ``k <= max_k_pages`` get a page (None: every referenced neuron).
+    max_k_table : int, default 16
+        Largest k listed in a feature page's table of chosen neurons.
+    viewer_ks : tuple of int, default (1, 2, 4, 8)
+        The k of the probes offered by the viewer (``probes.json``).
+    n_top, n_bottom, per_band : int
+        Max-activating, min-activating and per-quantile-band examples per neuron page.
+    context : (int, int)
+        Tokens shown before and after an example's token.
+    n_errors : int, default 12
+        False positives and false negatives shown per probe in the error browser.
+    token_rows : int, default 25
+        Rows of a neuron's per-token table.
+    token_min_count : int, default 3
+        Tokens seen fewer times on the corpus are left out of the per-token table.
+    logit_rows : int, default 15
+        Tokens listed at each end of a neuron's logit effects (causal LMs).
+    batch_tokens : int, default 8192
+        Padded tokens per forward pass.
+    """
+
+    max_k_pages: int | None = 8
+    max_k_table: int = 16
+    viewer_ks: tuple[int, ...] = (1, 2, 4, 8)
+    n_top: int = 20
+    n_bottom: int = 10
+    per_band: int = 4
+    context: tuple[int, int] = (16, 4)
+    n_errors: int = 12
+    token_rows: int = 25
+    token_min_count: int = 3
+    logit_rows: int = 15
+    batch_tokens: int = 8192
+
+
+def model_for_cache(cache: Any) -> str:
+    """The name to load the model a cache was extracted from: the alias when its hub id has one, else the id."""
+    from needle.models.loading import ALIASES
+
+    model_id = cache.manifest["model_id"]
+    for alias, (_, hub_id) in ALIASES.items():
+        if hub_id == model_id:
+            return alias
+    return model_id
+
+
+def default_corpus(cache: Any, tokenizer: Any, *, max_sequences: int | None = 128) -> Any:
+    """The sequences of the dataset the cache was extracted from, at most ``max_sequences`` of them spread evenly
+    over the dataset (deterministic), so that the max-activating examples come from many documents."""
+    from needle.neurons import Corpus
+
+    corpus = Corpus.from_dataset(cache.dataset(), tokenizer=tokenizer)
+    if max_sequences is not None and len(corpus) > max_sequences:
+        corpus = corpus.subset(np.unique(np.linspace(0, len(corpus) - 1, int(max_sequences)).round().astype(int)))
+    return corpus
+
+
+def build_site(
+    results: str | os.PathLike | pd.DataFrame,
+    cache: Any,
+    out: str | os.PathLike,
+    *,
+    model: Any = None,
+    corpus: Any = None,
+    splits: str | os.PathLike | pd.DataFrame | None = None,
+    max_sequences: int | None = 128,
+    options: SiteOptions = SiteOptions(),
+    echo: Callable[[str], None] | None = None,
+    progress: bool = False,
+    extra_manifest: dict[str, Any] | None = None,
+) -> Path:
+    """Build the static site of a sweep into ``out`` (replaced atomically when complete).
+
+    Parameters
+    ----------
+    results : path-like or DataFrame
+        A results table (:func:`needle.probing.load_results`); only its rows of the cache's model, dataset and
+        site are shown.
+    cache : ActivationCache or path-like
+        The cache the sweep read: class histograms and the error browser read it.
+    out : path-like
+        The site directory.
+    model : ModelAdapter or str, optional
+        The model, for the neuron pages' corpus pass (default: the cache's model, loaded by name).
+    corpus : Corpus, optional
+        Text the max-activating examples and per-token tables come from (default: the cache's dataset,
+        :func:`default_corpus` with ``max_sequences``).
+    splits : path-like or DataFrame, optional
+        The sweep's train/test splits for the error browser (default: beside a results path).
+    max_sequences : int or None, default 128
+        Sequences of the default corpus.
+    options : SiteOptions
+    echo : callable, optional
+        Receives progress lines.
+    progress : bool, default False
+        Progress bars during the corpus passes.
+    extra_manifest : dict, optional
+        Recorded in the site's ``manifest.json`` as given (e.g. what a caller needs to decide to reuse it).
+
+    Returns
+    -------
+    Path
+        ``out``.
+    """
+    from needle.activations import load_cache
+    from needle.probing import load_results
+    from needle.probing.splits import load_splits, splits_path
+
+    say = echo or (lambda line: None)
+    started = time.perf_counter()
+    results_name = "results"
+    if not isinstance(results, pd.DataFrame):
+        results_path = Path(results)
+        results_name = results_path.name
+        if splits is None and splits_path(results_path).is_file():
+            splits = splits_path(results_path)
+        results = load_results(results_path)
+    if isinstance(cache, (str, os.PathLike)):
+        cache = load_cache(cache)
+    results = _rows_of_cache(results, cache)
+    if isinstance(splits, (str, os.PathLike)):
+        splits = load_splits(splits)
+
+    dataset, dataset_note = None, ""
+    try:
+        dataset = cache.dataset()
+    except NeedleError as exc:
+        dataset_note = str(exc)
+
+    uses = referenced_neurons(results, max_k=options.max_k_pages)
+    pages = set(uses)
+    say(f"site: {results['feature'].nunique()} features, {len(pages)} neurons referenced by probes with "
+        f"k <= {options.max_k_pages}")
+
+    if isinstance(model, (str, os.PathLike)) or model is None:
+        from needle.models import load_model
+
+        name = model if model is not None else model_for_cache(cache)
+        try:
+            model = load_model(name)
+        except NeedleError as exc:
+            raise InputError(f"cannot load the model of the cache ({exc}); pass --model.") from None
+    if corpus is None:
+        if dataset is None:
+            raise InputError(f"no corpus for the neuron pages: {dataset_note} Pass --corpus FILES.")
+        corpus = default_corpus(cache, model.tokenizer, max_sequences=max_sequences)
+    corpus.check_model(model)
+
+    analyses = _neuron_analyses(model, cache, corpus, results, uses, options, say, progress)
+    meta = _meta(results, cache, results_name, corpus, len(pages))
+    env = environment(pages)
+    feature_info = {f["name"]: f for f in cache.manifest.get("features", [])}
+    index = feature_index(results, {name: info.get("description", "") for name, info in feature_info.items()})
+
+    with atomic_directory(out, overwrite=True) as tmp:
+        _copy_assets(tmp)
+        _write(tmp / "index.html", _render_index(env, index, meta))
+        for record in index:
+            html = _render_feature(env, record, results, meta, pages, options,
+                                   _feature_errors(cache, results, record, splits, dataset, dataset_note, model,
+                                                   options))
+            _write(tmp / record["page"], html)
+        for ref, use in uses.items():
+            _write(tmp / neuron_page_name(ref), _render_neuron(env, ref, use, analyses, meta, options))
+        _write(tmp / "search-index.js", _search_index(index, uses, analyses))
+        _write(tmp / "probes.json", json.dumps(probe_catalogue(results, ks=options.viewer_ks)))
+        _write(tmp / "manifest.json", json.dumps({
+            "format": "needle.ScopeSite", "version": 1, "needle_version": __version__, **meta,
+            "neurons": [ref.id for ref in uses], "neuron_scales": _neuron_scales(analyses),
+            "options": {**options.__dict__, "max_sequences": max_sequences},
+            **(extra_manifest or {}),
+        }, indent=2))
+    say(f"site written to {Path(out)} in {time.perf_counter() - started:.0f} s")
+    return Path(out)
+
+
+# ---------------------------------------------------------------- inputs
+def _rows_of_cache(results: pd.DataFrame, cache: Any) -> pd.DataFrame:
+    manifest = cache.manifest
+    keep = ((results["model_id"] == manifest["model_id"]) & (results["dataset_hash"] == manifest["dataset_hash"])
+            & (results["site"] == manifest["site"]))
+    if not keep.any():
+        found = results[["model_id", "dataset_hash", "site"]].drop_duplicates().head(3).to_dict("records")
+        raise InputError(f"the results have no rows of the cache's model {manifest['model_id']!r}, dataset "
+                         f"{manifest['dataset_hash'][:12]}… and site {manifest['site']!r} (they have {found}); "
+                         "pass the cache the sweep read.")
+    return results[keep].reset_index(drop=True)
+
+
+def _meta(results: pd.DataFrame, cache: Any, results_name: str, corpus: Any, n_neurons: int) -> dict[str, Any]:
+    methods = [m for m in dict.fromkeys(sparse_rows(results)["method"])]
+    return {
+        "model_id": cache.manifest["model_id"],
+        "site": cache.manifest["site"],
+        "dataset_hash": cache.manifest["dataset_hash"],
+        "results_name": results_name,
+        "layers": ", ".join(str(layer) for layer in sorted(results["layer"].unique())),
+        "methods": ", ".join(methods),
+        "n_features": int(results["feature"].nunique()),
+        "n_neurons": n_neurons,
+        "corpus": f"{len(corpus)} sequences, {corpus.n_tokens} tokens",
+        "needle_version": __version__,
+    }
+
+
+# ------------------------------------------------------------- analyses
+@dataclass
+class _NeuronData:
+    top: pd.DataFrame
+    tokens: pd.DataFrame
+    histograms: dict[NeuronRef, list[dict]]
+    logits: dict[NeuronRef, Any]
+    logits_note: str
+
+    def __post_init__(self) -> None:
+        # One groupby up front: filtering the long tables once per neuron page is quadratic.
+        self.top_of = _split_by_neuron(self.top)
+        self.tokens_of = _split_by_neuron(self.tokens)
+
+
+def _split_by_neuron(frame: pd.DataFrame) -> dict[NeuronRef, pd.DataFrame]:
+    if not len(frame):
+        return {}
+    return {NeuronRef(int(layer), int(neuron)): part for (layer, neuron), part in frame.groupby(["layer", "neuron"])}
+
+
+def _neuron_analyses(model, cache, corpus, results, uses, options: SiteOptions, say, progress) -> _NeuronData:
+    from needle.neurons import cache_distributions, logit_effects, token_statistics, top_activations
+
+    neurons = [(ref.layer, ref.index) for ref in uses]
+    empty = pd.DataFrame(columns=["layer", "neuron"])
+    top, tokens = empty, empty
+    if neurons:
+        t0 = time.perf_counter()
+        say(f"  max-activating examples of {len(neurons)} neurons on {corpus!r} …")
+        top = top_activations(model, corpus, neurons, site=cache.site, n_top=options.n_top,
+                              n_bottom=options.n_bottom, per_band=options.per_band, context=options.context,
+                              batch_tokens=options.batch_tokens, progress=progress)
+        say(f"  per-token statistics … ({time.perf_counter() - t0:.0f} s so far)")
+        tokens = token_statistics(model, corpus, neurons, site=cache.site, min_count=options.token_min_count,
+                                  batch_tokens=options.batch_tokens, progress=progress)
+        say(f"  corpus passes done in {time.perf_counter() - t0:.0f} s")
+    histograms: dict[NeuronRef, list[dict]] = {}
+    by_feature: dict[str, list[NeuronRef]] = {}
+    for ref, use in uses.items():
+        for feature in dict.fromkeys(u["feature"] for u in use):
+            by_feature.setdefault(feature, []).append(ref)
+    for feature, refs in by_feature.items():
+        frame = cache_distributions(cache, feature, [(r.layer, r.index) for r in refs])
+        for (layer, neuron), values in frame.groupby(["layer", "neuron"], sort=False):
+            histograms.setdefault(NeuronRef(int(layer), int(neuron)), []).append(_histogram(feature, values))
+    logits: dict[NeuronRef, Any] = {}
+    note = ""
+    if model.is_causal:
+        try:
+            for ref in uses:
+                logits[ref] = logit_effects(model, ref.layer, ref.index, top=options.logit_rows)
+        except NeedleError as exc:
+            logits, note = {}, str(exc)
+    else:
+        note = (f"{model.model_id} is an encoder ({model.family}): it has no unembedding, so its neurons have no "
+                "direct effect on next-token logits.")
+    return _NeuronData(top, tokens, histograms, logits, note)
+
+
+def _histogram(feature: str, values: pd.DataFrame, bins: int = 40) -> dict:
+    activation = values["activation"].to_numpy(np.float64)
+    y = values["y"].to_numpy()
+    lo, hi = float(activation.min()), float(activation.max())
+    if hi <= lo:
+        hi = lo + 1e-6
+    edges = np.linspace(lo, hi, bins + 1)
+    counts = {
+        "positive": np.histogram(activation[y == 1], edges)[0].tolist(),
+        "negative": np.histogram(activation[y == 0], edges)[0].tolist(),
+    }
+    return {"feature": feature, "svg": _markup(svg.histogram_chart(edges.tolist(), counts)),
+            "mean_pos": float(activation[y == 1].mean()) if (y == 1).any() else None,
+            "mean_neg": float(activation[y == 0].mean()) if (y == 0).any() else None,
+            "n_pos": int((y == 1).sum()), "n_neg": int((y == 0).sum())}
+
+
+def _feature_errors(cache, results, record, splits, dataset, dataset_note, model, options) -> dict:
+    """The error browser of a feature: the preferred method's probes at k = 1 and k = 8 at the best layer."""
+    from needle.neurons import probe_errors
+
+    if splits is None:
+        return {"note": "no splits table (results.splits.parquet beside the results) to tell test examples apart."}
+    if dataset is None:
+        return {"note": f"no contexts: {dataset_note}"}
+    rows = sparse_rows(results)
+    rows = rows[(rows["feature"] == record["feature"]) & (rows["layer"] == record["best_layer"])]
+    method = preferred_method(rows["method"])
+    sections = []
+    for k in (1, 8):
+        chosen = rows[(rows["method"] == method) & (rows["k"] == k)]
+        if not len(chosen):
+            continue
+        row = chosen.iloc[0]
+        frame = probe_errors(cache, row, splits, dataset=dataset, tokenizer=model.tokenizer,
+                             context=options.context)
+        kinds = []
+        for key, name in (("false_positive", "false positives"), ("false_negative", "false negatives")):
+            part = frame[frame["outcome"] == key]
+            shown = part.head(options.n_errors)
+            kinds.append({"key": key, "name": name, "total": len(part), "rows": [
+                {"score": float(r.score),
+                 "html": context_html(list(r.context_tokens), None, int(r.focus), 1.0,
+                                      focus_end=int(r.focus) + max(1, min(int(r.end) - int(r.start), 64)))}
+                for r in shown.itertuples(index=False)]})
+        sections.append({"title": f"{method}, k = {k}, layer {record['best_layer']}: F1 {row['f1']:.3f}, "
+                                  f"precision {row['precision']:.3f}, recall {row['recall']:.3f}", "kinds": kinds})
+    return {"sections": sections}
+
+
+# ------------------------------------------------------------- rendering
+def _markup(html: str):
+    from markupsafe import Markup
+
+    return Markup(html)
+
+
+def _render_index(env, index: list[dict], meta: dict) -> str:
+    values = [f for record in index for _, f in record["sparkline"]] or [0.0, 1.0]
+    spark_range = (float(np.floor(min(values) * 10) / 10), float(np.ceil(max(values) * 10) / 10))
+    collections: dict[str, list[dict]] = {}
+    for record in index:
+        spark = svg.sparkline(record["sparkline"], y_range=spark_range)
+        collections.setdefault(record["collection"], []).append({**record, "spark": _markup(spark)})
+    return env.get_template("index.html.j2").render(
+        root="", meta=meta, collections=list(collections.items()), spark_range=spark_range,
+        viewer_hint="Interactive viewer: needle scope serve --model <model> --site <this directory>, then open "
+                    "http://127.0.0.1:8765/ to type text and watch any neuron or probe fire.")
+
+
+def _render_feature(env, record, results, meta, pages, options: SiteOptions, errors: dict) -> str:
+    feature, best = record["feature"], record["best_layer"]
+    rows = results[results["feature"] == feature]
+    sparse = sparse_rows(rows)
+    heatmaps = []
+    # Colours span this feature's own F1 range, so that where it lives shows even when every probe is mediocre.
+    low, high = float(sparse["f1"].min()), float(sparse["f1"].max())
+    for method in dict.fromkeys(sparse["method"]):
+        grid = f1_by_layer_k(results, feature, method)
+        by_key = {(int(r.layer), int(r.k)): r for r in sparse[sparse["method"] == method].itertuples(index=False)}
+        best_8 = grid[8].idxmax() if 8 in grid.columns and grid[8].notna().any() else None
+        heat_rows = []
+        for layer in grid.index:
+            cells = []
+            for k in grid.columns:
+                value = grid.loc[layer, k]
+                r = by_key.get((int(layer), int(k)))
+                f1 = None if pd.isna(value) else float(value)
+                dark = f1 is not None and (f1 - low) > 0.6 * ((high - low) or 1.0)
+                cells.append({"f1": f1, "colour": svg.heat_colour(f1, low, high), "dark": dark,
+                              "best": k == 8 and layer == best_8,
+                              "title": (f"layer {layer}, k={k}: F1 {f1:.3f}, precision {r.precision:.3f}, "
+                                        f"recall {r.recall:.3f}") if r is not None and f1 is not None else ""})
+            heat_rows.append({"layer": int(layer), "cells": cells})
+        heatmaps.append({"method": method, "ks": [int(k) for k in grid.columns], "rows": heat_rows})
+    chosen = chosen_neurons(results, feature, max_k=options.max_k_table)
+    probe_layers = []
+    for layer in sorted(chosen["layer"].unique(), key=lambda layer: (layer != best, layer)):
+        part = chosen[chosen["layer"] == layer]
+        methods = []
+        for method in dict.fromkeys(part["method"]):
+            methods.append({"method": method, "rows": [
+                {"k": r.k, "f1": r.f1, "precision": r.precision, "recall": r.recall,
+                 "chips": chips_html(r.neurons, "../", pages)}
+                for r in part[part["method"] == method].itertuples(index=False)]})
+        probe_layers.append({"layer": int(layer), "open": int(layer) == best, "methods": methods})
+    first = rows[rows["layer"] == best].iloc[0] if len(rows[rows["layer"] == best]) else rows.iloc[0]
+    counts = {c: int(first[c]) for c in ("n_train", "n_test", "n_train_pos", "n_test_pos") if c in first}
+    return env.get_template("feature.html.j2").render(
+        root="../", meta=meta, f=record, counts=counts,
+        curve=_markup(svg.f1_vs_k_chart(f1_by_k(results, feature, best))),
+        heatmaps=heatmaps, heat_range=(low, high), probe_layers=probe_layers, max_k_table=options.max_k_table,
+        errors=errors.get("sections"), errors_note=errors.get("note", "no errors to show."))
+
+
+def _render_neuron(env, ref: NeuronRef, use: list[dict], data: _NeuronData, meta: dict, options: SiteOptions
+                   ) -> str:
+    top = data.top_of.get(ref, data.top.iloc[:0])
+    extremes = top[top["kind"].isin(["top", "bottom"])]["activation"] if len(top) else pd.Series(dtype=float)
+    scale = float(extremes.abs().max()) if len(extremes) else 0.0
+
+    def examples(kind: str) -> list[dict]:
+        if not len(top):
+            return []
+        part = top[top["kind"] == kind].sort_values("rank")
+        return [{"rank": int(r.rank), "activation": float(r.activation), "group": r.group,
+                 "html": context_html(list(r.context_tokens), list(r.context_activations), int(r.focus), scale)}
+                for r in part.itertuples(index=False)]
+
+    bands = []
+    if len(top):
+        for band, part in top[top["kind"] == "band"].groupby("band", sort=False):
+            rows = [{"activation": float(r.activation), "group": r.group,
+                     "html": context_html(list(r.context_tokens), list(r.context_activations), int(r.focus), scale)}
+                    for r in part.sort_values("rank").itertuples(index=False)]
+            bands.append({"band": band, "low": float(part["band_low"].iloc[0]),
+                          "high": float(part["band_high"].iloc[0]), "rows": rows})
+        bands.sort(key=lambda b: -b["low"])
+    tokens = data.tokens_of.get(ref, data.tokens.iloc[:0])
+    if len(tokens):
+        tokens = tokens.sort_values(["mean", "token_id"], ascending=[False, True], kind="stable")
+    token_rows = [{"token": display_token(str(r.token)), "id": int(r.token_id), "count": int(r.count),
+                   "mean": float(r.mean), "std": float(r.std), "max": float(r.max)}
+                  for r in tokens.head(options.token_rows).itertuples(index=False)]
+    effects = data.logits.get(ref)
+    logits = None
+    if effects is not None:
+        logits = {"mean": effects.mean, "variance": effects.variance, "skew": effects.skew,
+                  "kurtosis": effects.kurtosis,
+                  "tables": [(f"{kind} tokens", [{"token": display_token(str(r.token)), "effect": float(r.effect)}
+                                                  for r in effects.table[effects.table["kind"] == kind].itertuples()])
+                             for kind in ("top", "bottom")]}
+    n = {
+        "id": ref.id, "layer": ref.layer, "index": ref.index,
+        "max": float(top[top["kind"] == "top"]["activation"].max()) if len(top) else None,
+        "min": float(top[top["kind"] == "bottom"]["activation"].min()) if len(top) else None,
+        "scale": scale,
+        "uses": _group_uses(use),
+        "top": examples("top"), "bottom": examples("bottom"), "bands": bands,
+        "histograms": data.histograms.get(ref, []),
+        "tokens": token_rows, "min_count": options.token_min_count,
+        "logits": logits, "logits_note": data.logits_note,
+    }
+    return env.get_template("neuron.html.j2").render(root="../../", meta=meta, n=n)
+
+
+def _neuron_scales(data: _NeuronData) -> dict[str, float]:
+    """Each neuron's largest |activation| among its top and bottom examples: the colour scale of its page."""
+    scales = {}
+    for ref, part in data.top_of.items():
+        extremes = part[part["kind"].isin(["top", "bottom"])]["activation"]
+        if len(extremes):
+            scales[ref.id] = float(extremes.abs().max())
+    return scales
+
+
+def _group_uses(use: list[dict]) -> list[dict]:
+    """One row per (feature, method): the k where the neuron is first chosen, every k that keeps it, and its
+    coefficient and the probe's F1 at the first k."""
+    grouped: dict[tuple[str, str], list[dict]] = {}
+    for u in use:
+        grouped.setdefault((u["feature"], u["method"]), []).append(u)
+    rows = []
+    for (feature, method), items in grouped.items():
+        items = sorted(items, key=lambda u: u["k"])
+        rows.append({"feature": feature, "method": method, "page": feature_page_name(feature), "k": items[0]["k"],
+                     "ks": ", ".join(str(u["k"]) for u in items), "coef": items[0]["coef"], "f1": items[0]["f1"]})
+    rows.sort(key=lambda r: (r["k"], r["feature"], r["method"]))
+    return rows
+
+
+def _search_index(index: list[dict], uses: dict[NeuronRef, list[dict]], data: _NeuronData) -> str:
+    """``window.NEEDLE_SEARCH``: features, neurons (id, page, top tokens) and token → neurons."""
+    neurons, tokens = [], {}
+    for i, ref in enumerate(uses):
+        part = data.top_of.get(ref)
+        part = None if part is None else part[part["kind"] == "top"]
+        words = []
+        if part is not None:
+            for token in part.sort_values("rank")["token"]:
+                word = _search_key(str(token))
+                if word and word not in words:
+                    words.append(word)
+        words = words[:6]
+        neurons.append([ref.id, neuron_page_name(ref), " ".join(words)])
+        for word in words:
+            tokens.setdefault(word, []).append(i)
+    payload = {
+        "features": [[r["feature"], r["collection"], r["page"], r["description"]] for r in index],
+        "neurons": neurons,
+        "tokens": tokens,
+    }
+    return "window.NEEDLE_SEARCH = " + json.dumps(payload, separators=(",", ":"), ensure_ascii=False) + ";\n"
+
+
+def _search_key(token: str) -> str:
+    token = token.strip()
+    return (token[2:] if token.startswith("##") else token).lower()
+
+
+def _copy_assets(root: Path) -> None:
+    (root / "assets").mkdir(parents=True, exist_ok=True)
+    for name in ("scope.css", "scope.js"):
+        (root / "assets" / name).write_bytes(resources.files("needle.scope").joinpath("static", name).read_bytes())
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")

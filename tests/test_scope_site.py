@@ -1,0 +1,226 @@
+"""needle scope build: the static site of a small sweep on a random-weight causal model.
+
+Random weights test the plumbing (every page is there, and what a page shows
+is what the analyses compute), never findings.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from html import unescape
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model_zoo import build_model
+
+MAX_PAGE_BYTES = 400_000
+
+
+def make_tiny_sweep(root: Path, tokenizer) -> dict:
+    """A tiny Llama (random weights), the python-code collection on 6 stdlib files, its cache and a sweep."""
+    from needle.activations import extract
+    from needle.datasets.python_code import build_python_code
+    from needle.models import load_model
+    from needle.probing import sweep
+
+    model_dir = root / "tiny-llama"
+    build_model("llama", len(tokenizer)).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    adapter = load_model(str(model_dir))
+    dataset = build_python_code(None, adapter.tokenizer, context_length=96, max_files=6, max_sequences_per_file=1,
+                                max_positives=40)
+    dataset.save(root / "dataset")
+    cache = extract(adapter, root / "dataset", root / "cache", progress=False)
+    results = root / "results.parquet"
+    sweep(cache, out=results, methods=["mean_diff", "f_stat"], ks=[1, 2, 3], n_jobs=1, progress=False)
+    return {"model_dir": model_dir, "adapter": adapter, "cache": cache, "results": results, "root": root}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, bpe_tokenizer):
+    from needle.scope import SiteOptions, build_site
+
+    info = make_tiny_sweep(tmp_path_factory.mktemp("scope"), bpe_tokenizer)
+    lines: list[str] = []
+    info["site"] = build_site(info["results"], info["cache"], info["root"] / "site", model=info["adapter"],
+                              max_sequences=None, options=SiteOptions(max_k_pages=2, n_top=8, n_bottom=4, per_band=2),
+                              echo=lines.append)
+    info["lines"] = lines
+    return info
+
+
+def _neuron_page(site: Path, layer: int, index: int) -> str:
+    return (site / "neurons" / f"L{layer}" / f"L{layer}.N{index}.html").read_text()
+
+
+def test_every_feature_and_referenced_neuron_has_a_page(tiny):
+    from needle.probing import load_results
+    from needle.scope import referenced_neurons
+
+    site, results = tiny["site"], load_results(tiny["results"])
+    index = (site / "index.html").read_text()
+    for feature in results["feature"].unique():
+        assert f'data-feature="{feature}"' in index
+        assert (site / "features" / f"{feature}.html").is_file()
+    sparse = results[~results["method"].isin(["dense", "random_directions"])]
+    expected = {(int(layer), int(n)) for layer, ns, k in zip(sparse["layer"], sparse["neurons"], sparse["k"]) if k <= 2
+                for n in ns}
+    pages = {(int(m.group(1)), int(m.group(2))) for p in (site / "neurons").rglob("*.html")
+             for m in [re.fullmatch(r"L(\d+)\.N(\d+)\.html", p.name)]}
+    assert pages == expected == {(r.layer, r.index) for r in referenced_neurons(results, max_k=2)}
+    search = (site / "search-index.js").read_text()
+    assert search.startswith("window.NEEDLE_SEARCH = ")
+    payload = json.loads(search[len("window.NEEDLE_SEARCH = "):].rstrip().rstrip(";"))
+    assert {n[0] for n in payload["neurons"]} == {f"L{layer}.N{n}" for layer, n in expected}
+    assert {f[0] for f in payload["features"]} == set(results["feature"])
+    for token, members in payload["tokens"].items():  # every token entry points at neurons whose top tokens have it
+        assert all(token in payload["neurons"][i][2].split(" ") for i in members)
+    probes = json.loads((site / "probes.json").read_text())
+    assert {p["k"] for p in probes} == {1, 2}  # the viewer's ks (1, 2, 4, 8) that the sweep has
+    assert all(len(p["neurons"]) == p["k"] == len(p["coef"]) for p in probes)
+    manifest = json.loads((site / "manifest.json").read_text())
+    assert manifest["format"] == "needle.ScopeSite" and set(manifest["neuron_scales"]) == set(manifest["neurons"])
+
+
+def test_pages_are_bounded_and_link_to_each_other(tiny):
+    site = tiny["site"]
+    files = [p for p in site.rglob("*") if p.is_file()]
+    assert max(p.stat().st_size for p in files) < MAX_PAGE_BYTES
+    for page in site.rglob("*.html"):
+        html = page.read_text()
+        for link in re.findall(r'href="([^"#?]+)"', html):
+            if link.startswith("http"):
+                continue
+            assert (page.parent / link).resolve().exists(), (page, link)
+
+
+def test_index_numbers_are_those_of_the_results(tiny):
+    from needle.probing import load_results, summarize
+
+    results, index = load_results(tiny["results"]), (tiny["site"] / "index.html").read_text()
+    for row in summarize(results, ks=(1, 8)).itertuples(index=False):
+        cells = re.search(rf'<tr data-feature="{row.feature}">(.*?)</tr>', index, re.S).group(1)
+        numbers = re.findall(r'<td class="num">([^<]*)</td>', cells)
+        assert numbers[0] == str(row.best_layer)
+        assert numbers[1] == f"{row.f1_k1:.3f}"
+        assert numbers[2] == "–"  # the sweep stopped at k = 3: no k = 8 probe
+        assert f"L{row.neuron_layer}.N{row.neuron}" in cells
+
+
+def test_neuron_page_shows_what_the_api_computes(tiny):
+    from needle.neurons import Corpus, top_activations
+
+    site, adapter, cache = tiny["site"], tiny["adapter"], tiny["cache"]
+    page = sorted((site / "neurons").rglob("*.html"))[0]
+    layer, index = (int(v) for v in re.fullmatch(r"L(\d+)\.N(\d+)\.html", page.name).groups())
+    html = page.read_text()
+    corpus = Corpus.from_dataset(cache.dataset(), tokenizer=adapter.tokenizer)
+    top = top_activations(adapter, corpus, [(layer, index)], n_top=8, n_bottom=4, per_band=2)
+    expected = top[top["kind"] == "top"].sort_values("rank")
+    table = re.search(r'<table class="data examples top">(.*?)</table>', html, re.S).group(1)
+    rows = re.findall(r"<tr><td class=\"num\">\d+</td><td class=\"act\">([^<]+)</td>\s*<td class=\"ctx\">(.*?)</td>",
+                      table, re.S)
+    assert [float(a) for a, _ in rows] == pytest.approx(expected["activation"].round(3).tolist(), abs=1e-3)
+    for (_, context), row in zip(rows, expected.itertuples(index=False)):
+        values = [float(v) for v in re.findall(r'data-v="([^"]+)"', context)]
+        assert values == pytest.approx(row.context_activations, rel=1e-3, abs=1e-6)
+        focus = re.search(r'<span class="tok[^"]* focus"[^>]*data-v="([^"]+)"[^>]*>(.*?)</span>', context)
+        assert float(focus.group(1)) == pytest.approx(row.activation, rel=1e-3, abs=1e-6)
+    # the highlighted activation is the model's own: recompute the first example's token with capture
+    import torch
+
+    first = expected.iloc[0]
+    ids = torch.as_tensor(corpus.tokens[int(first["sequence"])])[None]
+    value = adapter.capture(ids, torch.ones_like(ids), [layer])[layer][0, int(first["position"]), index]
+    assert float(value) == pytest.approx(first["activation"], rel=1e-5, abs=1e-6)
+
+
+def test_histograms_and_logit_effects_match_the_cache_and_weights(tiny):
+    from needle.neurons import neuron_logit_vector
+
+    site, adapter, cache = tiny["site"], tiny["adapter"], tiny["cache"]
+    page = sorted((site / "neurons").rglob("*.html"))[0]
+    layer, index = (int(v) for v in re.fullmatch(r"L(\d+)\.N(\d+)\.html", page.name).groups())
+    html = page.read_text()
+    blocks = re.findall(r'<div class="hist" data-feature="([^"]+)">.*?mean on positives ([-\d.]+), on negatives '
+                        r"([-\d.]+)", html, re.S)
+    assert blocks
+    for feature, mean_pos, mean_neg in blocks:
+        rows, y = cache.feature(feature)
+        values = np.asarray(cache.layer(layer)[rows, index], dtype=np.float64)
+        assert float(mean_pos) == pytest.approx(values[y == 1].mean(), abs=1e-3)
+        assert float(mean_neg) == pytest.approx(values[y == 0].mean(), abs=1e-3)
+    # a causal model: the top logit-effect token is the argmax of W_U (γ ⊙ w_out)
+    effects = neuron_logit_vector(adapter, layer, [index])[0]
+    table = re.search(r'<h3>top tokens</h3><table class="data logits">(.*?)</table>', html, re.S).group(1)
+    first = re.search(r'<td class="num">([-\d.]+)</td>', table).group(1)
+    assert float(first) == pytest.approx(float(effects.max()), abs=1e-3)
+
+
+def test_feature_page_lists_chosen_neurons_and_errors(tiny):
+    from needle.probing import load_results
+
+    results = load_results(tiny["results"])
+    feature = sorted(results["feature"].unique())[0]
+    html = (tiny["site"] / "features" / f"{feature}.html").read_text()
+    row = results[(results["feature"] == feature) & (results["method"] == "mean_diff") & (results["k"] == 2)].iloc[0]
+    table = re.search(rf'<table class="data probes" data-layer="{row.layer}" data-method="mean_diff">(.*?)</table>',
+                      html, re.S).group(1)
+    k2 = re.search(r'<tr><td class="num">2</td>.*?</tr>', table, re.S).group(0)
+    shown = re.findall(r"L\d+\.N(\d+) <small>([-+.\de]+)</small>", unescape(k2))
+    order = np.argsort(-np.abs(np.asarray(row.coef)), kind="stable")
+    assert [int(n) for n, _ in shown] == [int(row.neurons[i]) for i in order]
+    assert [float(c) for _, c in shown] == pytest.approx([row.coef[i] for i in order], rel=1e-2)
+    assert "Error browser" in html and ("false positives" in html or "no splits" in html)
+    assert 'class="data heat" data-method="f_stat"' in html
+
+
+def test_bad_input_is_refused_without_leaving_a_site(tiny, tmp_path):
+    import pandas as pd
+
+    from needle.errors import InputError
+    from needle.probing import load_results
+    from needle.scope import build_site
+
+    other = load_results(tiny["results"]).assign(dataset_hash="0" * 64)
+    with pytest.raises(InputError, match="no rows of the cache"):
+        build_site(other, tiny["cache"], tmp_path / "site", model=tiny["adapter"])
+    baseline_only = load_results(tiny["results"]).query("method == 'dense'")
+    with pytest.raises(InputError, match="only baseline rows"):
+        build_site(baseline_only, tiny["cache"], tmp_path / "site", model=tiny["adapter"])
+    with pytest.raises(InputError, match="lacks columns"):
+        build_site(pd.DataFrame({"feature": ["x"], "model_id": ["m"], "dataset_hash": [tiny["cache"].manifest[
+            "dataset_hash"]], "site": ["post"]}).assign(model_id=tiny["cache"].manifest["model_id"]),
+            tiny["cache"], tmp_path / "site", model=tiny["adapter"])
+    assert not (tmp_path / "site").exists()
+
+
+def test_neuron_ids_and_page_names():
+    from needle.errors import InputError
+    from needle.scope import parse_neuron_id
+    from needle.scope.tables import NeuronRef, feature_page_name, neuron_page_name
+
+    assert parse_neuron_id("L3.N1201") == parse_neuron_id("l3 n1201") == parse_neuron_id("L3:N1201")
+    assert parse_neuron_id("L3.N1201") == NeuronRef(3, 1201)
+    assert NeuronRef(3, 1201).id == "L3.N1201" and neuron_page_name(NeuronRef(3, 7)) == "neurons/L3/L3.N7.html"
+    with pytest.raises(InputError, match="L<layer>.N<index>"):
+        parse_neuron_id("neuron 5")
+    assert feature_page_name("comment") == "features/comment.html"
+    odd = {feature_page_name("a/b"), feature_page_name("a?b"), feature_page_name("a b")}
+    assert len(odd) == 3 and all(re.fullmatch(r"features/[A-Za-z0-9_.-]+\.html", p) for p in odd)
+
+
+def test_cli_builds_a_site(tiny, tmp_path, monkeypatch, capsys):
+    from test_cli import run_main
+
+    code, err = run_main(monkeypatch, capsys, "scope", "build", "--results", str(tiny["results"]), "--cache",
+                         str(tiny["cache"].path), "--out", str(tmp_path / "site"), "--model", str(tiny["model_dir"]),
+                         "--max-k", "1", "--quiet")
+    assert code == 0, err
+    assert (tmp_path / "site" / "index.html").is_file()
+    code, err = run_main(monkeypatch, capsys, "scope", "build", "--results", str(tiny["results"]), "--cache",
+                         str(tmp_path / "nope"), "--out", str(tmp_path / "site2"))
+    assert code == 2 and err.startswith("error:") and "Traceback" not in err
