@@ -278,16 +278,18 @@ def run_straightforward(cache, splits: pd.DataFrame, features, layers, methods, 
         y = split["y"].to_numpy().astype(np.int8)
         is_test = split["split"].to_numpy() == "test"
         for layer in layers:
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
             out, seconds = straightforward_task(cache.layer(layer), rows, y, is_test, methods, ks, args, counter)
             per_task.append({"feature": feature, "layer": layer, "seconds": time.perf_counter() - started,
+                             "cpu": time.process_time() - started_cpu,
                              "n_train": int((~is_test).sum()), **{f"s_{m}": s for m, s in seconds.items()}})
             for method, results in out.items():
                 for k, f1, neurons in results:
                     records.append({"feature": feature, "layer": layer, "method": method, "k": k, "f1_sf": f1,
                                     "neurons_sf": neurons})
             if args.verbose:
-                print(f"    straightforward {feature} L{layer}: {per_task[-1]['seconds']:.1f} s "
+                print(f"    straightforward {feature} L{layer}: {per_task[-1]['seconds']:.1f} s wall, "
+                      f"{per_task[-1]['cpu']:.1f} s CPU; wall per method: "
                       + " ".join(f"{m}={s:.1f}" for m, s in seconds.items()), flush=True)
     return pd.DataFrame(records), pd.DataFrame(per_task), counter
 
@@ -305,8 +307,8 @@ def diagnose(cache, splits, feature, layer, method, args):
     """Why the two sides disagree: the first selection fit of (feature, layer, method), SAGA against needle.
 
     Fits the same elastic-net problem with the straightforward side's SAGA and with needle's solver
-    (:func:`needle.probing.fitting.fit_elastic_net_logistic`, KKT tolerance 1e-6), and prints both objective
-    values and how many of the top-k neurons by |coef| they share.
+    (:func:`needle.probing.fitting.fit_elastic_net_logistic`, KKT tolerance 1e-9, as the engine), and prints
+    both objective values and how many of the top-k neurons by |coef| they share.
     """
     from sklearn.linear_model import LogisticRegression
 
@@ -339,7 +341,7 @@ def diagnose(cache, splits, feature, layer, method, args):
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit = fit_elastic_net_logistic(Z, y_train, C=C_, l1_ratio=l1_ratio, tol=1e-6, max_iter=200)
+        fit = fit_elastic_net_logistic(Z, y_train, C=C_, l1_ratio=l1_ratio, tol=1e-9, max_iter=200)
     fits["needle"] = (fit.coef, float(fit.intercept), time.perf_counter() - started,
                       f"{fit.n_iter} Newton iterations, converged={fit.converged}")
     best = _objective(Z, y_train, fit.coef, fit.intercept, C_, l1_ratio)
@@ -385,7 +387,7 @@ def main() -> None:
                              "(default: the paper code's, 100 for l1 and 1000 for adaptive).")
     parser.add_argument("--saga-tol", type=float, default=1e-4, help="tol of those SAGA fits (default: %(default)s).")
     parser.add_argument("--needle-tol", type=float, default=None,
-                        help="KKT tolerance of needle's l1 and adaptive fits (default: the engine's, 1e-6).")
+                        help="KKT tolerance of needle's l1 and adaptive fits (default: the engine's, 1e-9).")
     parser.add_argument("--extrapolate", action="store_true",
                         help="With a subset, estimate the straightforward side's time on all pos: features x all "
                              "layers from a power law in training rows fitted to the subset's tasks (an estimate, "
@@ -441,7 +443,7 @@ def main() -> None:
           + f"; SAGA selection fits tol {args.saga_tol:g}, max_iter "
           + (f"{args.saga_max_iter}" if args.saga_max_iter else "100 (l1) / 1000 (adaptive), the paper code's"))
     if args.needle_tol is not None:
-        print(f"needle  : l1 and adaptive fits at KKT tolerance {args.needle_tol:g} (engine default 1e-6)")
+        print(f"needle  : l1 and adaptive fits at KKT tolerance {args.needle_tol:g} (engine default 1e-9)")
     print(f"versions: needle {needle.__version__}, scikit-learn {sklearn.__version__}, numpy {np.__version__}; "
           f"threads: " + ", ".join(sorted({f"{p['internal_api']}={p['num_threads']}" for p in threadpool_info()}))
           + " (limited to 1 below)", flush=True)
@@ -521,20 +523,26 @@ def main() -> None:
                     lambda: run_engine(cache, full_out, all_pos, list(cache.layers), methods, ks, args.needle_tol))
             print(f"needle, MEASURED        : {t_engine_full:8.1f} s wall, {c_engine_full:8.1f} s CPU")
         if args.extrapolate:
-            x, t = np.log(per_task["n_train"].to_numpy(float)), np.log(per_task["seconds"].to_numpy(float))
-            if np.ptp(x) > 0.5 and len(x) >= 3:
-                slope, intercept = np.polyfit(x, t, 1)
-                model = f"per-task time ~ n_train^{slope:.2f}, fitted to the {len(per_task)} measured tasks"
-            else:
-                slope, intercept = 1.0, float(np.mean(t - x))
-                model = f"per-task time assumed proportional to n_train ({len(per_task)} measured tasks)"
-            est = float(np.exp(intercept) * np.sum(n_all ** slope))
-            est *= t_sf / per_task["seconds"].sum()  # the loop's own overhead, if any
-            print(f"straightforward, ESTIMATED (not measured): ~{est:.0f} s wall  "
-                  f"[{model}, n_train {round(np.exp(x.min()))}..{round(np.exp(x.max()))}; whole grid n_train "
-                  f"{int(n_all.min())}..{int(n_all.max())}]")
-            est_cpu = est * c_sf / t_sf  # the subset's CPU/wall ratio
-            print(f"{'':42}~{est_cpu:.0f} s CPU (the subset's CPU/wall ratio)")
+            x = np.log(per_task["n_train"].to_numpy(float))
+
+            def power_law(column, total):
+                """Estimated whole-grid total of a per-task time column, from a power law in n_train."""
+                t = np.log(per_task[column].to_numpy(float))
+                if np.ptp(x) > 0.5 and len(x) >= 3:
+                    slope, intercept = np.polyfit(x, t, 1)
+                    model = f"~ n_train^{slope:.2f}, fitted to the {len(per_task)} measured tasks"
+                else:
+                    slope, intercept = 1.0, float(np.mean(t - x))
+                    model = f"assumed proportional to n_train ({len(per_task)} measured tasks)"
+                est = float(np.exp(intercept) * np.sum(n_all ** slope))
+                return est * total / per_task[column].sum(), model  # the loop's own overhead, if any
+
+            est, model = power_law("seconds", t_sf)
+            est_cpu, model_cpu = power_law("cpu", c_sf)
+            print(f"straightforward, ESTIMATED (not measured): ~{est:.0f} s wall  [per-task wall {model}]")
+            print(f"{'':42}~{est_cpu:.0f} s CPU   [per-task CPU {model_cpu}]")
+            print(f"{'':42}(measured n_train {round(np.exp(x.min()))}..{round(np.exp(x.max()))}; whole grid "
+                  f"n_train {int(n_all.min())}..{int(n_all.max())}; layers not modelled)")
             if t_engine_full:
                 print(f"speed-up, ESTIMATED     : ~{est / t_engine_full:.1f}x wall, ~{est_cpu / c_engine_full:.1f}x CPU "
                       "(estimated straightforward / measured needle)")

@@ -182,3 +182,24 @@ def test_working_sets_give_the_full_problems_solution():
         np.testing.assert_array_equal(grown.coef != 0, full.coef != 0)
         np.testing.assert_allclose(grown.coef, full.coef, atol=1e-7)
         assert abs(grown.intercept - full.intercept) < 1e-7
+
+
+def test_wide_elastic_net_by_conjugate_gradients_matches_direct_newton_and_sklearn(monkeypatch):
+    """Wide systems solve Newton steps by preconditioned CG; same optimum as exact Hessians (and as lbfgs for ridge)."""
+    from needle.probing import fitting
+
+    X, y = _problem(12, 500, 300, pos_frac=0.2, signal=2.0, noise_flip=0.02)
+    Z = (X - X.mean(0)) / X.std(0) * 0.1
+    assert Z.shape[1] > fitting._PCG_MIN_WIDTH
+    for C, l1_ratio in ((15.0, 0.1), (2.0, 0.0)):
+        cg = fit_elastic_net_logistic(Z, y, C=C, l1_ratio=l1_ratio, tol=1e-10)
+        with monkeypatch.context() as patch:
+            patch.setattr(fitting, "_PCG_MIN_WIDTH", 10_000)  # exact Hessians at every step
+            direct = fit_elastic_net_logistic(Z, y, C=C, l1_ratio=l1_ratio, tol=1e-10)
+        assert cg.converged and direct.converged
+        assert _rel(cg.coef, direct.coef) < 1e-6
+        assert abs(cg.intercept - direct.intercept) < 1e-6
+        np.testing.assert_array_equal(cg.coef == 0, direct.coef == 0)
+        if l1_ratio == 0.0:
+            ref = LogisticRegression(C=C, l1_ratio=0.0, class_weight="balanced", tol=1e-10, max_iter=20_000).fit(Z, y)
+            assert _rel(cg.coef, ref.coef_[0]) < 1e-4

@@ -271,10 +271,13 @@ class AdaptiveSelector(Selector):
 
         from needle.probing.fitting import fit_elastic_net_logistic
 
-        X = np.asarray(X, dtype=np.float64)
+        X = np.asarray(X)
         y = np.asarray(y).ravel()
         mean, scale = standardization(X)
-        Z = (X - mean) / scale * self.feature_std
+        # Column-major, so that the solver's transpose and the column subsets below are contiguous copies.
+        Z = np.empty(X.shape, dtype=np.float64, order="F")
+        np.subtract(X, mean, out=Z)
+        Z *= self.feature_std / scale
         ks = [int(k) for k in ks]
         current = np.arange(X.shape[1])  # candidate columns, in current rank order
         coef = None  # coefficients of `current` from the last fit, for the warm start
@@ -288,7 +291,7 @@ class AdaptiveSelector(Selector):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 fit = fit_elastic_net_logistic(
-                    Z[:, current],
+                    Z if current.size == Z.shape[1] else Z[:, current],
                     y,
                     C=C,
                     l1_ratio=l1_ratio,
