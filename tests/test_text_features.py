@@ -18,10 +18,11 @@ from needle.datasets.text_features import (
     token_style,
 )
 from needle.errors import InputError
+from ud_fixtures import ud_fixture_dir
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SAMPLE = FIXTURES / "text" / "sample.txt"
-TRICKY = FIXTURES / "ud" / "tricky.conllu"
+TRICKY = ud_fixture_dir() / "tricky.conllu"
 NAMES = list(TEXT_FEATURES)
 
 
@@ -166,7 +167,7 @@ def test_bad_input(tmp_path, minilm_tokenizer):
         ((SAMPLE,), {"max_sequences": 0}, "max_sequences"),
         ((SAMPLE,), {"context_length": 1}, "context_length"),
         ((SAMPLE,), {"min_positives": 10**6}, "empty collection"),
-        ((FIXTURES / "ud" / "bad_columns.conllu",), {}, "line 10"),
+        ((ud_fixture_dir() / "bad_columns.conllu",), {}, "line 10"),
     ]
     out = tmp_path / "out"
     for args, kwargs, message in cases:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import SHARED_DATA
+from ud_fixtures import ud_fixture_dir
 from needle.datasets.alignment import encode, tokens_in_span
 from needle.datasets.format import load_dataset
 from needle.datasets.ud import (
@@ -24,7 +25,7 @@ from needle.datasets.ud import (
 )
 from needle.errors import InputError
 
-FIXTURES = Path(__file__).parent / "fixtures" / "ud"
+FIXTURES = ud_fixture_dir()
 TRICKY = FIXTURES / "tricky.conllu"
 SENT_IDS = FIXTURES / "sent_ids.conllu"
 EWT_DEV = SHARED_DATA / "ud" / "en_ewt" / "en_ewt-ud-dev.conllu.gz"
