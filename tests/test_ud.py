@@ -6,7 +6,6 @@ import gzip
 import re
 import shutil
 import unicodedata
-from pathlib import Path
 
 import numpy as np
 import pytest

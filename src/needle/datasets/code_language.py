@@ -66,10 +66,9 @@ from needle.datasets.assembler import DatasetAssembler
 from needle.datasets.format import ProbeDataset
 from needle.datasets.python_code import (
     STDLIB_EXCLUDED_DIRS,
-    _resolve_tokenizer,
     pack_lines,
 )
-from needle.datasets.tokenizer_info import tokenizer_info
+from needle.datasets.tokenizer_info import fast_tokenizer, tokenizer_info
 from needle.errors import InputError
 
 __all__ = [
@@ -506,7 +505,7 @@ def build_code_language(
         file of any requested language, or fewer than two languages with
         enough files.
     """
-    tokenizer = _resolve_tokenizer(tokenizer)
+    tokenizer = fast_tokenizer(tokenizer)
     wanted = _check_languages(languages)
     n_special = _check_parameters(
         tokenizer, context_length, max_files_per_language, min_files, skip_tokens, min_tokens, max_licence_share,

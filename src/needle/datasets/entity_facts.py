@@ -50,8 +50,7 @@ import numpy as np
 from needle.datasets.alignment import EncodedText, encode, tokens_in_span
 from needle.datasets.assembler import DatasetAssembler
 from needle.datasets.format import ProbeDataset
-from needle.datasets.python_code import _resolve_tokenizer
-from needle.datasets.tokenizer_info import tokenizer_info
+from needle.datasets.tokenizer_info import fast_tokenizer, tokenizer_info
 from needle.errors import InputError
 
 __all__ = [
@@ -356,7 +355,7 @@ def build_entity_facts(
         parameters, no name mentioned often enough, or no feature with both
         classes.
     """
-    tokenizer = _resolve_tokenizer(tokenizer)
+    tokenizer = fast_tokenizer(tokenizer)
     corpus, table = _split_sources(sources, table)
     n_special = tokenizer.num_special_tokens_to_add(pair=False)
     _check_parameters(context_length, n_special, min_mentions, max_per_name, piece, positive_ratio, min_positives)

@@ -68,8 +68,8 @@ import numpy as np
 from needle.datasets.alignment import EncodedText
 from needle.datasets.assembler import DatasetAssembler
 from needle.datasets.format import ProbeDataset
-from needle.datasets.python_code import _resolve_tokenizer, pack_lines
-from needle.datasets.tokenizer_info import tokenizer_info
+from needle.datasets.python_code import pack_lines
+from needle.datasets.tokenizer_info import fast_tokenizer, tokenizer_info
 from needle.errors import InputError
 
 __all__ = [
@@ -531,7 +531,7 @@ def build_latex(
     """
     if sources is None:
         raise InputError("latex needs sources: pass .tex files or directories (no LaTeX ships with a machine).")
-    tokenizer = _resolve_tokenizer(tokenizer)
+    tokenizer = fast_tokenizer(tokenizer)
     n_special = tokenizer.num_special_tokens_to_add(pair=False)
     if not isinstance(context_length, (int, np.integer)) or context_length < n_special + 8:
         raise InputError(f"context_length must be an integer of at least {n_special + 8}, not {context_length!r}.")

@@ -42,7 +42,13 @@ from needle.datasets.assembler import DatasetAssembler
 from needle.datasets.format import ProbeDataset
 from needle.datasets.shared_data import recorded_sources, ud_treebank_files
 from needle.datasets.tokenizer_info import tokenizer_info
-from needle.datasets.ud import UDSentence, pack_texts, read_conllu, token_counts, word_tokens
+from needle.datasets.ud import (
+    UDSentence,
+    pack_texts,
+    read_conllu,
+    token_counts,
+    word_tokens,
+)
 from needle.datasets.windows import fast_tokenizer, source_stems
 from needle.errors import InputError
 

@@ -134,7 +134,7 @@ import numpy as np
 from needle.datasets.alignment import PIECES, EncodedText, encode
 from needle.datasets.assembler import DatasetAssembler
 from needle.datasets.format import ProbeDataset
-from needle.datasets.tokenizer_info import tokenizer_info
+from needle.datasets.tokenizer_info import fast_tokenizer, tokenizer_info
 from needle.errors import InputError
 
 __all__ = [
@@ -855,7 +855,7 @@ def build_python_code(
         A missing source, a directory without Python files, bad parameters,
         no file that could be used, or no feature with enough examples.
     """
-    tokenizer = _resolve_tokenizer(tokenizer)
+    tokenizer = fast_tokenizer(tokenizer)
     n_special = _check_parameters(
         tokenizer, context_length, max_files, max_sequences_per_file, piece, min_positives, positive_ratio
     )
@@ -937,21 +937,6 @@ def _add_file(
             assembler.add_examples(name, sequence, where, positive[where, j])
         added += 1
     return added
-
-
-def _resolve_tokenizer(tokenizer: Any) -> Any:
-    if tokenizer is None:
-        raise InputError("tokenizer is required: pass a fast tokenizer or a model name such as 'minilm'.")
-    if isinstance(tokenizer, (str, os.PathLike)):
-        from needle.models.loading import load_tokenizer
-
-        tokenizer = load_tokenizer(tokenizer)
-    if not getattr(tokenizer, "is_fast", False):
-        raise InputError(
-            f"{type(tokenizer).__name__} is not a fast tokenizer; labels need character offsets "
-            "(load it with use_fast=True)."
-        )
-    return tokenizer
 
 
 def _check_parameters(

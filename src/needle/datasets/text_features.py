@@ -45,10 +45,10 @@ from needle.datasets.ud import (
     _as_sources,
     _check_context_length,
     _read_text,
-    _unique_stems,
     pack_texts,
     read_conllu,
     token_counts,
+    unique_stems,
 )
 from needle.errors import InputError
 
@@ -209,7 +209,7 @@ def _paragraphs(path: Path) -> list[str]:
 
 def _documents(paths: list[Path]) -> Iterator[tuple[str, list[str], str]]:
     """(group, text units, separator) per document, in source order."""
-    for stem, path in zip(_unique_stems(paths), paths):
+    for stem, path in zip(unique_stems(paths), paths):
         if _is_conllu(path):
             for doc in read_conllu(path):
                 yield f"{stem}:{doc.id}", [s.text for s in doc.sentences], " "

@@ -662,7 +662,7 @@ def build_ud(
     morph_request = _request(morph_features, PAPER_MORPH_FEATURES, "morph_features", "a 'Feature=Value' string")
     if isinstance(morph_request, tuple):
         _check_morph_names(morph_request)
-    files = [(prefix, read_conllu(path)) for prefix, path in zip(_unique_stems(paths), paths)]
+    files = [(prefix, read_conllu(path)) for prefix, path in zip(unique_stems(paths), paths)]
 
     params = {
         "sources": sources,
@@ -882,12 +882,13 @@ def _as_sources(sources: Any) -> list[str]:
     return [os.fsdecode(item) for item in items]
 
 
-def _unique_stems(paths: Sequence[Path]) -> list[str]:
-    """A group prefix per file: its name without ``.gz``/``.conllu``, numbered when names collide."""
+def unique_stems(paths: Sequence[os.PathLike | str], suffixes: Sequence[str] = (".gz", ".conllu")) -> list[str]:
+    """A group prefix per file: its name without ``suffixes`` (stripped from the end, in order), numbered when
+    names collide."""
     stems = []
     for path in paths:
-        name = path.name
-        for suffix in (".gz", ".conllu"):
+        name = os.path.basename(os.fspath(path))
+        for suffix in suffixes:
             name = name.removesuffix(suffix)
         stems.append(name)
     counts = Counter(stems)

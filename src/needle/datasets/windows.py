@@ -27,7 +27,7 @@ units (sentences, lines):
 from __future__ import annotations
 
 import os
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,8 +36,8 @@ import numpy as np
 
 from needle.datasets.assembler import DatasetAssembler
 from needle.datasets.format import ProbeDataset
-from needle.datasets.tokenizer_info import tokenizer_info
-from needle.datasets.ud import Pack, pack_texts, token_counts
+from needle.datasets.tokenizer_info import fast_tokenizer, tokenizer_info
+from needle.datasets.ud import Pack, pack_texts, token_counts, unique_stems
 from needle.errors import InputError
 
 __all__ = [
@@ -358,22 +358,6 @@ def _window_group(doc: LabelledDocument, pack: Pack) -> str:
 # --------------------------------------------------------------------------- checks
 
 
-def fast_tokenizer(tokenizer: Any) -> Any:
-    """A fast tokenizer from a tokenizer object or a model name / path / alias."""
-    if tokenizer is None:
-        raise InputError("tokenizer is required: pass a fast tokenizer or a model name such as 'minilm'.")
-    if isinstance(tokenizer, (str, os.PathLike)):
-        from needle.models.loading import load_tokenizer
-
-        tokenizer = load_tokenizer(tokenizer)
-    if not getattr(tokenizer, "is_fast", False):
-        raise InputError(
-            f"{type(tokenizer).__name__} is not a fast tokenizer; labels need character offsets "
-            "(load it with use_fast=True)."
-        )
-    return tokenizer
-
-
 def check_window_params(
     tokenizer: Any,
     *,
@@ -411,16 +395,4 @@ def _is_int(value: Any) -> bool:
 
 def source_stems(paths: Sequence[os.PathLike | str]) -> list[str]:
     """A group prefix per file: its name without ``.gz``/``.conllu``/``.txt``, numbered when names collide."""
-    stems = []
-    for path in paths:
-        name = os.path.basename(os.fspath(path))
-        for suffix in (".gz", ".conllu", ".txt"):
-            name = name.removesuffix(suffix)
-        stems.append(name)
-    counts = Counter(stems)
-    seen: Counter = Counter()
-    unique = []
-    for stem in stems:
-        seen[stem] += 1
-        unique.append(stem if counts[stem] == 1 else f"{stem}#{seen[stem]}")
-    return unique
+    return unique_stems(paths, (".gz", ".conllu", ".txt"))
