@@ -85,28 +85,47 @@ def ensure_cache(args) -> Path:
     return cache
 
 
+def osp_path(args, gamma: float) -> Path:
+    return Path(args.work) / f"osp-gamma{gamma:g}-t{args.time_limit:g}.parquet"
+
+
 def run_sweeps(cache, args):
-    """One results file for the heuristics, one per OSP gamma (same splits: same seed)."""
+    """One results file for the heuristics, one per OSP gamma (same splits: same seed).
+
+    With ``--report-only`` nothing is computed: the tables cover the features
+    whose every layer is in every file so far (an interrupted run's prefix).
+    """
     from needle.activations import load_cache
-    from needle.probing import sweep
+    from needle.probing import load_results, sweep
 
     source = load_cache(cache)
     features = args.features or [f for f in source.feature_names if f.startswith("pos:")]
     work = Path(args.work)
     common = dict(features=features, layers=args.layers, ks=KS, prefilter=1024, baselines=False, n_jobs=args.jobs,
                   progress=not args.quiet)
-    started = time.perf_counter()
-    heuristics = sweep(source, out=work / "heuristics.parquet", methods=args.methods, **common)
-    print(f"heuristics swept in {time.perf_counter() - started:.0f} s", flush=True)
-    osp = {}
-    for gamma in args.gammas:
+    osp_params = lambda gamma: {"osp": {"gamma": gamma, "time_limit": args.time_limit, "prefilter": 50}}
+    if args.report_only:
+        heuristics = load_results(work / "heuristics.parquet")
+        osp = {gamma: load_results(osp_path(args, gamma)) for gamma in args.gammas}
+    else:
         started = time.perf_counter()
-        out = work / f"osp-gamma{gamma:g}-t{args.time_limit:g}.parquet"
-        osp[gamma] = sweep(source, out=out, methods=["osp"], method_params={
-            "osp": {"gamma": gamma, "time_limit": args.time_limit, "prefilter": 50}}, **common)
-        print(f"osp gamma={gamma:g} swept in {time.perf_counter() - started:.0f} s", flush=True)
-    keep = lambda frame: frame[frame["feature"].isin(features) & frame["k"].isin(KS)
-                               & (frame["layer"].isin(args.layers) if args.layers else True)]
+        heuristics = sweep(source, out=work / "heuristics.parquet", methods=args.methods, **common)
+        print(f"heuristics swept in {time.perf_counter() - started:.0f} s", flush=True)
+        osp = {}
+        for gamma in args.gammas:
+            started = time.perf_counter()
+            osp[gamma] = sweep(source, out=osp_path(args, gamma), methods=["osp"], method_params=osp_params(gamma),
+                               **common)
+            print(f"osp gamma={gamma:g} swept in {time.perf_counter() - started:.0f} s", flush=True)
+    layers = args.layers or list(source.layers)
+    complete = set(features)
+    for frame in [heuristics, *osp.values()]:
+        pairs = frame.groupby("feature")["layer"].apply(lambda values: set(values) >= set(layers))
+        complete &= set(pairs[pairs].index)
+    if complete != set(features):
+        print(f"reporting on the {len(complete)} of {len(features)} features computed at every layer so far: "
+              f"{', '.join(sorted(complete))}", flush=True)
+    keep = lambda frame: frame[frame["feature"].isin(complete) & frame["k"].isin(KS) & frame["layer"].isin(layers)]
     return source, keep(heuristics), {g: keep(f) for g, f in osp.items()}
 
 
@@ -193,6 +212,8 @@ def main() -> None:
     parser.add_argument("--time-limit", type=float, default=60.0, help="seconds per OSP solve (per k)")
     parser.add_argument("--jobs", type=int, default=1, help="sweep worker processes")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--report-only", action="store_true",
+                        help="compute nothing: report on what the results files under --work hold so far")
     args = parser.parse_args()
     Path(args.work).mkdir(parents=True, exist_ok=True)
 
@@ -209,10 +230,9 @@ def main() -> None:
     for gamma, frame in osp.items():
         print(f"\nOSP gamma={gamma:g}: certification")
         print(certification(frame, args.time_limit))
-        out = Path(args.work) / f"osp-gamma{gamma:g}-t{args.time_limit:g}.parquet"
         from needle.probing import splits_path
 
-        gaps = heuristic_gaps(source, heuristics, frame, splits_path(out), gamma)
+        gaps = heuristic_gaps(source, heuristics, frame, splits_path(osp_path(args, gamma)), gamma)
         print(f"OSP gamma={gamma:g}: heuristic supports vs the certified optimum (training objective)")
         print(describe_gaps(gaps) if len(gaps) else "  no certified problems")
 
