@@ -208,7 +208,7 @@ def main() -> None:
     parser.add_argument("--features", type=lambda s: [f for f in s.split(",") if f], default=None)
     parser.add_argument("--layers", type=lambda s: [int(v) for v in s.split(",")], default=None)
     parser.add_argument("--methods", type=lambda s: [m for m in s.split(",") if m], default=list(HEURISTICS))
-    parser.add_argument("--gammas", type=float, nargs="+", default=[0.01])
+    parser.add_argument("--gammas", type=float, nargs="+", default=[0.001])
     parser.add_argument("--time-limit", type=float, default=60.0, help="seconds per OSP solve (per k)")
     parser.add_argument("--jobs", type=int, default=1, help="sweep worker processes")
     parser.add_argument("--quiet", action="store_true")
