@@ -52,37 +52,10 @@ import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _ewt_cache import ewt_dev_cache  # noqa: E402  (a sibling module; benchmarks are scripts)
 HEURISTICS = ("random", "mean_diff", "f_stat", "mutual_info", "l1", "adaptive")
 KS = tuple(range(1, 9))
-
-
-def ensure_cache(args) -> Path:
-    """The activation cache: ``--cache``, or built once under ``--work`` from EWT dev."""
-    if args.cache:
-        cache = Path(args.cache)
-        if not (cache / "manifest.json").is_file():
-            sys.exit(f"{cache} is not an activation cache (no manifest.json); omit --cache to build one.")
-        return cache
-    work = Path(args.work)
-    suffix = f"-maxpos{args.max_positives}" if args.max_positives else ""
-    cache = work / f"cache-minilm-ewt-dev{suffix}"
-    if (cache / "manifest.json").is_file():
-        return cache
-    conllu = Path(args.ud_dir) / "en_ewt-ud-dev.conllu.gz"
-    if not conllu.is_file():
-        sys.exit(f"{conllu} is missing: pass --ud-dir pointing at the en_ewt treebank, or --cache.")
-    import needle
-    from needle.datasets.ud import build_ud
-    from needle.models import load_tokenizer
-
-    dataset_dir = work / f"ud-en_ewt-dev{suffix}"
-    if not (dataset_dir / "manifest.json").is_file():
-        params = {"max_positives": args.max_positives} if args.max_positives else {}
-        build_ud([str(conllu)], load_tokenizer("minilm"), **params).save(dataset_dir)
-    started = time.perf_counter()
-    needle.extract("minilm", dataset_dir, cache, progress=False)
-    print(f"extracted {cache} in {time.perf_counter() - started:.0f} s", flush=True)
-    return cache
 
 
 def osp_path(args, gamma: float) -> Path:
@@ -217,7 +190,8 @@ def main() -> None:
     args = parser.parse_args()
     Path(args.work).mkdir(parents=True, exist_ok=True)
 
-    cache = ensure_cache(args)
+    cache = ewt_dev_cache(cache=args.cache, work=args.work, ud_dir=args.ud_dir, model="minilm",
+                          max_positives=args.max_positives)
     source, heuristics, osp = run_sweeps(cache, args)
     n_features, n_layers = heuristics["feature"].nunique(), heuristics["layer"].nunique()
     print(f"\nMiniLM, EWT dev ({cache}); {n_features} features x {n_layers} layers, k = 1..8, "

@@ -113,6 +113,8 @@ import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _ewt_cache import ewt_dev_cache  # noqa: E402  (a sibling module; benchmarks are scripts)
 METHODS = ("mean_diff", "f_stat", "l1", "adaptive")
 KS = (1, 2, 3, 4, 5, 6, 7, 8, 16, 32, 64)
 # The engine's defaults, passed explicitly to both sides.
@@ -122,40 +124,6 @@ TEST_SIZE = 0.3
 SEED = 0
 L1_C = 0.01  # needle's l1_score default = the paper's C=0.1 on std-0.1 activations
 ADAPTIVE = {"C_scale": 0.05, "l1_ratio_scale": 20.0, "l1_ratio_bounds": (0.1, 0.9), "feature_std": 0.1}
-
-
-# ----------------------------------------------------------------------------- the cache
-def ensure_cache(args) -> Path:
-    if args.cache:
-        cache = Path(args.cache)
-        if not (cache / "manifest.json").is_file():
-            sys.exit(f"{cache} is not an activation cache (no manifest.json); omit --cache to build one.")
-        return cache
-    work = Path(args.work)
-    cache = work / f"cache-{args.model}-ewt-dev"
-    if (cache / "manifest.json").is_file():
-        return cache
-    conllu = Path(args.ud_dir) / "en_ewt-ud-dev.conllu.gz"
-    if not conllu.is_file():
-        sys.exit(f"{conllu} is missing: pass --ud-dir pointing at the en_ewt treebank, or --cache.")
-    import needle
-    from needle.datasets.ud import build_ud
-    from needle.models import load_tokenizer
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    dataset_dir = work / "ud-en_ewt-ud-dev"
-    if not (dataset_dir / "manifest.json").is_file():
-        started = time.perf_counter()
-        build_ud([str(conllu)], load_tokenizer(args.model)).save(dataset_dir)
-        print(f"built {dataset_dir} in {time.perf_counter() - started:.1f} s", flush=True)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    started = time.perf_counter()
-    needle.extract(args.model, dataset_dir, cache, progress=False)
-    print(f"extracted {cache} in {time.perf_counter() - started:.1f} s", flush=True)
-    return cache
 
 
 # ------------------------------------------------------------------ the straightforward side
@@ -410,7 +378,7 @@ def main() -> None:
     import needle
     from needle.probing import load_splits, splits_path
 
-    cache = needle.load_cache(ensure_cache(args))
+    cache = needle.load_cache(ewt_dev_cache(cache=args.cache, work=args.work, ud_dir=args.ud_dir, model=args.model))
     all_pos = [f for f in cache.feature_names if f.startswith("pos:")]
     if not all_pos:
         sys.exit(f"{cache.path} has no pos: features.")
