@@ -155,7 +155,7 @@ def _rank(score: np.ndarray) -> np.ndarray:
 
 
 class FitCounter:
-    """Counts scikit-learn fits and those that raised a ConvergenceWarning."""
+    """Counts selection/refit fits and those that did not converge (scikit-learn: a ConvergenceWarning)."""
 
     def __init__(self):
         self.fits: dict[str, int] = {}
@@ -167,10 +167,19 @@ class FitCounter:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
             model.fit(X, y)
-        self.fits[what] = self.fits.get(what, 0) + 1
-        if any(issubclass(w.category, ConvergenceWarning) for w in caught):
-            self.unconverged[what] = self.unconverged.get(what, 0) + 1
+        self.count(what, converged=not any(issubclass(w.category, ConvergenceWarning) for w in caught))
         return model
+
+    def count(self, what: str, *, converged: bool) -> None:
+        self.fits[what] = self.fits.get(what, 0) + 1
+        if not converged:
+            self.unconverged[what] = self.unconverged.get(what, 0) + 1
+
+    def merge(self, other: FitCounter) -> None:
+        for what, n in other.fits.items():
+            self.fits[what] = self.fits.get(what, 0) + n
+        for what, n in other.unconverged.items():
+            self.unconverged[what] = self.unconverged.get(what, 0) + n
 
 
 def prepare(layer_matrix, rows, y, is_test):
@@ -259,12 +268,10 @@ def _elastic_net_lbfgsb(Z, y, C_, l1_ratio, what, counter: FitCounter) -> np.nda
         result = minimize(objective, v, jac=True, method="L-BFGS-B", bounds=bounds,
                           options={"maxiter": 50_000, "maxfun": 100_000, "ftol": 0.0, "gtol": 1e-12, "maxcor": 30})
         v, w = clean(result.x)
-        if kkt_violation(v) <= target:
+        converged = kkt_violation(v) <= target
+        if converged:
             break
-    name = f"{what} (L-BFGS-B)"
-    counter.fits[name] = counter.fits.get(name, 0) + 1
-    if kkt_violation(v) > target:
-        counter.unconverged[name] = counter.unconverged.get(name, 0) + 1
+    counter.count(f"{what} (L-BFGS-B)", converged=converged)
     return w
 
 
@@ -372,10 +379,7 @@ def run_straightforward(cache, splits: pd.DataFrame, tasks, methods, ks, args, j
 
     def collect(out, task, task_counter):
         per_task.append(task)
-        for what, n in task_counter.fits.items():
-            counter.fits[what] = counter.fits.get(what, 0) + n
-        for what, n in task_counter.unconverged.items():
-            counter.unconverged[what] = counter.unconverged.get(what, 0) + n
+        counter.merge(task_counter)
         for method, results in out.items():
             for k, f1, neurons in results:
                 records.append({"feature": task["feature"], "layer": task["layer"], "method": method, "k": k,
@@ -423,10 +427,7 @@ def diagnose(cache, splits, feature, layer, method, args):
 
     from needle.probing.fitting import fit_elastic_net_logistic
 
-    split = splits[splits["feature"] == feature].sort_values("example")
-    candidates, _, Z_train, _, y_train, _ = prepare(
-        cache.layer(layer), split["row"].to_numpy(np.int64), split["y"].to_numpy().astype(np.int8),
-        split["split"].to_numpy() == "test")
+    candidates, _, Z_train, _, y_train, _ = prepare(cache.layer(layer), *_task_inputs(splits, feature))
     if method == "adaptive":
         Z = Z_train * ADAPTIVE["feature_std"]
         C_, l1_ratio = adaptive_schedule(candidates.size)
@@ -487,14 +488,22 @@ def timed(fn):
     return value, time.perf_counter() - wall, _cpu_seconds() - cpu
 
 
-def _atomic_parquet(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+def _same_neurons(a, b) -> bool:
+    return bool(np.array_equal(np.sort(np.asarray(a)), np.sort(np.asarray(b))))
+
+
+def save_comparison(both: pd.DataFrame, path: Path) -> None:
+    """The per-probe comparison as Parquet (neuron sets as int lists; None where a probe was not rechecked)."""
+    from needle._io import atomic_file
+
+    lists = {c: [None if a is None or (np.isscalar(a) and pd.isna(a)) else list(map(int, a)) for a in both[c]]
+             for c in ("neurons", "neurons_sf", "neurons_conv") if c in both}
+    with atomic_file(path) as handle:
+        both.assign(**lists).to_parquet(handle, index=False)
 
 
 def recheck(cache, splits, both: pd.DataFrame, args, comparison_path: Path) -> None:
-    """Re-run, with SAGA run to convergence, the straightforward l1/adaptive tasks where the two sides disagreed.
+    """Re-run, with selection fits solved to convergence, the straightforward l1/adaptive tasks where the sides disagreed.
 
     Adds ``f1_conv`` / ``same_conv`` (needle against the converged straightforward side) to the saved table.
     """
@@ -514,25 +523,23 @@ def recheck(cache, splits, both: pd.DataFrame, args, comparison_path: Path) -> N
     tight.saga_tol, tight.saga_max_iter = args.recheck_tol, args.recheck_max_iter
     tight.selection_solver = args.recheck
     ks = sorted(both["k"].unique().astype(int))
-    frames, wall, cpu, unconverged = [], 0.0, 0.0, {}
+    frames, wall, cpu, counter = [], 0.0, 0.0, FitCounter()
     for method in ("l1", "adaptive"):
         tasks = [(f, l) for f, l, m in todo if m == method]
         if not tasks:
             continue
         with threadpool_limits(1):
-            (records, _, counter), w, c = timed(
+            (records, _, task_counter), w, c = timed(
                 lambda tasks=tasks, method=method: run_straightforward(cache, splits, tasks, [method], ks, tight,
                                                                        args.jobs))
         frames.append(records)
         wall, cpu = wall + w, cpu + c
-        for what, n in counter.fits.items():
-            unconverged[what] = (unconverged.get(what, (0, 0))[0] + counter.unconverged.get(what, 0),
-                                 unconverged.get(what, (0, 0))[1] + n)
+        counter.merge(task_counter)
     conv = pd.concat(frames, ignore_index=True).rename(columns={"f1_sf": "f1_conv", "neurons_sf": "neurons_conv"})
-    both = both.drop(columns=[c for c in ("f1_conv", "neurons_conv", "same_conv") if c in both], errors="ignore")
+    both = both.drop(columns=["f1_conv", "neurons_conv", "same_conv"], errors="ignore")  # an earlier recheck's
     both = both.merge(conv, on=["feature", "layer", "method", "k"], how="left", validate="one_to_one")
     checked = both["f1_conv"].notna()
-    both["same_conv"] = [bool(np.array_equal(np.sort(np.asarray(a)), np.sort(np.asarray(b)))) if c else None
+    both["same_conv"] = [_same_neurons(a, b) if c else None
                          for a, b, c in zip(both["neurons"], both["neurons_conv"], checked)]
     d = both[checked]
     d_needle = (d["f1"] - d["f1_conv"]).abs()
@@ -548,14 +555,12 @@ def recheck(cache, splits, both: pd.DataFrame, args, comparison_path: Path) -> N
           "against it; paper-conv: scikit-learn at the paper's SAGA settings against it)")
     print("fits not converged / all (scikit-learn: stopped at max_iter; L-BFGS-B: KKT violation above 1e-6 of "
           "the start's):")
-    for what, (n_bad, n) in unconverged.items():
-        print(f"  {what:<36} {n_bad:6d} / {n}")
+    for what, n in counter.fits.items():
+        print(f"  {what:<36} {counter.unconverged.get(what, 0):6d} / {n}")
     final = np.where(checked, (both["f1"] - both["f1_conv"]).abs(), both["dF1"])
     print(f"max |ΔF1| over all probes, the disagreeing tasks' selection fits solved to convergence: "
-          f"{np.max(final):.4f}   "
-          "(target <= 0.01)")
-    _atomic_parquet(both.assign(neurons_conv=[None if not isinstance(a, (list, np.ndarray)) else list(map(int, a))
-                                              for a in both["neurons_conv"]]), comparison_path)
+          f"{np.max(final):.4f}   (target <= 0.01)")
+    save_comparison(both, comparison_path)
     print(f"comparison with the recheck saved to {comparison_path}")
 
 
@@ -692,9 +697,8 @@ def main() -> None:
     if both["f1"].isna().any():
         sys.exit("needle produced no row for some (feature, layer, method, k) of the straightforward side")
     both["dF1"] = (both["f1"] - both["f1_sf"]).abs()
-    both["same"] = [np.array_equal(np.sort(np.asarray(a)), b) for a, b in zip(both["neurons"], both["neurons_sf"])]
-    _atomic_parquet(both.assign(neurons=[list(map(int, a)) for a in both["neurons"]],
-                                neurons_sf=[list(map(int, a)) for a in both["neurons_sf"]]), comparison_path)
+    both["same"] = [_same_neurons(a, b) for a, b in zip(both["neurons"], both["neurons_sf"])]
+    save_comparison(both, comparison_path)
 
     print(f"\n=== {len(features)} features x {len(layers)} layers x {len(methods)} methods x {len(ks)} k "
           f"= {len(both)} probes per side{'  [SUBSET]' if subset else ''} ===")
