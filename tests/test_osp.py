@@ -421,13 +421,20 @@ def test_osp_selector_prefilter_solves_over_the_top_candidates_by_mean_differenc
 def test_sparse_probe_osp_exposes_its_certificate_for_the_data_given():
     from needle.probing import SparseProbe
 
+    from needle.probing import OSPSelector
+    from needle.probing.preprocessing import standardization
+
     X, y = activation_problem(19, d=10)
-    probe = SparseProbe(2, method="osp", gamma=0.1, time_limit=20).fit(X, y)
+    probe = SparseProbe(2, selector=OSPSelector(gamma=0.1, time_limit=20)).fit(X, y)
+    # Like the sweep, SparseProbe hands osp the standardised candidates: the certificate is about those.
+    mean, scale = standardization(X)
+    Z = (X - mean) / scale
     assert probe.status_ == "optimal" and probe.bound_ <= probe.objective_ + 1e-9
-    assert probe.objective_ == pytest.approx(brute_force(X, y, 2, 0.1), rel=1e-6)
+    assert probe.objective_ == pytest.approx(brute_force(Z, y, 2, 0.1), rel=1e-6)
     assert probe.gap_ <= 1e-6 and probe.n_cuts_ >= 1 and probe.solve_seconds_ >= 0
-    assert reference_support_optimum(X, y, probe.support_, 0.1) == pytest.approx(probe.objective_, rel=1e-6)
-    with pytest.raises(InputError, match="method='osp' only"):
-        SparseProbe(2, method="mean_diff", gamma=0.1).fit(X, y)
-    with pytest.raises(InputError, match="given twice"):
-        SparseProbe(2, method="osp", gamma=0.1, method_params={"gamma": 0.2}).fit(X, y)
+    assert probe.n_candidates_ == 10
+    assert reference_support_optimum(Z, y, probe.support_, 0.1) == pytest.approx(probe.objective_, rel=1e-6)
+    with pytest.raises(InputError, match="beside a selector object"):
+        from needle.probing import get_selector
+
+        get_selector(OSPSelector(gamma=0.1), gamma=0.2)

@@ -13,13 +13,13 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from needle.errors import InputError
-from needle.probing import DenseProbe, RandomDirectionsProbe, SparseProbe, random_orthonormal
+from needle.probing import AdaptiveSelector, DenseProbe, RandomDirectionsProbe, SparseProbe, random_orthonormal
 
 ESTIMATORS = [
     SparseProbe(k=2),
-    SparseProbe(k=2, method="f_stat"),
-    SparseProbe(k=2, method="adaptive"),
-    SparseProbe(k=2, method="random"),
+    SparseProbe(k=2, selector="f_stat"),
+    SparseProbe(k=2, selector="adaptive"),
+    SparseProbe(k=2, selector="random"),
     DenseProbe(),
     RandomDirectionsProbe(k=2),
 ]
@@ -49,18 +49,18 @@ def _planted(seed=0, n=300, d=30, neuron=11, shift=3.0):
 
 def test_pipeline_with_scaler():
     X, y = _planted()
-    pipe = Pipeline([("scale", StandardScaler()), ("probe", SparseProbe(k=3, method="f_stat"))]).fit(X, y)
+    pipe = Pipeline([("scale", StandardScaler()), ("probe", SparseProbe(k=3, selector="f_stat"))]).fit(X, y)
     assert 11 in pipe.named_steps["probe"].support_
     assert pipe.score(X, y) > 0.9
     assert cross_val_score(pipe, X, y, cv=3).mean() > 0.9
 
 
 def test_clone_and_set_params():
-    probe = SparseProbe(k=3, method="adaptive", method_params={"C_scale": 0.1}, random_state=4)
+    probe = SparseProbe(k=3, selector=AdaptiveSelector(C_scale=0.1), random_state=4)
     twin = clone(probe)
     assert twin.get_params() == probe.get_params() and twin is not probe
-    twin.set_params(k=5, method="mean_diff", method_params=None)
-    assert (twin.k, twin.method, probe.k) == (5, "mean_diff", 3)
+    twin.set_params(k=5, selector="mean_diff")
+    assert (twin.k, twin.selector, probe.k) == (5, "mean_diff", 3)
     X, y = _planted()
     twin.fit(X, y)
     assert len(twin.support_) == 5
@@ -84,8 +84,8 @@ def test_not_fitted(estimator, method):
         (SparseProbe(C=0), "C must be"),
         (SparseProbe(C=-1.0), "C must be"),
         (SparseProbe(prefilter=0), "prefilter must be"),
-        (SparseProbe(method="nope"), "unknown selection method"),
-        (SparseProbe(method_params={"bogus": 1}), "does not take parameters"),
+        (SparseProbe(selector="nope"), "unknown selection method"),
+        (SparseProbe(selector=42), "a name or a Selector object"),
         (RandomDirectionsProbe(k=0), "k must be"),
         (DenseProbe(C=float("inf")), "C must be"),
     ],
@@ -102,13 +102,26 @@ def test_one_class_and_three_classes(estimator):
     X, _ = _planted()
     with pytest.raises(ValueError, match="only one class"):
         clone(estimator).fit(X, np.ones(len(X)))
-    with pytest.raises(ValueError, match="binary"):
-        clone(estimator).fit(X, np.arange(len(X)) % 3)
+    three = np.arange(len(X)) % 3
+    if not estimator.__sklearn_tags__().classifier_tags.multi_class:
+        with pytest.raises(ValueError, match="binary"):
+            clone(estimator).fit(X, three)
+        return
+    # Multiclass: the multinomial balanced logistic regression of scikit-learn on the probe's standardised inputs.
+    probe = clone(estimator).fit(X, three)
+    assert probe.coef_.shape == (3, X.shape[1]) and probe.intercept_.shape == (3,)
+    if isinstance(probe, (SparseProbe, DenseProbe)):
+        cols = probe.support_
+        Z = (X[:, cols] - probe.mean_) / probe.scale_
+        reference = LogisticRegression(C=probe.C, class_weight="balanced", tol=1e-10, max_iter=10_000).fit(Z, three)
+        np.testing.assert_allclose(probe.decision_function(X) - probe.decision_function(X).mean(1, keepdims=True),
+                                   reference.decision_function(Z) - reference.decision_function(Z).mean(1, keepdims=True),
+                                   atol=2e-3)
 
 
 def test_sparse_probe_is_logistic_regression_on_standardised_support():
     X, y = _planted(1)
-    probe = SparseProbe(k=4, method="mean_diff", C=0.3).fit(X, y)
+    probe = SparseProbe(k=4, selector="mean_diff", C=0.3).fit(X, y)
     cols = probe.support_
     assert list(cols) == sorted(cols) and 11 in cols
     Z = (X[:, cols] - X[:, cols].mean(0)) / X[:, cols].std(0)
@@ -134,7 +147,7 @@ def test_string_labels_and_positive_class():
 
 def test_prefilter_restricts_candidates():
     X, y = _planted(3, d=40)
-    probe = SparseProbe(k=3, method="random", prefilter=5, random_state=0).fit(X, y)
+    probe = SparseProbe(k=3, selector="random", prefilter=5, random_state=0).fit(X, y)
     top5 = np.argsort(-np.abs(X[y == 1].mean(0) - X[y == 0].mean(0)), kind="stable")[:5]
     assert set(probe.support_) <= set(top5)
 

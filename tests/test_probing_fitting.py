@@ -16,8 +16,8 @@ from needle.probing.fitting import (
     fit_elastic_net_logistic,
     fit_logistic_batch,
     fit_logistic_path,
-    standardization,
 )
+from needle.probing.preprocessing import standardization
 
 
 def _problem(seed, n, d, *, pos_frac, signal, noise_flip, scale_spread=True):

@@ -88,7 +88,7 @@ def test_rank_by_score_ties_are_stable_and_nan_last():
 @pytest.mark.parametrize("method", ["mean_diff", "f_stat", "mutual_info", "l1", "adaptive"])
 def test_methods_find_a_planted_neuron(method):
     X, y = _planted(4)
-    probe = SparseProbe(k=1, method=method, random_state=0).fit(X, y)
+    probe = SparseProbe(k=1, selector=method, random_state=0).fit(X, y)
     np.testing.assert_array_equal(probe.support_, [17])
 
 
@@ -151,7 +151,7 @@ def test_unknown_method_lists_the_available_ones():
     for name in ("mean_diff", "f_stat", "adaptive", "random", "l1", "mutual_info"):
         assert name in str(info.value)
     with pytest.raises(InputError, match="available methods"):
-        SparseProbe(method="telepathy").fit(np.eye(4), [0, 1, 0, 1])
+        SparseProbe(selector="telepathy").fit(np.eye(4), [0, 1, 0, 1])
 
 
 def test_bad_method_parameters_are_reported():
@@ -176,7 +176,7 @@ def test_registering_a_method_makes_it_usable_everywhere(monkeypatch):
 
     assert "last_columns" in available_methods()
     X, y = _planted(8, d=10, neuron=2)
-    probe = SparseProbe(k=2, method="last_columns").fit(X, y)
+    probe = SparseProbe(k=2, selector="last_columns").fit(X, y)
     assert probe.selection_info_ == {"k": 2} and len(probe.support_) == 2
     with pytest.raises(InputError, match="already registered"):
         register_method("last_columns", LastColumns)

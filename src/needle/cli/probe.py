@@ -19,28 +19,43 @@ def probe_command(
     out: Annotated[Path, typer.Option("--out", help="Results Parquet file (appended to if it exists).")],
     features: Annotated[Optional[str], typer.Option(help="Comma-separated feature names (default: all).")] = None,
     layers: Annotated[Optional[str], typer.Option(help="e.g. 0,2,4 or 0-5 (default: all in the cache).")] = None,
-    methods: Annotated[str, typer.Option(help="Comma-separated selection methods.")] = "mean_diff,f_stat,adaptive",
+    methods: Annotated[Optional[str], typer.Option(
+        help="Comma-separated selection methods (default: mean_diff,f_stat,adaptive; `needle probe --list-methods`).")
+    ] = None,
     k: Annotated[Optional[str], typer.Option("--k", help="Comma-separated k grid (default 1-8,10,12,16,32…256).")] = None,
     prefilter: Annotated[int, typer.Option(help="Neurons kept by mean difference before selection (0: none).")] = 1024,
     seed: Annotated[int, typer.Option(help="Seed of the group split and of random methods.")] = 0,
     baselines: Annotated[bool, typer.Option(help="Also fit the dense and random-direction baselines.")] = True,
     method_param: Annotated[Optional[list[str]], typer.Option(
         "--method-param", help="A method's parameter, METHOD.KEY=VALUE, e.g. osp.time_limit=30 (repeatable).")] = None,
+    c: Annotated[str, typer.Option(
+        "--C", help="Inverse L2 regularisation of the refits on standardised neurons, or 'cv' to choose it per probe "
+                    "by 5-fold cross-validation over the training groups.")] = "0.01",
     jobs: Annotated[int, typer.Option("--jobs", help="Worker processes.")] = 1,
     overwrite: Annotated[bool, typer.Option(help="Start the results file afresh.")] = False,
 ) -> None:
     """Sweep sparse probes over features, layers, methods and k; resumes and appends."""
     from needle.activations import load_cache
     from needle.errors import InputError
-    from needle.probing import DEFAULT_KS, summarize, sweep
+    from needle.probing import DEFAULT_KS, DEFAULT_METHODS, CrossValidatedC, summarize, sweep
 
     try:
         ks = [int(v) for v in _split(k)] if k else list(DEFAULT_KS)
     except ValueError:
         raise InputError(f"--k {k!r}: use comma-separated integers such as 1,2,4,8") from None
+    if c.strip().lower() == "cv":
+        C = CrossValidatedC()
+    else:
+        try:
+            C = float(c)
+        except ValueError:
+            raise InputError(f"--C {c!r}: give a positive number such as 0.01, or 'cv'") from None
+    if out.is_dir():
+        raise InputError(f"--out {out} is a directory; give the results file to write, e.g. {out / 'results.parquet'}")
     results = sweep(load_cache(cache), out=out, features=_split(features), layers=parse_layers(layers),
-                    methods=_split(methods), ks=ks, prefilter=prefilter or None, seed=seed, baselines=baselines,
-                    method_params=_method_params(method_param), n_jobs=jobs, overwrite=overwrite)
+                    methods=_split(methods) or list(DEFAULT_METHODS), ks=ks, prefilter=prefilter or None, seed=seed,
+                    baselines=baselines, C=C, method_params=_method_params(method_param), n_jobs=jobs,
+                    overwrite=overwrite)
     typer.echo(f"{len(results)} result rows in {out}")
     typer.echo(_format_summary(summarize(results)))
 
@@ -59,12 +74,21 @@ def _method_params(pairs: list[str] | None) -> dict[str, dict]:
 
 
 def _format_summary(summary) -> str:
-    """The summary table for a terminal: identity columns shown once above it, not on every row."""
+    """The summary table for a terminal: identity columns shown once above it, not on every row.
+
+    Each feature's scores are in its task's metric (the ``metric`` column: f1, f1_macro or r2); the
+    binary-only aliases (``f1_k…``, ``neuron_f1``) and columns empty for every row are left out.
+    """
     import pandas as pd
 
     constant = [c for c in ("model_id", "dataset_hash", "site") if c in summary and summary[c].nunique() == 1]
     header = "  ".join(f"{c}={str(summary[c].iloc[0])[:16] if c == 'dataset_hash' else summary[c].iloc[0]}" for c in constant)
     summary = summary.drop(columns=constant)
+    aliases = [c for c in summary.columns if c.startswith("f1_k") or c in ("f1_dense", "neuron_f1")]
+    summary = summary.drop(columns=aliases).dropna(axis=1, how="all")
+    if "task" in summary and summary["task"].nunique() == 1:
+        header += ("  " if header else "") + f"task={summary['task'].iloc[0]}  metric={summary['metric'].iloc[0]}"
+        summary = summary.drop(columns=["task", "metric"])
     with pd.option_context("display.max_rows", 200, "display.max_columns", 20, "display.width", 200,
                            "display.float_format", "{:.3f}".format):
         return (header + "\n" if header else "") + summary.to_string(index=False)

@@ -174,14 +174,14 @@ def rotation_comparison(
         candidates = np.argsort(-scores, kind="stable")[: int(n_candidates)]
         singles = []
         for dim in candidates:
-            probe = SparseProbe(k=1, method="mean_diff").fit(Z_train[:, [dim]], y_train)
+            probe = SparseProbe(k=1, selector="mean_diff").fit(Z_train[:, [dim]], y_train)
             m = binary_metrics(y_test, probe.decision_function(Z_test[:, [dim]]))
             singles.append((m["f1"], m["precision"], m["recall"], int(dim)))
         singles.sort(key=lambda t: (-t[0], t[3]))
         for rank, (f1, precision, recall, dim) in enumerate(singles[: int(n_report)]):
             records.append((basis, index, "single", 1, rank, [dim], f1, precision, recall))
         for k in ks:
-            probe = SparseProbe(k=int(k), method="mean_diff").fit(Z_train, y_train)
+            probe = SparseProbe(k=int(k), selector="mean_diff").fit(Z_train, y_train)
             m = binary_metrics(y_test, probe.decision_function(Z_test))
             dims = sorted(int(d) for d in probe.support_)
             records.append((basis, index, "sparse", int(k), 0, dims, m["f1"], m["precision"], m["recall"]))

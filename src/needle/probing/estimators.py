@@ -1,13 +1,19 @@
-"""scikit-learn estimators: the sparse probe and its two baselines.
+"""scikit-learn estimators: the sparse probe, its two baselines, and the sparse regression probe.
 
-All three are binary logistic-regression probes with balanced class weights
-and an L2 penalty of strength ``1 / C`` on *standardised* inputs (each input
-column centred and scaled by its training mean and standard deviation, which
-the probes do themselves); they differ in what the logistic regression sees:
+The classifiers are logistic-regression probes (binary, or multinomial for
+more than two classes) with balanced class weights and an L2 penalty of
+strength ``1 / C`` on *standardised* inputs (each input column centred and
+scaled by its training mean and standard deviation, which the probes do
+themselves); they differ in what the logistic regression sees:
 
-- :class:`SparseProbe` — ``k`` neurons chosen by a selection method;
+- :class:`SparseProbe` — ``k`` neurons chosen by a selector;
 - :class:`DenseProbe` — every neuron;
-- :class:`RandomDirectionsProbe` — ``k`` random orthonormal directions.
+- :class:`RandomDirectionsProbe` — ``k`` random orthonormal directions;
+
+and :class:`SparseRegressionProbe` is the ridge analogue of
+:class:`SparseProbe` for a continuous target. All four are thin callers of
+the one fit template (:mod:`needle.probing.template`), the same code the
+sweep runs.
 
 The learned linear function is reported in the units of the input: for an
 input ``X``, ``decision_function(X) = X @ coef_.ravel() + intercept_``.
@@ -24,18 +30,15 @@ import numbers
 import warnings
 
 import numpy as np
-from scipy.special import expit
-from sklearn.base import BaseEstimator, ClassifierMixin
+from scipy.special import expit, softmax
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, check_random_state, column_or_1d, validate_data
 
 from needle.errors import InputError
-from needle.probing.fitting import fit_logistic_path, standardization
-from needle.probing.scoring import mean_diff_score, rank_by_score
-from needle.probing.selection import get_selector
+from needle.probing.penalties import check_C
 
-__all__ = ["SparseProbe", "DenseProbe", "RandomDirectionsProbe", "random_orthonormal", "candidate_neurons",
-           "method_candidates", "CERTIFICATE_FIELDS"]
+__all__ = ["SparseProbe", "DenseProbe", "RandomDirectionsProbe", "SparseRegressionProbe", "random_orthonormal"]
 
 #: The default inverse regularisation strength on standardised inputs (see the module docstring).
 DEFAULT_C = 0.01
@@ -68,47 +71,6 @@ def random_orthonormal(n_features: int, k: int, random_state: int | None = None)
     return q * np.where(np.diag(r) < 0, -1.0, 1.0)
 
 
-#: What ``method="osp"`` certifies about a support; set as ``<name>_`` attributes by :class:`SparseProbe`.
-CERTIFICATE_FIELDS = ("objective", "bound", "gap", "status", "n_cuts", "solve_seconds")
-
-
-def candidate_neurons(X: np.ndarray, y: np.ndarray, prefilter: int | None) -> np.ndarray:
-    """The neurons selection may choose from: the top ``prefilter`` by mean difference.
-
-    The paper prefilters to the 1024 neurons with the largest class-mean
-    difference before any more expensive method (Appendix A.2.4). The
-    candidates are returned in decreasing order of mean difference (ties to
-    the lower index), which is also the tie-break order of every ranking
-    method (see :func:`needle.probing.scoring.rank_by_score`).
-
-    Parameters
-    ----------
-    X : ndarray of shape (n_examples, n_neurons)
-        Training activations.
-    y : ndarray of shape (n_examples,)
-        Labels 0/1.
-    prefilter : int or None
-        How many to keep; None keeps all (still ordered).
-
-    Returns
-    -------
-    ndarray of shape (min(prefilter, n_neurons),), int64
-    """
-    order = rank_by_score(mean_diff_score(X, y))
-    return order if prefilter is None else order[:prefilter]
-
-
-def method_candidates(candidates: np.ndarray, selector) -> np.ndarray:
-    """The part of ``candidates`` a selection method looks at: the first ``selector.candidate_limit()``.
-
-    ``candidates`` are in decreasing order of mean difference
-    (:func:`candidate_neurons`), so a method with its own, smaller prefilter
-    (osp: 50) gets the top ones.
-    """
-    limit = selector.candidate_limit()
-    return candidates if limit is None else candidates[:limit]
-
-
 def _seed(random_state) -> int | None:
     """An int seed (or None) from scikit-learn's ``random_state`` conventions."""
     if random_state is None or isinstance(random_state, numbers.Integral):
@@ -125,35 +87,51 @@ def _check_positive(name, value, *, integer=False, allow_none=False):
         raise InputError(f"{name} must be {kind}{' or None' if allow_none else ''}, got {value!r}.")
 
 
-class _LinearProbe(ClassifierMixin, BaseEstimator):
-    """Shared fitting template: validate, encode labels, fit (``_fit``), predict."""
+
+class _LinearProbe(BaseEstimator):
+    """What the probes share: validation, the template call, and the linear function in input units."""
+
+    _task_kind = "classification"
 
     def _validate_xy(self, X, y):
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], ensure_min_samples=2)
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], ensure_min_samples=2,
+                             y_numeric=self._task_kind == "regression")
         y = column_or_1d(y, warn=True)
+        check_C(self.C)
+        if self._task_kind == "regression":
+            y = np.asarray(y, dtype=np.float64)
+            if np.ptp(y) == 0:
+                raise ValueError(f"{type(self).__name__} needs a non-constant target.")
+            return X, y, "regression"
         check_classification_targets(y)
-        self.classes_ = np.unique(y)
-        if self.classes_.size != 2:
-            if self.classes_.size < 2:
-                raise ValueError(
-                    f"{type(self).__name__} needs two classes to train; y has only one class: {self.classes_[0]!r}."
-                )
+        self.classes_, codes = np.unique(y, return_inverse=True)
+        if self.classes_.size < 2:
             raise ValueError(
-                f"Only binary classification is supported. {type(self).__name__} is a binary probe and y has "
-                f"{self.classes_.size} classes; probe one class against the rest instead."
+                f"{type(self).__name__} needs two classes to train; y has only one class: {self.classes_[0]!r}."
             )
-        _check_positive("C", self.C)
-        return X, (y == self.classes_[1]).astype(np.int8)
+        if self.classes_.size == 2:
+            return X, codes.astype(np.int8), "binary"
+        return X, codes.astype(np.int64), "multiclass"
 
-    def _set_linear(self, n_features, columns, w, b, mean, scale):
-        """Store a fit on standardised ``columns`` in input units."""
-        coef = np.zeros(n_features)
-        coef[columns] = w / scale
-        self.coef_ = coef[None, :]
-        self.intercept_ = np.array([b - np.sum(w * mean / scale)])
+    def _fit_template(self, X, y, task, selector, k, *, prefilter, ordered=True, rotation=None, solver="default",
+                      design_dtype=np.float64, tol, max_iter):
+        from needle.probing.template import fit_path, prepare
+
+        prepared = prepare(X, y, task=task, prefilter=prefilter, ordered=ordered)
+        path = fit_path(prepared, selector, [k], C=self.C, random_state=_seed(getattr(self, "random_state", None)),
+                        tol=tol, max_iter=max_iter, solver=solver, rotation=rotation, design_dtype=design_dtype)
+        return prepared, path
+
+    def _set_linear(self, n_features, neurons, coef, intercept):
+        """Store a probe given in input units over ``neurons`` as dense ``coef_`` and ``intercept_``."""
+        coef = np.atleast_2d(np.asarray(coef, dtype=np.float64))
+        full = np.zeros((coef.shape[0], n_features))
+        full[:, neurons] = coef
+        self.coef_ = full
+        self.intercept_ = np.atleast_1d(np.asarray(intercept, dtype=np.float64)).copy()
 
     def decision_function(self, X):
-        """Decision scores; positive means ``classes_[1]``.
+        """Decision scores.
 
         Parameters
         ----------
@@ -162,91 +140,97 @@ class _LinearProbe(ClassifierMixin, BaseEstimator):
         Returns
         -------
         ndarray of shape (n_examples,)
+            Binary probes and regressors: positive means ``classes_[1]`` (the prediction, for a regressor).
+        ndarray of shape (n_examples, n_classes)
+            Multiclass probes: one score per class of ``classes_``.
         """
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-        return np.asarray(X, dtype=np.float64) @ self.coef_[0] + self.intercept_[0]
+        scores = np.asarray(X, dtype=np.float64) @ self.coef_.T + self.intercept_
+        return scores[:, 0] if scores.shape[1] == 1 else scores
 
+
+class _ProbeClassifier(ClassifierMixin, _LinearProbe):
     def predict(self, X):
         """Predicted classes, ndarray of shape (n_examples,)."""
         scores = self.decision_function(X)  # checks fitted-ness before classes_ is touched
-        return self.classes_[(scores > 0).astype(np.int64)]
+        if scores.ndim == 1:
+            return self.classes_[(scores > 0).astype(np.int64)]
+        return self.classes_[np.argmax(scores, axis=1)]
 
     def predict_proba(self, X):
-        """Class probabilities, ndarray of shape (n_examples, 2) in the order of ``classes_``."""
-        p = expit(self.decision_function(X))
-        return np.column_stack([1.0 - p, p])
+        """Class probabilities, ndarray of shape (n_examples, n_classes) in the order of ``classes_``."""
+        scores = self.decision_function(X)
+        if scores.ndim == 1:
+            p = expit(scores)
+            return np.column_stack([1.0 - p, p])
+        return softmax(scores, axis=1)
 
     def predict_log_proba(self, X):
-        """Log of :meth:`predict_proba`, ndarray of shape (n_examples, 2)."""
+        """Log of :meth:`predict_proba`, ndarray of shape (n_examples, n_classes)."""
         return np.log(self.predict_proba(X))
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.classifier_tags.multi_class = False
-        return tags
 
+class SparseProbe(_ProbeClassifier):
+    """A k-sparse probe: select ``k`` neurons with a selector, then fit a logistic regression on them.
 
-class SparseProbe(_LinearProbe):
-    """A k-sparse probe: select ``k`` neurons with a method, then fit a logistic regression on them.
-
-    ``fit`` (1) orders the neurons by class-mean difference and keeps the top
-    ``prefilter`` as candidates, (2) lets the selection ``method`` choose
-    ``k`` of them (see :mod:`needle.probing.selection`), (3) standardises
-    the chosen neurons and fits an L2 logistic regression with balanced class
-    weights and inverse regularisation ``C`` (the same problem as
-    ``LogisticRegression(C=C, class_weight="balanced")`` on the standardised
-    columns), solved by Newton's method.
+    ``fit`` runs the fit template (:mod:`needle.probing.template`): (1)
+    orders the neurons by class-mean difference and keeps the top
+    ``prefilter`` as candidates, (2) standardises them, (3) lets the
+    ``selector`` choose ``k`` of them (see :mod:`needle.probing.selection`;
+    it sees the raw candidates, or the standardised ones if it asks, like
+    ``osp``), (4) fits an L2 logistic regression with balanced class weights
+    and inverse regularisation ``C`` on the chosen standardised neurons (the
+    problem of ``LogisticRegression(C=C, class_weight="balanced")``; multinomial
+    for more than two classes), solved by Newton's method, (5) reports it in
+    the units of ``X``.
 
     Parameters
     ----------
     k : int, default 1
         Number of neurons. Larger than the number of candidates is capped,
         with a warning.
-    method : str, default "mean_diff"
-        A registered selection method: see
-        :func:`needle.probing.available_methods`.
-    C : float, default 0.01
-        Inverse L2 regularisation strength on standardised neurons.
+    selector : str or Selector, default "mean_diff"
+        A registered method's name (:func:`needle.probing.available_methods`)
+        or a selector object, e.g. ``MeanDiff(normalization="standardized")``
+        or ``OSPSelector(gamma=0.01, time_limit=30)``.
+    C : float or CrossValidatedC, default 0.01
+        Inverse L2 regularisation strength on standardised neurons, or
+        :class:`~needle.probing.template.CrossValidatedC` to choose it by
+        cross-validation.
     prefilter : int or None, default None
         Keep only this many neurons (by mean difference) as candidates.
-    method_params : dict, optional
-        Keyword parameters of the selection method.
     random_state : int, RandomState or None
-        Seed for stochastic methods (``random``, ``mutual_info``).
+        Seed for stochastic selectors (``random``, ``mutual_info``).
     tol : float, default 1e-8
         Gradient tolerance of the refit (see
         :func:`needle.probing.fitting.fit_logistic_batch`).
     max_iter : int, default 100
         Newton iterations of the refit.
-    gamma, time_limit : float, optional
-        ``method="osp"`` only: its ridge parameter and seconds per solve
-        (shorthands for ``method_params``; see
-        :class:`needle.probing.osp.OSPSelector`). The osp problem is solved on
-        the top candidates of ``X`` *as given*, so standardise ``X`` first if
-        the certificate should refer to standardised neurons.
 
     Attributes
     ----------
     support_ : ndarray of shape (k,), int64
         The selected neurons (column indices of ``X``), ascending.
-    coef_ : ndarray of shape (1, n_features_in_)
+    coef_ : ndarray of shape (1, n_features_in_) or (n_classes, n_features_in_)
         Coefficients in the units of ``X``; zero outside ``support_``.
-    intercept_ : ndarray of shape (1,)
-    classes_ : ndarray of shape (2,)
+    intercept_ : ndarray of shape (1,) or (n_classes,)
+    classes_ : ndarray of shape (n_classes,)
     n_features_in_ : int
     mean_, scale_ : ndarray of shape (k,)
         Training mean and standard deviation of the ``support_`` neurons.
     selection_info_ : dict
-        What the method reported about its choice.
-    objective_, bound_, gap_, status_, n_cuts_, solve_seconds_
-        ``method="osp"`` only: the optimality certificate of the support, for
-        the objective of :func:`needle.probing.osp.solve_osp` on the
-        candidates of ``X`` as given: its value at the returned sparse
-        solution, a proven lower bound, the relative gap, ``"optimal"`` or
-        ``"time_limit"``, the number of cuts and the solver's seconds.
+        What the selector reported about its choice.
+    <diagnostic>_
+        Each of the selector's ``diagnostics`` it reported, e.g. for ``osp``
+        ``objective_``, ``bound_``, ``gap_``, ``status_``, ``n_cuts_``,
+        ``solve_seconds_``, ``n_candidates_``: the optimality certificate of
+        the support for the objective of :func:`needle.probing.osp.solve_osp`
+        on the standardised candidates (the top ``n_candidates_`` by mean
+        difference only, at the selector's ``gamma``, which need not be the
+        refit's ``C``).
     n_iter_ : int
-        Newton iterations of the refit.
+        Iterations of the refit.
 
     Examples
     --------
@@ -259,30 +243,15 @@ class SparseProbe(_LinearProbe):
     array([7])
     """
 
-    def __init__(
-        self,
-        k=1,
-        *,
-        method="mean_diff",
-        C=DEFAULT_C,
-        prefilter=None,
-        method_params=None,
-        random_state=None,
-        tol=1e-8,
-        max_iter=100,
-        gamma=None,
-        time_limit=None,
-    ):
+    def __init__(self, k=1, *, selector="mean_diff", C=DEFAULT_C, prefilter=None, random_state=None, tol=1e-8,
+                 max_iter=100):
         self.k = k
-        self.method = method
+        self.selector = selector
         self.C = C
         self.prefilter = prefilter
-        self.method_params = method_params
         self.random_state = random_state
         self.tol = tol
         self.max_iter = max_iter
-        self.gamma = gamma
-        self.time_limit = time_limit
 
     def fit(self, X, y):
         """Select the neurons and fit the probe.
@@ -291,61 +260,115 @@ class SparseProbe(_LinearProbe):
         ----------
         X : array-like of shape (n_examples, n_features)
         y : array-like of shape (n_examples,)
-            Two classes; ``classes_[1]`` is the positive one.
+            Two classes (``classes_[1]`` is the positive one), or more when the selector supports multiclass.
 
         Returns
         -------
         self
         """
-        _check_positive("k", self.k, integer=True)
-        _check_positive("prefilter", self.prefilter, integer=True, allow_none=True)
-        selector = get_selector(self.method, **self._method_params())
-        X, y01 = self._validate_xy(X, y)
-        candidates = method_candidates(candidate_neurons(X, y01, self.prefilter), selector)
-        k = self.k
-        if k > candidates.size:
-            warnings.warn(
-                f"k={k} exceeds the {candidates.size} candidate neurons; using all {candidates.size}.",
-                UserWarning,
-                stacklevel=2,
-            )
-            k = candidates.size
-        # X as given, also for methods that want standardised input (osp): their certificate then refers to the
-        # caller's data, and standardising first is the caller's choice (the sweep does).
-        path = selector.select_path(X[:, candidates], y01, [k], random_state=_seed(self.random_state))
-        neurons = np.sort(candidates[path.supports[0]])
-        mean, scale = standardization(X[:, neurons])
-        fit = fit_logistic_path((X[:, neurons] - mean) / scale, y01, [np.arange(k)], C=self.C, tol=self.tol,
-                                max_iter=self.max_iter)
-        self.support_ = neurons
-        self.mean_, self.scale_ = mean, scale
-        self.selection_info_ = path.info[0]
-        for name in CERTIFICATE_FIELDS:
-            if name in self.selection_info_:
-                setattr(self, f"{name}_", self.selection_info_[name])
-        self.n_iter_ = int(fit.n_iter[0])
-        self._set_linear(X.shape[1], neurons, fit.coef[0], fit.intercept[0], mean, scale)
+        _fit_sparse(self, X, y)
         return self
 
-    def _method_params(self) -> dict:
-        params = dict(self.method_params or {})
-        for name in ("gamma", "time_limit"):
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if self.method != "osp":
-                raise InputError(f"{name}={value!r} applies to method='osp' only (method is {self.method!r}).")
-            if name in params and params[name] != value:
-                raise InputError(f"{name} is given twice, as {value!r} and in method_params as {params[name]!r}.")
-            params[name] = value
-        return params
+    def __sklearn_tags__(self):
+        from needle.probing.selection import get_selector
+
+        tags = super().__sklearn_tags__()
+        try:
+            tags.classifier_tags.multi_class = "multiclass" in get_selector(self.selector).tasks
+        except InputError:  # an unknown name fails in fit, with its message
+            tags.classifier_tags.multi_class = False
+        return tags
 
 
-class DenseProbe(_LinearProbe):
+class SparseRegressionProbe(RegressorMixin, _LinearProbe):
+    """A k-sparse ridge probe of a continuous target: select ``k`` neurons, then fit a ridge regression on them.
+
+    The regression form of :class:`SparseProbe`: the same template, with the
+    task's forms of the selectors (``mean_diff`` ranks by ``|cov(X_j, y)|``,
+    i.e. correlation on standardised neurons; ``f_stat`` by
+    ``f_regression``), and the refit ``C/2 * ||y - Z_s w - b||^2 + ||w||^2/2``
+    (scikit-learn's ``Ridge(alpha=1/C)``) on the standardised selected neurons.
+
+    Parameters
+    ----------
+    k, selector, C, prefilter, random_state, tol, max_iter
+        As in :class:`SparseProbe`.
+
+    Attributes
+    ----------
+    support_, coef_ (shape (1, n_features_in_)), intercept_ (shape (1,)), n_features_in_, mean_, scale_,
+    selection_info_, n_iter_
+        As in :class:`SparseProbe`.
+    """
+
+    _task_kind = "regression"
+
+    def __init__(self, k=1, *, selector="mean_diff", C=DEFAULT_C, prefilter=None, random_state=None, tol=1e-8,
+                 max_iter=100):
+        self.k = k
+        self.selector = selector
+        self.C = C
+        self.prefilter = prefilter
+        self.random_state = random_state
+        self.tol = tol
+        self.max_iter = max_iter
+
+    def fit(self, X, y):
+        """Select the neurons and fit the ridge probe (``X`` (n_examples, n_features), ``y`` (n_examples,))."""
+        _fit_sparse(self, X, y)
+        return self
+
+    def predict(self, X):
+        """Predicted targets, ndarray of shape (n_examples,)."""
+        return self.decision_function(X)
+
+
+def _fit_sparse(probe, X, y) -> None:
+    from needle.probing.selection import get_selector
+
+    _check_positive("k", probe.k, integer=True)
+    _check_positive("prefilter", probe.prefilter, integer=True, allow_none=True)
+    selector = get_selector(probe.selector)
+    X, y, task = probe._validate_xy(X, y)
+    if task == "multiclass" and task not in selector.tasks:
+        raise ValueError(f"Only binary classification is supported by the selector {selector!r}; y has "
+                         f"{probe.classes_.size} classes. Probe one class against the rest, or use a selector "
+                         "that supports multiclass targets (mean_diff, f_stat, mutual_info, l1, random).")
+    from needle.probing.preprocessing import method_candidates
+    from needle.probing.template import prepare
+
+    limit = selector.candidate_limit()
+    n_candidates = min(X.shape[1], probe.prefilter or X.shape[1], limit or X.shape[1])
+    k = probe.k
+    if k > n_candidates:
+        warnings.warn(f"k={k} exceeds the {n_candidates} candidate neurons; using all {n_candidates}.", UserWarning,
+                      stacklevel=3)
+        k = n_candidates
+    from needle.probing.template import fit_path
+
+    prepared = prepare(X, y, task=task, prefilter=probe.prefilter)
+    assert method_candidates(prepared.candidates, selector).size >= k
+    path = fit_path(prepared, selector, [k], C=probe.C, random_state=_seed(probe.random_state), tol=probe.tol,
+                    max_iter=probe.max_iter)
+    order = np.argsort(path.neurons[0], kind="stable")
+    support = path.supports[0][order]
+    probe.support_ = path.neurons[0][order].astype(np.int64)
+    probe.mean_, probe.scale_ = prepared.mean[support], prepared.scale[support]
+    probe.selection_info_ = path.info[0]
+    for name in getattr(selector, "diagnostics", ()):
+        if name in probe.selection_info_:
+            setattr(probe, f"{name}_", probe.selection_info_[name])
+    probe.n_iter_ = int(path.n_iter[0])
+    probe._set_linear(X.shape[1], probe.support_, np.asarray(path.coef[0])[..., order], path.intercept[0])
+
+
+class DenseProbe(_ProbeClassifier):
     """Baseline: a logistic-regression probe on every neuron.
 
     scikit-learn's ``LogisticRegression(C=C, class_weight="balanced",
-    solver="lbfgs")`` on the standardised inputs, reported in input units.
+    solver="lbfgs")`` on the standardised inputs, reported in input units
+    (the sweep's dense rows run the same template on a float32 copy, which
+    halves the memory of a wide layer).
 
     Parameters
     ----------
@@ -359,9 +382,9 @@ class DenseProbe(_LinearProbe):
     ----------
     support_ : ndarray of shape (n_features_in_,)
         All neurons.
-    coef_ : ndarray of shape (1, n_features_in_)
-    intercept_ : ndarray of shape (1,)
-    classes_ : ndarray of shape (2,)
+    coef_ : ndarray of shape (1, n_features_in_) or (n_classes, n_features_in_)
+    intercept_ : ndarray of shape (1,) or (n_classes,)
+    classes_ : ndarray of shape (n_classes,)
     n_features_in_ : int
     mean_, scale_ : ndarray of shape (n_features_in_,)
     n_iter_ : int
@@ -373,38 +396,29 @@ class DenseProbe(_LinearProbe):
         self.max_iter = max_iter
 
     def fit(self, X, y):
-        """Fit on all neurons.
+        """Fit on all neurons (``X`` (n_examples, n_features), ``y`` (n_examples,)); returns self."""
+        from needle.probing.template import AllColumns
 
-        Parameters
-        ----------
-        X : array-like of shape (n_examples, n_features)
-        y : array-like of shape (n_examples,)
-
-        Returns
-        -------
-        self
-        """
-        from sklearn.linear_model import LogisticRegression
-
-        X, y01 = self._validate_xy(X, y)
-        mean, scale = standardization(X)
-        model = LogisticRegression(C=self.C, class_weight="balanced", tol=self.tol, max_iter=self.max_iter)
-        model.fit((X - mean) / scale, y01)
+        X, y, task = self._validate_xy(X, y)
+        prepared, path = self._fit_template(X, y, task, AllColumns(), X.shape[1], prefilter=None, ordered=False,
+                                            solver="lbfgs" if task == "binary" else "default",
+                                            tol=self.tol, max_iter=self.max_iter)
         self.support_ = np.arange(X.shape[1])
-        self.mean_, self.scale_ = mean, scale
-        self.n_iter_ = int(np.max(model.n_iter_))
-        self._set_linear(X.shape[1], self.support_, model.coef_[0], model.intercept_[0], mean, scale)
+        self.mean_, self.scale_ = prepared.mean, prepared.scale
+        self.n_iter_ = int(path.n_iter[0])
+        self._set_linear(X.shape[1], self.support_, path.coef[0], path.intercept[0])
         return self
 
 
-class RandomDirectionsProbe(_LinearProbe):
+class RandomDirectionsProbe(_ProbeClassifier):
     """Baseline: a logistic-regression probe on ``k`` random orthonormal directions.
 
     The standardised inputs are multiplied by a random ``n_features × k``
     matrix with orthonormal columns (:func:`random_orthonormal`) and a
     balanced L2 logistic regression is fit on the ``k`` projections — the
     paper's Figure A.2 baseline (which projected raw activations; here they
-    are standardised first, as for every probe).
+    are standardised first, as for every probe), exactly as the sweep's
+    ``random_directions`` rows (float32 projection).
 
     Parameters
     ----------
@@ -420,12 +434,12 @@ class RandomDirectionsProbe(_LinearProbe):
     ----------
     components_ : ndarray of shape (n_features_in_, k)
         The directions, in standardised input space.
-    direction_coef_ : ndarray of shape (k,)
+    direction_coef_ : ndarray of shape (k,) or (n_classes, k)
         Coefficients of the projections.
-    coef_ : ndarray of shape (1, n_features_in_)
+    coef_ : ndarray of shape (1, n_features_in_) or (n_classes, n_features_in_)
         The same linear function in input units.
-    intercept_ : ndarray of shape (1,)
-    classes_ : ndarray of shape (2,)
+    intercept_ : ndarray of shape (1,) or (n_classes,)
+    classes_ : ndarray of shape (n_classes,)
     n_features_in_ : int
     mean_, scale_ : ndarray of shape (n_features_in_,)
     n_iter_ : int
@@ -439,30 +453,21 @@ class RandomDirectionsProbe(_LinearProbe):
         self.max_iter = max_iter
 
     def fit(self, X, y):
-        """Draw the directions and fit on the projections.
+        """Draw the directions and fit on the projections (``X`` (n_examples, n_features)); returns self."""
+        from needle.probing.template import FirstColumns
 
-        Parameters
-        ----------
-        X : array-like of shape (n_examples, n_features)
-        y : array-like of shape (n_examples,)
-
-        Returns
-        -------
-        self
-        """
         _check_positive("k", self.k, integer=True)
-        X, y01 = self._validate_xy(X, y)
+        X, y, task = self._validate_xy(X, y)
         k = self.k
         if k > X.shape[1]:
             warnings.warn(f"k={k} exceeds n_features={X.shape[1]}; using {X.shape[1]}.", UserWarning, stacklevel=2)
             k = X.shape[1]
-        mean, scale = standardization(X)
         Q = random_orthonormal(X.shape[1], k, _seed(self.random_state))
-        fit = fit_logistic_path(((X - mean) / scale) @ Q, y01, [np.arange(k)], C=self.C, tol=self.tol,
-                                max_iter=self.max_iter)
+        prepared, path = self._fit_template(X, y, task, FirstColumns(), k, prefilter=None, ordered=False,
+                                            rotation=Q, tol=self.tol, max_iter=self.max_iter)
         self.components_ = Q
-        self.direction_coef_ = fit.coef[0]
-        self.mean_, self.scale_ = mean, scale
-        self.n_iter_ = int(fit.n_iter[0])
-        self._set_linear(X.shape[1], np.arange(X.shape[1]), Q @ fit.coef[0], fit.intercept[0], mean, scale)
+        self.direction_coef_ = path.design_coef[0]
+        self.mean_, self.scale_ = prepared.mean, prepared.scale
+        self.n_iter_ = int(path.n_iter[0])
+        self._set_linear(X.shape[1], np.arange(X.shape[1]), path.coef[0], path.intercept[0])
         return self

@@ -47,7 +47,6 @@ from needle.errors import InputError
 
 __all__ = [
     "balanced_sample_weight",
-    "standardization",
     "fit_logistic_batch",
     "fit_logistic_path",
     "BatchFit",
@@ -69,8 +68,6 @@ _PCG_MIN_WIDTH = 128
 #: Build a new preconditioning Hessian after a CG solve that needed more iterations than this.
 _CG_REFRESH = 10
 _CG_MAX_ITER = 50
-#: Rows per block when statistics are accumulated over row blocks.
-_BLOCK_ROWS = 4096
 
 
 def balanced_sample_weight(y: np.ndarray) -> np.ndarray:
@@ -93,42 +90,6 @@ def balanced_sample_weight(y: np.ndarray) -> np.ndarray:
     if n_pos == 0 or n_neg == 0:
         raise InputError(f"balanced weights need both classes; got {n_pos} positives and {n_neg} negatives.")
     return np.where(y == 1, n / (2.0 * n_pos), n / (2.0 * n_neg))
-
-
-def standardization(X: np.ndarray, *, eps: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
-    """Per-column mean and standard deviation, with constant columns guarded.
-
-    Parameters
-    ----------
-    X : ndarray of shape (n_examples, n_neurons)
-        Usually the training split only.
-    eps : float, default 1e-6
-        A column whose standard deviation is at most ``eps`` times its largest
-        absolute value (or exactly 0) is treated as constant: its scale is set
-        to 1, so after centring it is all zeros and its L2-penalised
-        coefficient is exactly 0.
-
-    Returns
-    -------
-    mean, scale : ndarray of shape (n_neurons,), float64
-    """
-    X = np.asarray(X)
-    if not np.issubdtype(X.dtype, np.floating):
-        X = X.astype(np.float64)
-    n = X.shape[0]
-    # Accumulated in float64 over blocks of rows: no float64 copy of a float16/float32 X.
-    mean = X.sum(axis=0, dtype=np.float64) / n
-    sum_sq = np.zeros(X.shape[1])
-    magnitude = np.zeros(X.shape[1])
-    for start in range(0, n, _BLOCK_ROWS):
-        block = X[start : start + _BLOCK_ROWS]
-        centred = block - mean
-        sum_sq += np.einsum("ij,ij->j", centred, centred)
-        np.maximum(magnitude, np.abs(block).max(axis=0), out=magnitude)
-    scale = np.sqrt(sum_sq / n)
-    constant = scale <= eps * np.maximum(magnitude, 1e-300)
-    scale[constant] = 1.0
-    return mean, scale
 
 
 @dataclass

@@ -17,6 +17,8 @@ import pyarrow.parquet as pq
 
 from needle._io import atomic_file
 from needle.errors import FormatError
+from needle.probing.constants import BASELINE_METHODS
+from needle.probing.metrics import PRIMARY_METRIC
 
 __all__ = [
     "RESULT_KEY",
@@ -32,8 +34,6 @@ __all__ = [
 
 #: Columns that identify a row; a results file never holds two rows with the same key.
 RESULT_KEY = ("model_id", "dataset_hash", "site", "feature", "layer", "method", "k")
-#: Methods of the baseline rows (not selection methods).
-BASELINE_METHODS = ("dense", "random_directions")
 
 RESULT_SCHEMA = pa.schema(
     [
@@ -43,6 +43,7 @@ RESULT_SCHEMA = pa.schema(
         ("collection", pa.string()),
         ("level", pa.string()),
         ("feature", pa.string()),
+        ("task", pa.string()),
         ("layer", pa.int64()),
         ("method", pa.string()),
         ("k", pa.int64()),
@@ -52,6 +53,12 @@ RESULT_SCHEMA = pa.schema(
         ("mcc", pa.float64()),
         ("accuracy", pa.float64()),
         ("roc_auc", pa.float64()),
+        ("f1_weighted", pa.float64()),
+        ("f1_macro", pa.float64()),
+        ("r2", pa.float64()),
+        ("spearman", pa.float64()),
+        ("pearson", pa.float64()),
+        ("mae", pa.float64()),
         ("n_train", pa.int64()),
         ("n_test", pa.int64()),
         ("n_train_pos", pa.int64()),
@@ -59,6 +66,7 @@ RESULT_SCHEMA = pa.schema(
         ("neurons", pa.list_(pa.int64())),
         ("coef", pa.list_(pa.float64())),
         ("intercept", pa.float64()),
+        ("class_intercepts", pa.list_(pa.float64())),
         ("converged", pa.bool_()),
         ("n_iter", pa.int64()),
         ("fit_seconds", pa.float64()),
@@ -77,6 +85,10 @@ _COLUMNS = [field.name for field in RESULT_SCHEMA]
 #: The optimality certificate of a support (method ``osp``; null for the other methods). Tables written before
 #: these columns existed load with nulls there.
 CERTIFICATE_COLUMNS = ("objective", "bound", "gap", "status")
+#: Columns added after the first tables were written, with the value an older table gets: every feature was binary.
+_ADDED_COLUMNS = {"task": "binary", "f1_weighted": np.nan, "f1_macro": np.nan, "r2": np.nan, "spearman": np.nan,
+                  "pearson": np.nan, "mae": np.nan, "class_intercepts": None,
+                  **{name: (None if name == "status" else np.nan) for name in CERTIFICATE_COLUMNS}}
 
 
 def certificate_columns(info: dict) -> dict:
@@ -85,13 +97,13 @@ def certificate_columns(info: dict) -> dict:
 
 
 def _conform(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with the certificate columns it lacks added as nulls (older tables, baseline rows)."""
-    missing = [c for c in CERTIFICATE_COLUMNS if c not in frame.columns]
+    """``frame`` with the columns it lacks added (older tables, baseline rows): see ``_ADDED_COLUMNS``."""
+    missing = [c for c in _ADDED_COLUMNS if c not in frame.columns]
     if not missing:
         return frame
     frame = frame.copy()
     for name in missing:
-        frame[name] = None if name == "status" else np.nan
+        frame[name] = _ADDED_COLUMNS[name]
     return frame
 
 
@@ -125,7 +137,7 @@ def load_results(path: str | os.PathLike) -> pd.DataFrame:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise FormatError(f"{path} is not a readable Parquet file ({exc}).") from None
-    missing = [c for c in _COLUMNS if c not in table.column_names and c not in CERTIFICATE_COLUMNS]
+    missing = [c for c in _COLUMNS if c not in table.column_names and c not in _ADDED_COLUMNS]
     if missing:
         raise FormatError(f"{path} is not a needle results table (missing columns {missing}).")
     return _conform(table.to_pandas())[_COLUMNS]
@@ -157,61 +169,75 @@ def write_results(path: str | os.PathLike, frame: pd.DataFrame) -> None:
 def summarize(results: pd.DataFrame, *, ks: tuple[int, int] = (1, 8)) -> pd.DataFrame:
     """One row per feature: where it lives, how sparsely, and its best single neuron.
 
+    Each feature is scored by its task's primary metric
+    (:data:`needle.probing.metrics.PRIMARY_METRIC`: F1 for binary, macro-F1
+    for multiclass, R² for regression), named in the ``metric`` column.
+
     Parameters
     ----------
     results : DataFrame
         A results table (:func:`load_results`), possibly filtered.
     ks : tuple of int, default (1, 8)
         The two sparsities reported. The best layer is the one with the
-        highest F1 at ``ks[1]`` (best over selection methods); ties go to the
-        earlier layer.
+        highest score at ``ks[1]`` (best over selection methods); ties go to
+        the earlier layer.
 
     Returns
     -------
     DataFrame
-        Columns ``model_id, dataset_hash, site, collection, feature,
-        best_layer, f1_k{ks[0]}, f1_k{ks[1]}, f1_dense`` (all at the best
-        layer, best over selection methods; NaN where not computed), and the
-        best 1-sparse probe over all layers and methods: ``neuron_layer,
-        neuron, neuron_method, neuron_f1, neuron_precision, neuron_recall``.
+        Columns ``model_id, dataset_hash, site, collection, feature, task,
+        metric, best_layer, score_k{ks[0]}, score_k{ks[1]}, score_dense`` (all
+        at the best layer, best over selection methods; NaN where not
+        computed), and the best 1-sparse probe over all layers and methods:
+        ``neuron_layer, neuron, neuron_method, neuron_score``, plus
+        ``neuron_precision, neuron_recall`` (binary) or ``neuron_spearman``
+        (regression). For binary features the score columns are also given
+        under their old names ``f1_k…``, ``f1_dense`` and ``neuron_f1``.
     """
     k_small, k_large = ks
+    results = _conform(results)
     group_cols = ["model_id", "dataset_hash", "site", "feature"]
     sparse = results[~results["method"].isin(BASELINE_METHODS)]
     sparse_by_feature = {key: frame for key, frame in sparse.groupby(group_cols, sort=False)}
     rows = []
     for key, frame in results.groupby(group_cols, sort=True):
+        task = str(frame["task"].fillna("binary").iloc[0])
+        metric = PRIMARY_METRIC.get(task, "f1")
         sel = sparse_by_feature.get(key, sparse.iloc[:0])
-        best_by_layer_large = sel[sel["k"] == k_large].groupby("layer")["f1"].max()
-        best_by_layer_small = sel[sel["k"] == k_small].groupby("layer")["f1"].max()
+        best_by_layer_large = sel[sel["k"] == k_large].groupby("layer")[metric].max()
+        best_by_layer_small = sel[sel["k"] == k_small].groupby("layer")[metric].max()
         ranking = best_by_layer_large if len(best_by_layer_large) else best_by_layer_small
-        if len(ranking):
-            best_layer = int(ranking.index[np.argmax(ranking.to_numpy())])
+        if len(ranking) and ranking.notna().any():
+            best_layer = int(ranking.index[np.nanargmax(ranking.to_numpy())])
         else:
             best_layer = int(frame["layer"].min())
-        dense = frame[(frame["method"] == "dense") & (frame["layer"] == best_layer)]["f1"]
+        dense = frame[(frame["method"] == "dense") & (frame["layer"] == best_layer)][metric]
         row = dict(zip(group_cols, key))
         row["collection"] = frame["collection"].iloc[0]
+        row["task"] = task
+        row["metric"] = metric
         row["best_layer"] = best_layer
-        row[f"f1_k{k_small}"] = float(best_by_layer_small.get(best_layer, np.nan))
-        row[f"f1_k{k_large}"] = float(best_by_layer_large.get(best_layer, np.nan))
-        row["f1_dense"] = float(dense.max()) if len(dense) else np.nan
-        ones = sel[sel["k"] == 1].sort_values(["f1", "layer", "method"], ascending=[False, True, True], kind="stable")
+        row[f"score_k{k_small}"] = float(best_by_layer_small.get(best_layer, np.nan))
+        row[f"score_k{k_large}"] = float(best_by_layer_large.get(best_layer, np.nan))
+        row["score_dense"] = float(dense.max()) if len(dense) else np.nan
+        ones = sel[sel["k"] == 1].sort_values([metric, "layer", "method"], ascending=[False, True, True],
+                                             kind="stable", na_position="last")
         if len(ones):
             best = ones.iloc[0]
-            row.update(
-                neuron_layer=int(best["layer"]),
-                neuron=int(best["neurons"][0]),
-                neuron_method=best["method"],
-                neuron_f1=float(best["f1"]),
-                neuron_precision=float(best["precision"]),
-                neuron_recall=float(best["recall"]),
-            )
+            row.update(neuron_layer=int(best["layer"]), neuron=int(best["neurons"][0]), neuron_method=best["method"],
+                       neuron_score=float(best[metric]), neuron_precision=float(best["precision"]),
+                       neuron_recall=float(best["recall"]), neuron_spearman=float(best["spearman"]))
         else:
-            row.update(neuron_layer=np.nan, neuron=np.nan, neuron_method=None, neuron_f1=np.nan,
-                       neuron_precision=np.nan, neuron_recall=np.nan)
+            row.update(neuron_layer=np.nan, neuron=np.nan, neuron_method=None, neuron_score=np.nan,
+                       neuron_precision=np.nan, neuron_recall=np.nan, neuron_spearman=np.nan)
+        binary = task == "binary"
+        row[f"f1_k{k_small}"] = row[f"score_k{k_small}"] if binary else np.nan
+        row[f"f1_k{k_large}"] = row[f"score_k{k_large}"] if binary else np.nan
+        row["f1_dense"] = row["score_dense"] if binary else np.nan
+        row["neuron_f1"] = row["neuron_score"] if binary else np.nan
         rows.append(row)
-    columns = group_cols[:3] + ["collection", "feature", "best_layer", f"f1_k{k_small}", f"f1_k{k_large}", "f1_dense",
-                                "neuron_layer", "neuron", "neuron_method", "neuron_f1", "neuron_precision",
-                                "neuron_recall"]
+    columns = group_cols[:3] + ["collection", "feature", "task", "metric", "best_layer", f"score_k{k_small}",
+                                f"score_k{k_large}", "score_dense", "neuron_layer", "neuron", "neuron_method",
+                                "neuron_score", "neuron_precision", "neuron_recall", "neuron_spearman",
+                                f"f1_k{k_small}", f"f1_k{k_large}", "f1_dense", "neuron_f1"]
     return pd.DataFrame(rows, columns=columns)

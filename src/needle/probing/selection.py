@@ -1,30 +1,38 @@
 """Selecting ``k`` neurons: selectors, and the registry of methods by name.
 
-A *selector* turns training activations and labels into one support (a set of
+A *selector* turns training activations and targets into one support (a set of
 neuron indices) per ``k`` of a grid: :meth:`Selector.select_path`. The
-estimators and the sweep share one template around it (prefilter,
-standardise, select, refit; see :mod:`needle.probing.sweep`), so a method
-implements only this step. Methods are looked up by name in a registry; a new
-one is added by registering a selector class::
+estimators, the sweep and the baselines share one fit template around it
+(prefilter, standardise, select, refit; :mod:`needle.probing.template`), so a
+method implements only this step. Selectors are objects
+(``SparseProbe(selector=MeanDiff(normalization="standardized"))``) and names
+in a registry (``SparseProbe(selector="mean_diff")``, ``needle probe
+--methods mean_diff``). A new method is one class::
 
     from needle.probing.selection import Selector, SelectionPath, register_method
 
     @register_method("my_method")
     class MySelector(Selector):
-        def select_path(self, X, y, ks, *, random_state=None):
+        tasks = ("binary", "regression")          # the targets it can rank for
+        diagnostics = ("my_statistic",)           # info keys exposed as SparseProbe.my_statistic_
+
+        def select_path(self, X, y, ks, *, task="binary", random_state=None):
             ...
-            return SelectionPath(ks=list(ks), supports=[...])
+            return SelectionPath(ks=list(ks), supports=[...], info=[{"my_statistic": ...}, ...])
+
+Whatever a method reports in ``info`` is kept with every result row
+(``selection_info``); nothing else needs editing. Packages can also register
+methods through the ``needle.selectors`` entry-point group (an entry point
+naming a :class:`Selector` subclass; its name is the method's).
 
 Built in: ``random``, ``mean_diff``, ``f_stat``, ``mutual_info``, ``l1``
 (ranking methods: the support for ``k`` is the top ``k`` of one ranking, so
-supports are nested) and ``adaptive`` (adaptive thresholding). ``osp``
-(optimal sparse probing) lives in ``needle.probing.osp`` and registers itself
-when first asked for.
+supports are nested), ``adaptive`` (adaptive thresholding) and ``osp``
+(optimal sparse probing, :mod:`needle.probing.osp`).
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import math
 import warnings
@@ -37,7 +45,7 @@ import numpy as np
 
 from needle.errors import InputError
 from needle.probing import scoring
-from needle.probing.fitting import standardization
+from needle.probing.preprocessing import NORMALIZATIONS, normalize_columns, standardization
 from needle.probing.scoring import rank_by_score
 
 __all__ = [
@@ -46,6 +54,10 @@ __all__ = [
     "RankingSelector",
     "ScoreSelector",
     "RandomSelector",
+    "MeanDiff",
+    "FStat",
+    "MutualInfo",
+    "L1",
     "AdaptiveSelector",
     "register_method",
     "get_selector",
@@ -91,6 +103,10 @@ class Selector(ABC):
     """
 
     name: ClassVar[str] = ""
+    #: The tasks (target kinds) the method can select for.
+    tasks: ClassVar[tuple[str, ...]] = ("binary",)
+    #: Keys of ``info`` that :class:`~needle.probing.SparseProbe` exposes as ``<key>_`` attributes.
+    diagnostics: ClassVar[tuple[str, ...]] = ()
     #: Whether the method's supports for increasing ``k`` are always nested.
     nested: ClassVar[bool] = False
     #: Whether the method uses ``random_state``.
@@ -105,7 +121,8 @@ class Selector(ABC):
 
     @abstractmethod
     def select_path(
-        self, X: np.ndarray, y: np.ndarray, ks: Sequence[int], *, random_state: int | None = None
+        self, X: np.ndarray, y: np.ndarray, ks: Sequence[int], *, task: str = "binary",
+        random_state: int | None = None,
     ) -> SelectionPath:
         """Choose a support for every ``k``.
 
@@ -113,12 +130,15 @@ class Selector(ABC):
         ----------
         X : ndarray of shape (n_examples, n_candidates)
             Training activations of the candidate neurons, in the units of the
-            source (not standardised). In the sweep, the candidates are the
+            source (not standardised), or standardised when
+            :attr:`standardized_input` is set. The candidates are the
             prefiltered neurons in decreasing order of mean difference.
         y : ndarray of shape (n_examples,)
-            Labels 0/1, both classes present.
+            Targets of ``task``: labels 0/1 (both classes present), class codes, or values.
         ks : sequence of int
             Sizes, each between 1 and ``n_candidates``.
+        task : {"binary", "multiclass", "regression"}, default "binary"
+            One of :attr:`tasks`.
         random_state : int, optional
             Seed for stochastic methods.
 
@@ -127,14 +147,21 @@ class Selector(ABC):
         SelectionPath
         """
 
-    def get_params(self) -> dict[str, Any]:
-        """The hyper-parameters this selector was built with (recorded with results)."""
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The hyper-parameters this selector was built with (recorded with results; scikit-learn's ``clone`` uses it)."""
         sig = inspect.signature(type(self).__init__)
         return {name: getattr(self, name) for name in sig.parameters if name != "self" and hasattr(self, name)}
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({params})"
+
+    def __eq__(self, other: object) -> bool:
+        # Two selectors of one class with the same hyper-parameters choose alike (scikit-learn's clone relies on it).
+        return type(self) is type(other) and self.get_params() == other.get_params()  # type: ignore[union-attr]
+
+    def __hash__(self) -> int:
+        return hash(repr(self))
 
 
 class RankingSelector(Selector):
@@ -143,46 +170,93 @@ class RankingSelector(Selector):
     nested = True
 
     @abstractmethod
-    def ranking(self, X: np.ndarray, y: np.ndarray, *, random_state: int | None = None) -> np.ndarray:
+    def ranking(self, X: np.ndarray, y: np.ndarray, *, task: str = "binary",
+                random_state: int | None = None) -> np.ndarray:
         """All candidate indices, most relevant first: ndarray of shape (n_candidates,)."""
 
-    def select_path(self, X, y, ks, *, random_state=None):
-        order = np.asarray(self.ranking(X, y, random_state=random_state), dtype=np.int64)
+    def select_path(self, X, y, ks, *, task="binary", random_state=None):
+        order = np.asarray(self.ranking(X, y, task=task, random_state=random_state), dtype=np.int64)
         return SelectionPath(ks=[int(k) for k in ks], supports=[order[: int(k)].copy() for k in ks])
 
 
 class ScoreSelector(RankingSelector):
-    """Rank by a pure scoring function ``score(X, y, **params) -> scores`` (higher is better).
+    """Rank by a pure scoring function ``score(X, y, *, task, **params) -> scores`` (higher is better).
 
     Parameters
     ----------
     score_func : callable
         See :mod:`needle.probing.scoring`.
+    normalization : {"raw", "standardized", "mean_abs"}, default "raw"
+        The units the candidates are ranked in (:func:`needle.probing.preprocessing.normalize_columns`):
+        the paper's raw activations, each neuron divided by its standard
+        deviation, or by its mean absolute activation (sae-probes'). Scores
+        that a rescaling of a column does not change (``f_stat``,
+        ``mutual_info``) rank alike in all three.
     **params
         Passed to ``score_func``; ``random_state`` is passed too when the
         function accepts it.
     """
 
-    def __init__(self, score_func: Callable[..., np.ndarray], **params: Any):
+    tasks = ("binary", "multiclass", "regression")
+
+    def __init__(self, score_func: Callable[..., np.ndarray], *, normalization: str = "raw", **params: Any):
         self.score_func = score_func
+        self.normalization = normalization
         self.params = params
 
-    def get_params(self) -> dict[str, Any]:
-        return dict(self.params)
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        params = {"normalization": self.normalization, **self.params}
+        if type(self) is ScoreSelector:  # subclasses fix their score function
+            params["score_func"] = self.score_func
+        return params
 
     @property
     def stochastic(self) -> bool:  # type: ignore[override]
         return "random_state" in inspect.signature(self.score_func).parameters
 
-    def scores(self, X, y, *, random_state=None) -> np.ndarray:
+    def scores(self, X, y, *, task="binary", random_state=None) -> np.ndarray:
         """The per-candidate scores, ndarray of shape (n_candidates,)."""
+        if self.normalization not in NORMALIZATIONS:
+            raise InputError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, "
+                             f"got {self.normalization!r}.")
         kwargs = dict(self.params)
         if self.stochastic:
             kwargs["random_state"] = random_state
-        return self.score_func(X, y, **kwargs)
+        return self.score_func(normalize_columns(X, self.normalization), y, task=task, **kwargs)
 
-    def ranking(self, X, y, *, random_state=None):
-        return rank_by_score(self.scores(X, y, random_state=random_state))
+    def ranking(self, X, y, *, task="binary", random_state=None):
+        return rank_by_score(self.scores(X, y, task=task, random_state=random_state))
+
+
+class MeanDiff(ScoreSelector):
+    """Rank by mean difference (:func:`~needle.probing.scoring.mean_diff_score`; regression: correlation)."""
+
+    def __init__(self, *, normalization: str = "raw"):
+        super().__init__(scoring.mean_diff_score, normalization=normalization)
+
+
+class FStat(ScoreSelector):
+    """Rank by the ANOVA F statistic (:func:`~needle.probing.scoring.f_stat_score`; regression: ``f_regression``)."""
+
+    def __init__(self, *, normalization: str = "raw"):
+        super().__init__(scoring.f_stat_score, normalization=normalization)
+
+
+class MutualInfo(ScoreSelector):
+    """Rank by the nearest-neighbour mutual information (:func:`~needle.probing.scoring.mutual_info_score`)."""
+
+    def __init__(self, *, n_neighbors: int = 3, normalization: str = "raw"):
+        super().__init__(scoring.mutual_info_score, normalization=normalization, n_neighbors=n_neighbors)
+
+
+class L1(ScoreSelector):
+    """Rank by |coefficient| of a dense L1 fit (:func:`~needle.probing.scoring.l1_score`; standardises itself)."""
+
+    def __init__(self, *, C: float = 0.01, tol: float = 1e-9, max_iter: int = 200):
+        super().__init__(scoring.l1_score, C=C, tol=tol, max_iter=max_iter)
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return dict(self.params)
 
 
 class RandomSelector(RankingSelector):
@@ -194,8 +268,9 @@ class RandomSelector(RankingSelector):
     """
 
     stochastic = True
+    tasks = ("binary", "multiclass", "regression")
 
-    def ranking(self, X, y, *, random_state=None):
+    def ranking(self, X, y, *, task="binary", random_state=None):
         return np.random.default_rng(random_state).permutation(np.asarray(X).shape[1]).astype(np.int64)
 
 
@@ -240,9 +315,16 @@ class AdaptiveSelector(Selector):
         coefficients at the k-th place decides the support.
     max_iter : int, default 200
         Newton iterations per fit.
+
+    Notes
+    -----
+    For a regression target the fits are the same schedule on the quadratic
+    datafit (``C_m/2 * RSS`` with the target standardised to unit variance,
+    scikit-learn's coordinate descent).
     """
 
     nested = True
+    tasks = ("binary", "regression")
 
     def __init__(
         self,
@@ -266,13 +348,19 @@ class AdaptiveSelector(Selector):
         lo, hi = self.l1_ratio_bounds
         return self.C_scale * m, float(np.clip(math.exp(-m / self.l1_ratio_scale), lo, hi))
 
-    def select_path(self, X, y, ks, *, random_state=None):
+    def select_path(self, X, y, ks, *, task="binary", random_state=None):
         from sklearn.exceptions import ConvergenceWarning
 
-        from needle.probing.fitting import fit_elastic_net_logistic
+        from needle.probing.datafits import datafit_for_task
+        from needle.probing.penalties import ElasticNet
+        from needle.probing.solvers import solve
 
         X = np.asarray(X)
         y = np.asarray(y).ravel()
+        if task == "regression":
+            y = (y - y.mean()) / y.std()
+        datafit = datafit_for_task(task)
+        options = {"tol": self.tol, "max_iter": self.max_iter} if task == "binary" else {}
         mean, scale = standardization(X)
         # Column-major, so that the solver's transpose and the column subsets below are contiguous copies.
         Z = np.empty(X.shape, dtype=np.float64, order="F")
@@ -290,15 +378,14 @@ class AdaptiveSelector(Selector):
             C, l1_ratio = self.schedule(current.size)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
-                fit = fit_elastic_net_logistic(
+                fit = solve(
                     Z if current.size == Z.shape[1] else Z[:, current],
                     y,
-                    C=C,
-                    l1_ratio=l1_ratio,
+                    datafit,
+                    ElasticNet(C=C, l1_ratio=l1_ratio),
                     coef_init=coef,
                     intercept_init=intercept,
-                    tol=self.tol,
-                    max_iter=self.max_iter,
+                    **options,
                 )
             magnitude = np.abs(fit.coef)
             # Stable: ties keep the previous rank order (see rank_by_score).
@@ -321,8 +408,9 @@ class AdaptiveSelector(Selector):
 # ----------------------------------------------------------------------------- registry
 
 _REGISTRY: dict[str, Callable[..., Selector]] = {}
-#: Methods implemented in modules that register themselves when imported.
-_PLUGINS: dict[str, str] = {"osp": "needle.probing.osp"}
+#: The entry-point group through which installed packages add selection methods.
+ENTRY_POINT_GROUP = "needle.selectors"
+_entry_points_loaded = False
 
 
 def register_method(name: str, factory: Callable[..., Selector] | None = None, *, overwrite: bool = False):
@@ -331,7 +419,7 @@ def register_method(name: str, factory: Callable[..., Selector] | None = None, *
     Parameters
     ----------
     name : str
-        The method's name in ``SparseProbe(method=...)``, ``sweep(methods=...)``
+        The method's name in ``SparseProbe(selector=...)``, ``sweep(methods=...)``
         and the results table.
     factory : callable, optional
         A :class:`Selector` subclass, or any callable returning a selector,
@@ -358,25 +446,27 @@ def register_method(name: str, factory: Callable[..., Selector] | None = None, *
     return add if factory is None else add(factory)
 
 
+def _load_entry_points() -> None:
+    """Register the methods that installed packages declare (once); a broken one is reported, not hidden."""
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    from importlib.metadata import entry_points
+
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        if point.name not in _REGISTRY:
+            register_method(point.name, point.load())
+
+
 def available_methods() -> list[str]:
-    """Names of the selection methods that can be used now (plugins included once importable)."""
-    for name, module in _PLUGINS.items():
-        if name not in _REGISTRY:
-            _load_plugin(name, module)
+    """Names of the selection methods that can be used now (those of installed packages included)."""
+    _load_entry_points()
     return sorted(_REGISTRY)
 
 
-def _load_plugin(name: str, module: str) -> None:
-    try:
-        importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name != module:  # the plugin exists but one of *its* imports is missing: say so
-            raise
-    # Importing registers the method; a missing plugin module leaves it unknown.
-
-
-def get_selector(name: str, **params: Any) -> Selector:
-    """Build the selector registered as ``name`` with its hyper-parameters.
+def get_selector(name: str | Selector, **params: Any) -> Selector:
+    """The selector registered as ``name`` built with its hyper-parameters (or ``name`` itself, if a Selector).
 
     Raises
     ------
@@ -384,8 +474,15 @@ def get_selector(name: str, **params: Any) -> Selector:
         The name is not registered (the message lists those that are), or a
         parameter is not accepted by the method.
     """
-    if name not in _REGISTRY and name in _PLUGINS:
-        _load_plugin(name, _PLUGINS[name])
+    if isinstance(name, Selector):
+        if params:
+            raise InputError(f"parameters {sorted(params)} were given beside a selector object {name!r}; "
+                             "set them on the object instead.")
+        return name
+    if not isinstance(name, str):
+        raise InputError(f"a selection method is a name or a Selector object, got {name!r}.")
+    if name not in _REGISTRY:
+        _load_entry_points()
     if name not in _REGISTRY:
         raise InputError(f"unknown selection method {name!r}; available methods: {', '.join(available_methods())}.")
     factory = _REGISTRY[name]
@@ -396,25 +493,23 @@ def get_selector(name: str, **params: Any) -> Selector:
         raise InputError(
             f"method {name!r} does not take parameters {sorted(params)} ({exc}); it accepts: {accepted or 'none'}."
         ) from None
-    return factory(**params)
+    selector = factory(**params)
+    if not getattr(selector, "name", ""):
+        selector.name = name
+    return selector
 
 
-def _score_method(score_func):
-    """A registry factory for a ranking by ``score_func`` with its keyword parameters."""
-
-    def factory(**params):
-        return ScoreSelector(score_func, **params)
-
-    factory.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        [p for p in inspect.signature(score_func).parameters.values() if p.kind is p.KEYWORD_ONLY and p.name != "random_state"]
-    )
-    factory.__name__ = f"{score_func.__name__}_selector"
-    return factory
+def method_name(selector: str | Selector) -> str:
+    """The name a selector's rows carry in the results table."""
+    if isinstance(selector, str):
+        return selector
+    name = getattr(selector, "name", "") or type(selector).__name__
+    return name
 
 
 register_method("random", RandomSelector)
-register_method("mean_diff", _score_method(scoring.mean_diff_score))
-register_method("f_stat", _score_method(scoring.f_stat_score))
-register_method("mutual_info", _score_method(scoring.mutual_info_score))
-register_method("l1", _score_method(scoring.l1_score))
+register_method("mean_diff", MeanDiff)
+register_method("f_stat", FStat)
+register_method("mutual_info", MutualInfo)
+register_method("l1", L1)
 register_method("adaptive", AdaptiveSelector)

@@ -25,6 +25,7 @@ from needle.errors import FormatError, InputError
 __all__ = [
     "derive_seed",
     "group_train_test_split",
+    "user_split",
     "splits_path",
     "splits_frame",
     "write_splits",
@@ -52,9 +53,14 @@ def derive_seed(seed: int, *parts: object) -> int:
 
 
 def group_train_test_split(
-    groups: np.ndarray, y: np.ndarray, *, test_size: float = 0.3, seed: int = 0, name: str = "feature"
+    groups: np.ndarray, y: np.ndarray, *, test_size: float = 0.3, seed: int = 0, name: str = "feature",
+    task: str = "binary",
 ) -> np.ndarray:
     """Assign whole groups to train or test, stratified by class.
+
+    ``task="multiclass"`` stratifies by every class the same way (each class
+    present on both sides); ``task="regression"`` balances only the number
+    of examples (groups still never straddle the split).
 
     Groups are visited in a seeded random order and each goes to the test
     side if that brings the test side's numbers of positives and negatives
@@ -87,6 +93,8 @@ def group_train_test_split(
     """
     if not 0.0 < test_size < 1.0:
         raise InputError(f"test_size must lie strictly between 0 and 1, got {test_size!r}.")
+    if task != "binary":
+        return _split_by_classes(groups, y, test_size, seed, name, task)
     groups = np.asarray(groups).astype(str)
     y = np.asarray(y).ravel().astype(bool)
     if groups.shape != y.shape:
@@ -155,6 +163,85 @@ def group_train_test_split(
     return test[inverse]
 
 
+def _split_by_classes(groups, y, test_size: float, seed: int, name: str, task: str) -> np.ndarray:
+    """The greedy group assignment of :func:`group_train_test_split` for several classes (or none)."""
+    groups = np.asarray(groups).astype(str)
+    y = np.asarray(y).ravel()
+    if groups.shape != y.shape:
+        raise InputError(f"{name!r}: {groups.size} groups for {y.size} targets.")
+    codes = np.zeros(y.size, np.int64) if task == "regression" else np.unique(y, return_inverse=True)[1]
+    n_classes = int(codes.max()) + 1
+    if task == "multiclass" and n_classes < 2:
+        raise InputError(f"feature {name!r} has only one class; a probe needs at least two.")
+    names, inverse = np.unique(groups, return_inverse=True)
+    if names.size < 2:
+        raise InputError(f"feature {name!r}: every example comes from the single group {str(names[0])!r}; the "
+                         "split is by group (document), so give the source finer groups.")
+    counts = np.zeros((names.size, n_classes), np.int64)
+    np.add.at(counts, (inverse, codes), 1)
+    totals = counts.sum(axis=0)
+    if task == "multiclass":
+        for c in range(n_classes):
+            if np.count_nonzero(counts[:, c]) < 2:
+                raise InputError(f"feature {name!r}: every example of class {c} comes from one group; the split "
+                                 "is by group (document), so it cannot put that class on both sides.")
+    target = test_size * totals
+    order = np.random.default_rng(seed).permutation(names.size)
+    test = np.zeros(names.size, dtype=bool)
+    current = np.zeros(n_classes)
+
+    def cost(values):
+        return float(np.sum(np.abs(values - target) / totals))
+
+    for g in order:
+        if cost(current + counts[g]) < cost(current):
+            test[g] = True
+            current += counts[g]
+    # Repair: a class missing on one side takes (or gives) its smallest group holding it.
+    for c in range(n_classes):
+        holders = order[counts[order, c] > 0]
+        if not test[holders].any():
+            test[holders[np.argmin(counts[holders, c])]] = True
+        if test[holders].all():
+            test[holders[np.argmin(counts[holders, c])]] = False
+    if not test.any() or test.all():
+        raise InputError(f"feature {name!r}: could not split its groups into a train and a test side.")
+    return test[inverse]
+
+
+def user_split(groups: np.ndarray, y: np.ndarray, is_test: np.ndarray, *, task: str = "binary",
+               name: str = "feature") -> np.ndarray:
+    """Check a split the source gives (e.g. a dataset's ``split`` column) and return it.
+
+    Raises
+    ------
+    InputError
+        A group has examples on both sides, or a side is empty, or (for
+        classification) a side lacks a class the other has.
+    """
+    groups = np.asarray(groups).astype(str)
+    is_test = np.asarray(is_test, dtype=bool).ravel()
+    if is_test.shape != groups.shape:
+        raise InputError(f"feature {name!r}: the given split has {is_test.size} entries for {groups.size} examples.")
+    names, inverse = np.unique(groups, return_inverse=True)
+    test_count = np.bincount(inverse, weights=is_test, minlength=names.size)
+    size = np.bincount(inverse, minlength=names.size)
+    straddle = np.flatnonzero((test_count > 0) & (test_count < size))
+    if straddle.size:
+        shown = ", ".join(repr(str(names[g])) for g in straddle[:3])
+        raise InputError(f"feature {name!r}: groups {shown}{'…' if straddle.size > 3 else ''} have examples in both "
+                         "train and test of the given split; a group (document) must lie on one side.")
+    if is_test.all() or not is_test.any():
+        raise InputError(f"feature {name!r}: the given split puts every example on the "
+                         f"{'test' if is_test.all() else 'train'} side.")
+    if task != "regression":
+        y = np.asarray(y).ravel()
+        missing = sorted(set(np.unique(y[~is_test]).tolist()) ^ set(np.unique(y[is_test]).tolist()))
+        if missing:
+            raise InputError(f"feature {name!r}: the given split has classes {missing[:5]} on one side only.")
+    return is_test
+
+
 def splits_path(out: str | os.PathLike) -> Path:
     """Where the splits of a results file are saved: ``<out stem>.splits.parquet`` beside it."""
     out = Path(out)
@@ -182,7 +269,7 @@ def splits_frame(
             "example": np.arange(n, dtype=np.int64),
             "row": np.asarray(rows, dtype=np.int64),
             "group": np.asarray(groups).astype(str).astype(object),
-            "y": np.asarray(y, dtype=np.int8),
+            "y": np.asarray(y, dtype=np.float64),
             "split": np.where(np.asarray(is_test, dtype=bool), "test", "train").astype(object),
             "seed": np.full(n, seed, dtype=np.int64),
             "test_size": np.full(n, test_size, dtype=np.float64),
@@ -197,7 +284,7 @@ _SPLIT_SCHEMA = pa.schema(
         ("example", pa.int64()),
         ("row", pa.int64()),
         ("group", pa.string()),
-        ("y", pa.int8()),
+        ("y", pa.float64()),
         ("split", pa.string()),
         ("seed", pa.int64()),
         ("test_size", pa.float64()),

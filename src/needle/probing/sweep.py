@@ -9,21 +9,18 @@ process pool), and merges the rows into the results file atomically as tasks
 complete; rerunning it skips rows already present, so an interrupted sweep
 resumes and a sweep with another method or layer appends.
 
-For one (feature, layer), :func:`run_task`:
+For one (feature, layer), :func:`run_task` reads the feature's rows of the
+layer (float16 → float32, refusing NaN or infinite values), runs the fit
+template (:mod:`needle.probing.template`: prefilter to the top ``prefilter``
+neurons by mean difference, standardise, select a support for every ``k``
+with each method, refit the task's probe on every support in one batched
+solve, map back to input units), evaluates every probe on the held-out split
+with the task's metrics, and with ``baselines`` also fits the dense probe on
+all neurons and probes on ``k`` random orthonormal directions.
 
-1. reads the feature's rows of the layer (float16 → float32), refusing NaN
-   or infinite values;
-2. orders the neurons by class-mean difference on the training split and
-   keeps the top ``prefilter`` as candidates (paper, Appendix A.2.4);
-3. standardises the candidates by their training mean and standard
-   deviation (constant neurons guarded);
-4. for each method, selects a support for every ``k`` of the grid (capped at
-   the number of candidates) and refits a balanced L2 logistic regression on
-   each support — all ``k`` of the path in one batched Newton solve
-   (:func:`needle.probing.fitting.fit_logistic_path`);
-5. evaluates every probe on the held-out split;
-6. with ``baselines``, also fits a dense probe on all neurons and probes on
-   ``k`` random orthonormal directions for every ``k`` of the grid.
+A feature's task (``binary``, ``multiclass`` or ``regression``) comes from the
+source; the split is the source's own when it has one (a dataset's ``split``
+column, :meth:`ProbeSource.feature_split`), else drawn by group.
 """
 
 from __future__ import annotations
@@ -35,9 +32,8 @@ import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -45,60 +41,105 @@ import pandas as pd
 
 from needle._version import __version__
 from needle.errors import InputError
-from needle.probing.estimators import DEFAULT_C, candidate_neurons, method_candidates, random_orthonormal
-from needle.probing.fitting import fit_logistic_path, standardization
-from needle.probing.metrics import METRICS, binary_metrics_batch
+from needle.probing.constants import DEFAULT_KS, DEFAULT_METHODS
+from needle.probing.estimators import DEFAULT_C, random_orthonormal
+from needle.probing.metrics import ALL_METRICS, metrics_batch
+from needle.probing.penalties import check_C
 from needle.probing.results import RESULT_KEY, certificate_columns, load_results, merge_results, write_results
 from needle.probing.selection import get_selector
-from needle.probing.source import ProbeSource
-from needle.probing.splits import derive_seed, group_train_test_split, splits_frame, splits_path, write_splits
+from needle.probing.source import ProbeSource, feature_split, feature_task
+from needle.probing.splits import (
+    derive_seed,
+    group_train_test_split,
+    splits_frame,
+    splits_path,
+    user_split,
+    write_splits,
+)
+from needle.probing.template import AllColumns, CrossValidatedC, FirstColumns, check_task_support, fit_path, prepare
 
 __all__ = ["DEFAULT_KS", "DEFAULT_METHODS", "SweepConfig", "ProbeTask", "plan_tasks", "run_task", "sweep"]
 
-#: The paper's grid of sparsities (Section 2.5.3, A.2.5): 1..8, 10, 12, then powers of two to 256.
-DEFAULT_KS = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16, 32, 64, 128, 256)
-DEFAULT_METHODS = ("mean_diff", "f_stat", "adaptive")
 #: Parameters that must agree between the rows of one results file (same data, same question).
 _COMPATIBLE = ("test_size", "seed", "prefilter", "C", "tol", "max_iter")
 
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """Everything a task needs besides its data (recorded as ``params`` with every row).
+    """What to probe and how: everything a task needs besides its data (recorded as ``params`` with every row).
+
+    Validated on construction, so a bad value fails before any work.
 
     Attributes
     ----------
+    methods : tuple of str, default ("mean_diff", "f_stat", "adaptive")
+        Registered selection methods (:func:`needle.probing.available_methods`).
     ks : tuple of int
-        The grid of sparsities.
-    prefilter : int or None
-        Candidates kept by mean difference (None: all neurons).
-    test_size : float
-    C : float
-        Inverse L2 regularisation of every refit, on standardised neurons.
-    seed : int
+        The grid of sparsities; those above the number of candidates are skipped.
+    baselines : bool, default True
+        Also fit the ``dense`` probe and the ``random_directions`` probes.
+    prefilter : int or None, default 1024
+        Candidates kept by mean difference before selection (paper, A.2.4); None: all.
+    test_size : float, default 0.3
+        Target fraction of each class held out, by group (the paper code's ``test_set_frac``);
+        unused for features whose source gives a split.
+    C : float or CrossValidatedC, default 0.01
+        Inverse L2 regularisation of every refit on standardised neurons (the paper code's
+        ``C=1`` on activations scaled to std 0.1), or chosen per probe by cross-validation
+        over the training groups.
+    seed : int, default 0
+        Seeds the splits, the ``random`` method and the random directions.
     method_params : dict
         ``{method: {parameter: value}}`` for selection methods.
     tol, max_iter : float, int
-        Newton refit tolerance and iterations.
+        Refit tolerance and iterations.
     """
 
+    methods: tuple[str, ...] = DEFAULT_METHODS
     ks: tuple[int, ...] = DEFAULT_KS
+    baselines: bool = True
     prefilter: int | None = 1024
     test_size: float = 0.3
-    C: float = DEFAULT_C
+    C: float | CrossValidatedC = DEFAULT_C
     seed: int = 0
     method_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     tol: float = 1e-8
     max_iter: int = 100
 
-    def params(self, methods: Sequence[str], baselines: bool) -> dict[str, Any]:
+    def __post_init__(self):
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)
+        set_("ks", _check_ks(self.ks))
+        set_("methods", tuple(self.methods))
+        set_("baselines", bool(self.baselines))
+        if not self.methods and not self.baselines:
+            raise InputError("nothing to do: give at least one method or baselines=True.")
+        set_("method_params", {m: dict(p) for m, p in (self.method_params or {}).items()})
+        unused = sorted(set(self.method_params) - set(self.methods))
+        if unused:
+            raise InputError(f"method parameters were given for {unused}, which this sweep does not run "
+                             f"(methods: {', '.join(self.methods) or 'none'}).")
+        for method in self.methods:  # unknown names and bad parameters fail before any work
+            get_selector(method, **self.method_params.get(method, {}))
+        prefilter = self.prefilter
+        if prefilter is not None and (isinstance(prefilter, bool) or not isinstance(prefilter, (int, np.integer))
+                                      or prefilter < 1):
+            raise InputError(f"prefilter must be an integer >= 1 or None, got {prefilter!r}.")
+        set_("prefilter", None if prefilter is None else int(prefilter))
+        if not isinstance(self.C, CrossValidatedC):
+            set_("C", check_C(self.C))
+        set_("test_size", float(self.test_size))
+        set_("seed", int(self.seed))
+        set_("tol", float(self.tol))
+        set_("max_iter", int(self.max_iter))
+
+    def params(self) -> dict[str, Any]:
         """The JSON-able description recorded in the ``params`` column."""
         out = asdict(self)
         out["ks"] = list(self.ks)
-        out["methods"] = list(methods)
-        out["baselines"] = bool(baselines)
-        out["method_params"] = {m: get_selector(m, **self.method_params.get(m, {})).get_params() for m in methods}
-        out["split"] = "by group, stratified"
+        out["methods"] = list(self.methods)
+        out["C"] = {"cv": asdict(self.C)} if isinstance(self.C, CrossValidatedC) else self.C
+        out["method_params"] = {m: get_selector(m, **self.method_params.get(m, {})).get_params() for m in self.methods}
+        out["split"] = "by group, stratified (or the source's own split)"
         out["standardize"] = "training mean and std per neuron"
         return out
 
@@ -123,6 +164,10 @@ class ProbeTask:
         Whether the random-directions baseline is still to run.
     info : dict
         ``collection`` and ``level`` of the feature.
+    task : str
+        ``binary``, ``multiclass`` or ``regression``.
+    groups : ndarray of shape (n_examples,), optional
+        The group of every example (for a cross-validated C).
     """
 
     feature: str
@@ -134,6 +179,8 @@ class ProbeTask:
     dense: bool
     random_directions: bool
     info: Mapping[str, Any]
+    task: str = "binary"
+    groups: np.ndarray | None = None
 
 
 def _grid(ks: Sequence[int], limit: int) -> list[int]:
@@ -167,9 +214,7 @@ def plan_tasks(
     *,
     features: Iterable[str] | None = None,
     layers: Iterable[int] | None = None,
-    methods: Sequence[str] = DEFAULT_METHODS,
     config: SweepConfig = SweepConfig(),
-    baselines: bool = True,
     done: set[tuple] | None = None,
 ) -> tuple[list[ProbeTask], pd.DataFrame]:
     """Split every feature and list the (feature, layer) tasks with work left.
@@ -179,9 +224,7 @@ def plan_tasks(
     source : ProbeSource
     features, layers : optional
         Subsets (default: all of the source's).
-    methods : sequence of str
     config : SweepConfig
-    baselines : bool, default True
     done : set of tuple, optional
         Keys (see :data:`needle.probing.results.RESULT_KEY`) already computed.
 
@@ -195,9 +238,11 @@ def plan_tasks(
     ------
     InputError
         Unknown feature or layer, or a requested feature with one class or
-        whose classes cannot be split by group. When ``features`` is None such
+        whose classes cannot be split by group, or a method that cannot
+        select for the feature's task. When ``features`` is None such
         features are skipped with a warning instead.
     """
+    methods, baselines = config.methods, config.baselines
     manifest = _manifest(source)
     all_features = list(source.feature_names)
     explicit = features is not None
@@ -214,17 +259,35 @@ def plan_tasks(
     model, dataset, site = manifest["model_id"], manifest["dataset_hash"], manifest["site"]
     widths = {l: int(source.layer(l).shape[1]) for l in layers}
     limits = {m: get_selector(m, **config.method_params.get(m, {})).candidate_limit() for m in methods}
+    if config.ks and max(config.ks) > max(widths.values(), default=0):
+        too_big = [k for k in config.ks if k > max(widths.values())]
+        warnings.warn(f"k = {too_big} exceed the {max(widths.values())} columns of every layer and are skipped.",
+                      stacklevel=2)
     row_groups = np.asarray(source.row_groups)
     tasks, split_frames, skipped = [], [], []
+    selectors = {m: get_selector(m, **config.method_params.get(m, {})) for m in methods}
     for feature in features:
         rows, y = source.feature(feature)
+        task = feature_task(source, feature)
         rows = np.asarray(rows, dtype=np.int64)
-        y = np.asarray(y, dtype=np.int8)
+        y = np.asarray(y, dtype=np.int8 if task == "binary" else np.int64 if task == "multiclass" else np.float64)
         groups = row_groups[rows]
         try:
-            is_test = group_train_test_split(
-                groups, y, test_size=config.test_size, seed=derive_seed(config.seed, "split", feature), name=feature
-            )
+            for method, selector in selectors.items():
+                try:
+                    check_task_support(selector, task, feature)
+                except InputError:
+                    if explicit:
+                        raise
+                    raise InputError(f"feature {feature!r}: method {method!r} does not select for {task} "
+                                     "targets") from None
+            given = feature_split(source, feature)
+            if given is not None:
+                is_test = user_split(groups, y, given, task=task, name=feature)
+            else:
+                is_test = group_train_test_split(groups, y, test_size=config.test_size,
+                                                 seed=derive_seed(config.seed, "split", feature), name=feature,
+                                                 task=task)
         except InputError as exc:
             if explicit:
                 raise
@@ -248,7 +311,7 @@ def plan_tasks(
             dense = baselines and missing("dense", [width])
             rand = baselines and missing("random_directions", _grid(config.ks, width))
             if todo or dense or rand:
-                tasks.append(ProbeTask(feature, layer, rows, y, is_test, todo, dense, rand, info))
+                tasks.append(ProbeTask(feature, layer, rows, y, is_test, todo, dense, rand, info, task, groups))
     if skipped and not split_frames:
         raise InputError("no feature can be probed: " + " | ".join(skipped))
     splits = pd.concat(split_frames, ignore_index=True) if split_frames else pd.DataFrame()
@@ -270,30 +333,45 @@ def _read_activations(source: ProbeSource, task: ProbeTask) -> np.ndarray:
     return X
 
 
-def _rows_for_path(common, method, ks, neurons_list, coefs, intercepts, X_test, y_test, fit, info, seconds):
-    """Result rows of one path: evaluate every probe on the test split."""
-    scores = np.empty((len(ks), X_test.shape[0]))
-    stored = []
-    for j, (neurons, coef) in enumerate(zip(neurons_list, coefs)):
+def _scores(task: str, X_test: np.ndarray, neurons: np.ndarray, coef: np.ndarray, intercept) -> np.ndarray:
+    """Test scores of one probe in input units: (n_test,), or (n_test, n_classes) for multiclass."""
+    Xs = X_test[:, neurons].astype(np.float64)
+    if task == "multiclass":
+        return Xs @ np.asarray(coef).T + np.asarray(intercept)
+    return Xs @ coef + intercept if neurons.size else np.full(X_test.shape[0], float(intercept))
+
+
+def _metric_columns(task: str, metrics: Mapping[str, np.ndarray], j: int) -> dict[str, float]:
+    return {name: float(metrics[name][j]) if name in metrics else np.nan for name in ALL_METRICS}
+
+
+def _rows_for_path(common, method, path, X_test, y_test) -> list[dict[str, Any]]:
+    """Result rows of one fitted path: evaluate every probe on the test split."""
+    task = common["task"]
+    stored, scores = [], []
+    for neurons, coef, intercept in zip(path.neurons, path.coef, path.intercept):
         order = np.argsort(neurons, kind="stable")
-        neurons, coef = np.asarray(neurons)[order], np.asarray(coef, dtype=np.float64)[order]
-        stored.append((neurons, coef))
-        scores[j] = X_test[:, neurons].astype(np.float64) @ coef + intercepts[j] if neurons.size else intercepts[j]
-    metrics = binary_metrics_batch(y_test, scores)
+        neurons = np.asarray(neurons)[order]
+        coef = np.asarray(coef, dtype=np.float64)[..., order]
+        stored.append((neurons, coef, intercept))
+        scores.append(_scores(task, X_test, neurons, coef, intercept))
+    metrics = metrics_batch(task, y_test, np.stack(scores))
     rows = []
-    for j, k in enumerate(ks):
+    for j, k in enumerate(path.ks):
+        neurons, coef, intercept = stored[j]
         row = dict(common)
         row.update(method=method, k=int(k))
-        row.update({name: float(metrics[name][j]) for name in METRICS})
+        row.update(_metric_columns(task, metrics, j))
         row.update(
-            neurons=stored[j][0].astype(np.int64),
-            coef=stored[j][1],
-            intercept=float(intercepts[j]),
-            converged=bool(fit.converged[j]),
-            n_iter=int(fit.n_iter[j]),
-            fit_seconds=seconds / len(ks),
-            selection_info=json.dumps(info[j], sort_keys=True, default=float),
-            **certificate_columns(info[j]),
+            neurons=neurons.astype(np.int64),
+            coef=coef.ravel(),
+            intercept=float(intercept) if task != "multiclass" else np.nan,
+            class_intercepts=np.asarray(intercept, dtype=np.float64) if task == "multiclass" else None,
+            converged=bool(path.converged[j]),
+            n_iter=int(path.n_iter[j]),
+            fit_seconds=path.seconds / len(path.ks),
+            selection_info=json.dumps(path.info[j], sort_keys=True, default=float),
+            **certificate_columns(path.info[j]),
         )
         rows.append(row)
     return rows
@@ -323,6 +401,8 @@ def run_task(source: ProbeSource, task: ProbeTask, config: SweepConfig, *, param
     train = ~task.is_test
     X_train, X_test = X[train], X[task.is_test]
     y_train, y_test = task.y[train], task.y[task.is_test]
+    groups_train = None if task.groups is None else np.asarray(task.groups)[train]
+    is_regression = task.task == "regression"
     common = {
         "model_id": manifest["model_id"],
         "dataset_hash": manifest["dataset_hash"],
@@ -330,11 +410,13 @@ def run_task(source: ProbeSource, task: ProbeTask, config: SweepConfig, *, param
         "collection": task.info.get("collection", ""),
         "level": task.info.get("level", ""),
         "feature": task.feature,
+        "task": task.task,
         "layer": int(task.layer),
         "n_train": int(train.sum()),
         "n_test": int(task.is_test.sum()),
-        "n_train_pos": int(y_train.sum()),
-        "n_test_pos": int(y_test.sum()),
+        # Regression has no positives: the counts are of examples with a target above the training median.
+        "n_train_pos": int((y_train > np.median(y_train)).sum() if is_regression else (y_train == 1).sum()),
+        "n_test_pos": int((y_test > np.median(y_train)).sum() if is_regression else (y_test == 1).sum()),
         "seed": int(config.seed),
         "needle_version": __version__,
         "params": params_json,
@@ -342,78 +424,49 @@ def run_task(source: ProbeSource, task: ProbeTask, config: SweepConfig, *, param
     }
     rows: list[dict[str, Any]] = []
     width = X.shape[1]
+    fit_options = dict(C=config.C, tol=config.tol, max_iter=config.max_iter)
 
     if task.methods:
-        candidates = candidate_neurons(X_train, y_train, config.prefilter)
-        X_cand = X_train[:, candidates]
-        mean, scale = standardization(X_cand)
-        # Fortran order: the batched refit gathers columns, which are then contiguous.
-        Z = np.asfortranarray((X_cand - mean) / scale)
+        prepared = prepare(X_train, y_train, task=task.task, prefilter=config.prefilter, groups=groups_train)
         for method in task.methods:
-            start = time.perf_counter()
             selector = get_selector(method, **config.method_params.get(method, {}))
-            # A method with its own prefilter (osp) sees the first columns: the top ones by mean difference.
-            n_method = method_candidates(candidates, selector).size
-            ks = _grid(config.ks, n_method)
-            inputs = Z[:, :n_method] if selector.standardized_input else X_cand[:, :n_method]
-            path = selector.select_path(
-                inputs, y_train, ks, random_state=derive_seed(config.seed, "select", task.feature, task.layer, method)
-            )
-            fit = fit_logistic_path(Z, y_train, path.supports, C=config.C, tol=config.tol, max_iter=config.max_iter)
-            seconds = time.perf_counter() - start
-            neurons_list = [candidates[s] for s in path.supports]
-            coefs = [w / scale[s] for w, s in zip(fit.coef, path.supports)]
-            intercepts = [b - np.sum(w * mean[s] / scale[s]) for w, b, s in zip(fit.coef, fit.intercept, path.supports)]
-            rows += _rows_for_path(common, method, ks, neurons_list, coefs, intercepts, X_test, y_test, fit,
-                                   path.info, seconds)
+            seed = derive_seed(config.seed, "select", task.feature, task.layer, method)
+            path = fit_path(prepared, selector, config.ks, random_state=seed, **fit_options)
+            rows += _rows_for_path(common, method, path, X_test, y_test)
 
     if task.dense or task.random_directions:
-        mean_all, scale_all = standardization(X_train)
-        Z_train = ((X_train - mean_all) / scale_all).astype(np.float32)
-        Z_test = ((X_test - mean_all) / scale_all).astype(np.float32)
+        everything = prepare(X_train, y_train, task=task.task, prefilter=None, ordered=False, groups=groups_train)
     if task.dense:
-        from sklearn.exceptions import ConvergenceWarning
-        from sklearn.linear_model import LogisticRegression
-
-        start = time.perf_counter()
-        model = LogisticRegression(C=config.C, class_weight="balanced", tol=1e-6, max_iter=1000)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ConvergenceWarning)
-            model.fit(Z_train, y_train)
-        seconds = time.perf_counter() - start
-        w = model.coef_[0].astype(np.float64)
-
-        # The one-probe analogue of a PathFit, for _rows_for_path.
-        fit = SimpleNamespace(
-            converged=np.array([not any(issubclass(c.category, ConvergenceWarning) for c in caught)]),
-            n_iter=np.array([int(np.max(model.n_iter_))]),
-        )
-        intercept = float(model.intercept_[0]) - float(np.sum(w * mean_all / scale_all))
-        rows += _rows_for_path(common, "dense", [width], [np.arange(width)], [w / scale_all], [intercept],
-                               X_test, y_test, fit, [{}], seconds)
+        # scikit-learn's L-BFGS on float32 (binary): the dense probe is one wide fit, not a batch of small ones.
+        path = fit_path(everything, AllColumns(), [width], C=config.C, tol=1e-6, max_iter=1000,
+                        solver="lbfgs" if task.task == "binary" else "default", design_dtype=np.float32)
+        rows += _rows_for_path(common, "dense", path, X_test, y_test)
     if task.random_directions:
-        ks = _grid(config.ks, width)
-        start = time.perf_counter()
         seed = derive_seed(config.seed, "random_directions", task.feature, task.layer)
+        ks = _grid(config.ks, width)
         Q = random_orthonormal(width, max(ks), seed)
-        P_train = np.asfortranarray(Z_train @ Q.astype(np.float32), dtype=np.float64)
-        fit = fit_logistic_path(P_train, y_train, [np.arange(k) for k in ks], C=config.C, tol=config.tol,
-                                max_iter=config.max_iter)
-        seconds = time.perf_counter() - start
+        path = fit_path(everything, FirstColumns(), ks, rotation=Q, **fit_options)
+        Z_test = ((X_test - everything.mean) / everything.scale).astype(np.float32)
         P_test = Z_test @ Q.astype(np.float32)
-        scores = np.stack([P_test[:, : len(w)].astype(np.float64) @ w + b for w, b in zip(fit.coef, fit.intercept)])
-        metrics = binary_metrics_batch(y_test, scores)
-        for j, k in enumerate(ks):
+        scores = []
+        for w, b in zip(path.design_coef, path.design_intercept):
+            k = np.shape(w)[-1]
+            P = P_test[:, :k].astype(np.float64)
+            scores.append(P @ np.asarray(w).T + b if task.task == "multiclass" else P @ w + b)
+        metrics = metrics_batch(task.task, y_test, np.stack(scores))
+        for j, k in enumerate(path.ks):
+            w, b = path.design_coef[j], path.design_intercept[j]
             row = dict(common)
             row.update(method="random_directions", k=int(k))
-            row.update({name: float(metrics[name][j]) for name in METRICS})
+            row.update(_metric_columns(task.task, metrics, j))
             row.update(
                 neurons=np.zeros(0, dtype=np.int64),
-                coef=np.asarray(fit.coef[j], dtype=np.float64),
-                intercept=float(fit.intercept[j]),
-                converged=bool(fit.converged[j]),
-                n_iter=int(fit.n_iter[j]),
-                fit_seconds=seconds / len(ks),
+                coef=np.asarray(w, dtype=np.float64).ravel(),
+                intercept=float(b) if task.task != "multiclass" else np.nan,
+                class_intercepts=np.asarray(b, dtype=np.float64) if task.task == "multiclass" else None,
+                converged=bool(path.converged[j]),
+                n_iter=int(path.n_iter[j]),
+                fit_seconds=path.seconds / len(path.ks),
                 selection_info=json.dumps({"directions_seed": seed, "n_directions_drawn": int(max(ks))}),
             )
             rows.append(row)
@@ -448,7 +501,11 @@ def _check_compatible(existing: pd.DataFrame, params: dict[str, Any], manifest: 
         old = json.loads(text)
         differ = {key: (old.get(key), params[key]) for key in _COMPATIBLE if old.get(key) != params[key]}
         for method, mp in params["method_params"].items():
-            if method in old.get("method_params", {}) and old["method_params"][method] != mp:
+            if method not in old.get("method_params", {}):
+                continue
+            # Tables written before a parameter existed ran its default.
+            defaults = json.loads(json.dumps(get_selector(method).get_params(), default=str))
+            if {**defaults, **old["method_params"][method]} != mp:
                 differ[f"method_params[{method}]"] = (old["method_params"][method], mp)
         if differ:
             detail = ", ".join(f"{k}: {a!r} there vs {b!r} now" for k, (a, b) in differ.items())
@@ -462,23 +519,15 @@ def sweep(
     source: ProbeSource,
     *,
     out: str | os.PathLike | None,
+    config: SweepConfig | None = None,
     features: Iterable[str] | None = None,
     layers: Iterable[int] | None = None,
-    methods: Sequence[str] = DEFAULT_METHODS,
-    ks: Sequence[int] = DEFAULT_KS,
-    prefilter: int | None = 1024,
-    test_size: float = 0.3,
-    C: float = DEFAULT_C,
-    seed: int = 0,
-    baselines: bool = True,
-    method_params: Mapping[str, Mapping[str, Any]] | None = None,
     n_jobs: int = 1,
     executor: Executor | None = None,
     progress: bool = True,
     checkpoint_seconds: float = 30.0,
     overwrite: bool = False,
-    tol: float = 1e-8,
-    max_iter: int = 100,
+    **settings: Any,
 ) -> pd.DataFrame:
     """Probe every (feature, layer, method, k) of a source and write the results table.
 
@@ -491,26 +540,11 @@ def sweep(
         Results Parquet file, created or appended to; the splits are saved
         beside it (:func:`needle.probing.splits.splits_path`). None keeps
         everything in memory (nothing saved, nothing resumed).
+    config : SweepConfig, optional
+        What to probe and how (methods, ks, baselines, prefilter, test_size, C,
+        seed, method_params, tol, max_iter); default :class:`SweepConfig()`.
     features, layers : optional
         Subsets of the source's (default: all).
-    methods : sequence of str, default ("mean_diff", "f_stat", "adaptive")
-        Registered selection methods (:func:`needle.probing.available_methods`).
-    ks : sequence of int, default :data:`DEFAULT_KS`
-        Sparsities; those above the number of candidates are skipped.
-    prefilter : int or None, default 1024
-        Candidates kept by mean difference before selection (paper, A.2.4).
-    test_size : float, default 0.3
-        Target fraction of each class held out, by group (0.3 is the paper
-        code's ``test_set_frac``).
-    C : float, default 0.01
-        Inverse L2 regularisation of every probe on standardised neurons
-        (the paper code's ``C=1`` on activations scaled to std 0.1).
-    seed : int, default 0
-        Seeds the splits, the ``random`` method and the random directions.
-    baselines : bool, default True
-        Also fit the ``dense`` probe and the ``random_directions`` probes.
-    method_params : dict, optional
-        ``{method: {parameter: value}}``.
     n_jobs : int, default 1
         Processes; 1 runs in this process.
     executor : concurrent.futures.Executor, optional
@@ -523,8 +557,9 @@ def sweep(
         the end or on an error). 0 writes after every task.
     overwrite : bool, default False
         Delete an existing ``out`` and its splits first.
-    tol, max_iter : float, int
-        Newton refit tolerance and iterations.
+    **settings
+        Fields of :class:`SweepConfig` overriding ``config``'s, e.g.
+        ``sweep(cache, out=..., methods=["mean_diff"], ks=[1, 2, 4])``.
 
     Returns
     -------
@@ -534,27 +569,14 @@ def sweep(
     """
     from tqdm import tqdm
 
-    ks = _check_ks(ks)
-    methods = tuple(methods)
-    if not methods and not baselines:
-        raise InputError("nothing to do: give at least one method or baselines=True.")
-    for method in methods:  # unknown names and bad parameters fail before any work
-        get_selector(method, **(method_params or {}).get(method, {}))
-    if prefilter is not None and (isinstance(prefilter, bool) or not isinstance(prefilter, (int, np.integer)) or prefilter < 1):
-        raise InputError(f"prefilter must be an integer >= 1 or None, got {prefilter!r}.")
-    if not (np.isfinite(C) and C > 0):
-        raise InputError(f"C must be a positive finite number, got {C!r}.")
-    config = SweepConfig(
-        ks=ks,
-        prefilter=None if prefilter is None else int(prefilter),
-        test_size=float(test_size),
-        C=float(C),
-        seed=int(seed),
-        method_params={m: dict(p) for m, p in (method_params or {}).items()},
-        tol=float(tol),
-        max_iter=int(max_iter),
-    )
-    params_json = json.dumps(config.params(methods, baselines), sort_keys=True, default=str)
+    known = {f.name for f in fields(SweepConfig)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise InputError(f"sweep() got unknown settings {unknown}; SweepConfig fields are {sorted(known)}.")
+    config = replace(config or SweepConfig(), **settings)
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or n_jobs < 1:
+        raise InputError(f"n_jobs must be an integer >= 1, got {n_jobs!r}.")
+    params_json = json.dumps(config.params(), sort_keys=True, default=str)
     params = json.loads(params_json)  # compared with stored params, so in their JSON form (lists, not tuples)
     manifest = _manifest(source)
 
@@ -569,9 +591,7 @@ def sweep(
             existing = load_results(out)
             _check_compatible(existing, params, manifest, out)
     done = set() if existing is None else set(existing[list(RESULT_KEY)].itertuples(index=False, name=None))
-    tasks, splits = plan_tasks(
-        source, features=features, layers=layers, methods=methods, config=config, baselines=baselines, done=done
-    )
+    tasks, splits = plan_tasks(source, features=features, layers=layers, config=config, done=done)
     if out is not None and len(splits):
         write_splits(splits_path(out), splits)
 

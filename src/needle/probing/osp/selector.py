@@ -56,6 +56,9 @@ class OSPSelector(Selector):
     nested = False
     stochastic = False
     standardized_input = True
+    tasks = ("binary",)
+    #: The certificate, exposed as ``SparseProbe.objective_``, ``bound_`` … (also kept in every result row).
+    diagnostics = ("objective", "bound", "gap", "status", "n_cuts", "solve_seconds", "n_candidates")
 
     def __init__(self, *, gamma: float = DEFAULT_GAMMA, time_limit: float = 60.0, tol: float = 1e-6,
                  prefilter: int | None = 50):
@@ -67,7 +70,7 @@ class OSPSelector(Selector):
     def candidate_limit(self) -> int | None:
         return None if self.prefilter is None else int(self.prefilter)
 
-    def select_path(self, X, y, ks, *, random_state=None) -> SelectionPath:
+    def select_path(self, X, y, ks, *, task="binary", random_state=None) -> SelectionPath:
         X = np.asarray(X, dtype=np.float64)
         limit = self.candidate_limit()
         if limit is not None and X.shape[1] > limit:
@@ -101,6 +104,7 @@ class OSPSelector(Selector):
                     "n_cuts": int(res.n_cuts),
                     "n_nodes": int(res.n_nodes),
                     "gamma": float(res.gamma),
+                    "n_candidates": int(top.size),
                 }
             )
         return SelectionPath(ks=ks, supports=supports, info=info)
