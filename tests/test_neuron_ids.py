@@ -58,7 +58,8 @@ def test_parse_neuron_list_is_what_the_cli_reads():
 
 def test_the_package_api_and_the_scope_site_read_ids_alike():
     from needle.neurons import parse_neurons as public
-    from needle.scope import neuron_id, parse_neuron_id as scope_parse
+    from needle.scope import neuron_id
+    from needle.scope import parse_neuron_id as scope_parse
 
     assert public is parse_neurons
     for text in ["L3.N120", "L3N120", "3:120", "l3.n120"]:

@@ -29,11 +29,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from needle.neurons.ids import parse_neurons
     from needle.neurons.ablation import ablate, ablated, ablation_losses, neuron_means
     from needle.neurons.corpus import Corpus
     from needle.neurons.distributions import cache_distributions, class_distributions
     from needle.neurons.errors_browser import probe_errors
+    from needle.neurons.ids import parse_neurons
     from needle.neurons.logits import LogitEffects, logit_effects, logit_statistics, neuron_logit_vector
     from needle.neurons.plots import (
         plot_ablation,
