@@ -8,20 +8,24 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test venv bench clean
+.PHONY: demo test lint venv bench clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# constraints.txt pins the tested set (torch==2.13.0 and the rest); pyproject.toml only gives lower bounds.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e '.[dev]'
+	$(PY) -m pip install -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/needle demo --out demo-output
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(PY) -m ruff check src tests benchmarks examples
+
+test: lint
 	$(PY) -m pytest
 
 bench: $(STAMP)

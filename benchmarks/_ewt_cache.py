@@ -30,10 +30,11 @@ def ewt_dev_cache(*, cache: str | None, work: str | os.PathLike, ud_dir: str | o
         sys.exit(f"{conllu} is missing: pass --ud-dir pointing at the en_ewt treebank, or --cache.")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+
     import needle
     from needle.datasets.ud import build_ud
     from needle.models import load_tokenizer
-    from transformers.utils import logging as hf_logging
 
     dataset_dir = work / f"ud-en_ewt-ud-dev{suffix}"
     if not (dataset_dir / "manifest.json").is_file():

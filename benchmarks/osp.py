@@ -54,6 +54,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _ewt_cache import ewt_dev_cache  # noqa: E402  (a sibling module; benchmarks are scripts)
+
 HEURISTICS = ("random", "mean_diff", "f_stat", "mutual_info", "l1", "adaptive")
 KS = tuple(range(1, 9))
 
@@ -76,7 +77,10 @@ def run_sweeps(cache, args):
     work = Path(args.work)
     common = dict(features=features, layers=args.layers, ks=KS, prefilter=1024, baselines=False, n_jobs=args.jobs,
                   progress=not args.quiet)
-    osp_params = lambda gamma: {"osp": {"gamma": gamma, "time_limit": args.time_limit, "prefilter": 50}}
+
+    def osp_params(gamma):
+        return {"osp": {"gamma": gamma, "time_limit": args.time_limit, "prefilter": 50}}
+
     if args.report_only:
         heuristics = load_results(work / "heuristics.parquet")
         osp = {gamma: load_results(osp_path(args, gamma)) for gamma in args.gammas}
@@ -98,7 +102,10 @@ def run_sweeps(cache, args):
     if complete != set(features):
         print(f"reporting on the {len(complete)} of {len(features)} features computed at every layer so far: "
               f"{', '.join(sorted(complete))}", flush=True)
-    keep = lambda frame: frame[frame["feature"].isin(complete) & frame["k"].isin(KS) & frame["layer"].isin(layers)]
+
+    def keep(frame):
+        return frame[frame["feature"].isin(complete) & frame["k"].isin(KS) & frame["layer"].isin(layers)]
+
     return source, keep(heuristics), {g: keep(f) for g, f in osp.items()}
 
 

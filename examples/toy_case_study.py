@@ -409,7 +409,10 @@ def _snippet(tokens: list[str], focus: int) -> str:
 def write_summary(args, model_dir: Path, training: dict, probe_table: pd.DataFrame, analyses: dict,
                   split_check: str, seconds: float) -> None:
     out = args.out
-    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    def fmt(v):
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
     lines = ["# Toy causal LM case study", ""]
     t = training
     lines += [

@@ -18,8 +18,16 @@ FAMILIES = ("gpt_neox", "gpt2", "llama", "bert")
 
 def build_model(family: str, vocab_size: int, *, seed: int = 0, n_layers: int = 3):
     """A shrunk random-weight model of ``family`` (eval mode, float32)."""
-    from transformers import (BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, GPTNeoXConfig,
-                              GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM)
+    from transformers import (
+        BertConfig,
+        BertModel,
+        GPT2Config,
+        GPT2LMHeadModel,
+        GPTNeoXConfig,
+        GPTNeoXForCausalLM,
+        LlamaConfig,
+        LlamaForCausalLM,
+    )
 
     torch.manual_seed(seed)
     if family == "gpt_neox":

@@ -6,9 +6,9 @@ import pytest
 from typer.testing import CliRunner
 
 from model_zoo import build_model
-from test_extract import make_dataset
-from needle.cli import app
 from needle.activations import load_cache
+from needle.cli import app
+from test_extract import make_dataset
 
 runner = CliRunner()
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import SHARED_DATA
 
+from conftest import SHARED_DATA
 from needle.datasets.format import AGGREGATIONS, load_dataset
 from needle.datasets.genre import DEFAULT_LABEL_PATTERN, build_genre, document_label
 from needle.errors import InputError

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA
 
+from conftest import SHARED_DATA
 from needle.datasets.format import AGGREGATIONS, load_dataset
 from needle.datasets.natural_language import build_natural_language, language_feature, language_sources
 from needle.datasets.windows import random_window_bounds

@@ -19,8 +19,7 @@ import torch
 from model_zoo import build_model, hand_activations
 from needle.errors import InputError
 from needle.models import adapt
-from needle.neurons import (Corpus, ablate, ablated, ablation_losses, logit_effects, logit_statistics,
-                            weight_statistics)
+from needle.neurons import Corpus, ablate, ablated, ablation_losses, logit_effects, logit_statistics, weight_statistics
 
 TEXTS = ["def add(a, b):\n    return a + b\n", "The quick brown fox jumps over the lazy dog.",
          "class Point:\n    x = 1\n", "I went to the store, and they said we're closed.", "return None  # ok"]

@@ -12,11 +12,28 @@ from typer.testing import CliRunner
 from model_zoo import build_model
 from needle.cli import app
 from needle.models import adapt
-from needle.neurons import (Corpus, ablate, compound_activation, logit_effects, logit_statistics,
-                            plot_ablation, plot_class_distributions, plot_compound_activation, plot_logit_effects,
-                            plot_logit_statistics, plot_probe_errors, plot_rotation_comparison,
-                            plot_token_statistics, plot_top_activations, plot_weight_statistics, rotation_comparison,
-                            save_figure, token_statistics, top_activations, weight_statistics)
+from needle.neurons import (
+    Corpus,
+    ablate,
+    compound_activation,
+    logit_effects,
+    logit_statistics,
+    plot_ablation,
+    plot_class_distributions,
+    plot_compound_activation,
+    plot_logit_effects,
+    plot_logit_statistics,
+    plot_probe_errors,
+    plot_rotation_comparison,
+    plot_token_statistics,
+    plot_top_activations,
+    plot_weight_statistics,
+    rotation_comparison,
+    save_figure,
+    token_statistics,
+    top_activations,
+    weight_statistics,
+)
 from needle.probing import ArraySource
 
 runner = CliRunner()

@@ -9,7 +9,14 @@ from sklearn import metrics as skm
 
 from needle.errors import InputError
 from needle.probing.metrics import METRICS, binary_metrics, binary_metrics_batch, f1, roc_auc
-from needle.probing.splits import derive_seed, group_train_test_split, splits_frame, splits_path, write_splits, load_splits
+from needle.probing.splits import (
+    derive_seed,
+    group_train_test_split,
+    load_splits,
+    splits_frame,
+    splits_path,
+    write_splits,
+)
 
 
 def _data(seed, n_groups=60, per_group=(1, 30), pos_rate=0.2, clustered=False):

@@ -100,6 +100,18 @@ def test_search_finds_a_neuron_and_opens_its_page(tiny, page):
     assert "nothing found" in page.locator(".search li.none").inner_text()
 
 
+def test_search_reads_every_neuron_id_form(tiny, page):
+    """The search box reads the forms needle.neurons.ids reads (L3.N120, L3N120, 3:120, l3.n120)."""
+    neuron = sorted((tiny["site"] / "neurons").rglob("*.html"))[0].stem  # e.g. L1.N17
+    layer, index = re.fullmatch(r"L(\d+)\.N(\d+)", neuron).groups()
+    page.goto((tiny["site"] / "index.html").as_uri())
+    for text in (neuron, f"L{layer}N{index}", f"{layer}:{index}", f" l{layer} . n{index} "):
+        page.fill(".search input", text)
+        first = page.locator(".search li a.result").first
+        first.wait_for()
+        assert first.locator("b").inner_text() == neuron, text
+
+
 def test_search_by_token(tiny, page):
     import json
 

@@ -224,3 +224,39 @@ def test_cli_builds_a_site(tiny, tmp_path, monkeypatch, capsys):
     code, err = run_main(monkeypatch, capsys, "scope", "build", "--results", str(tiny["results"]), "--cache",
                          str(tmp_path / "nope"), "--out", str(tmp_path / "site2"))
     assert code == 2 and err.startswith("error:") and "Traceback" not in err
+
+
+def test_every_printed_neuron_id_is_read_by_the_cli_and_the_viewer(tiny, tmp_path, monkeypatch, capsys):
+    """An id copied from any page of the site works as ``needle neuron --neurons`` and in the viewer."""
+    from needle.cli.neuron import _neurons
+    from needle.scope import Viewer
+    from test_cli import run_main
+
+    site, adapter = tiny["site"], tiny["adapter"]
+    printed = set()
+    for page in [*site.rglob("*.html"), site / "search-index.js"]:
+        text = unescape(page.read_text())
+        printed |= set(re.findall(r"(?<![\w.])L\d+\.N\d+(?![\w])", text))
+        assert not re.search(r"\bL\d+[ :/]?N\d+\b", text), page  # ids are printed in one form only
+    pages = {p.stem for p in (site / "neurons").rglob("*.html")}
+    assert pages and pages <= printed
+    ordered = sorted(printed)
+    pairs = _neurons(",".join(ordered))  # what --neurons does with the text
+    assert [f"L{layer}.N{index}" for layer, index in pairs] == ordered
+    viewer = Viewer.for_site(adapter, site)
+    assert {ref.id for ref in viewer.neuron_pages} == pages
+    example = "L3.N1201"  # the search box's example id; this 3-layer model has no such neuron
+    assert example in printed and adapter.n_layers == 3
+    for layer, index in [pair for pair, text in zip(pairs, ordered) if text != example]:
+        answer = viewer.activations("x = 1", layer=layer, neuron=index)
+        assert answer.get("page") == (f"/site/neurons/L{layer}/L{layer}.N{index}.html"
+                                      if f"L{layer}.N{index}" in pages else None)
+    (tmp_path / "text.py").write_text("def f(x):\n    return x + 1  # one\n")
+    code, err = run_main(monkeypatch, capsys, "neuron", "top", "--model", str(tiny["model_dir"]), "--neurons",
+                         ",".join(sorted(printed - {example})), "--file", str(tmp_path / "text.py"), "--context-length", "16",
+                         "--n-top", "1", "--no-plot", "--out", str(tmp_path / "top.csv"))
+    assert code == 0, err
+    import pandas as pd
+
+    top = pd.read_csv(tmp_path / "top.csv")
+    assert set(zip(top["layer"], top["neuron"])) == set(pairs) - {(3, 1201)}

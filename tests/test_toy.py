@@ -9,9 +9,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from model_zoo import hand_activations
 from typer.testing import CliRunner
 
+from model_zoo import hand_activations
 from needle.cli import app
 from needle.errors import InputError
 from needle.models import load_model

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from conftest import SHARED_DATA
-from ud_fixtures import ud_fixture_dir
 from needle.datasets.alignment import encode, tokens_in_span
 from needle.datasets.format import load_dataset
 from needle.datasets.ud import (
@@ -23,6 +22,7 @@ from needle.datasets.ud import (
     word_tokens,
 )
 from needle.errors import InputError
+from ud_fixtures import ud_fixture_dir
 
 FIXTURES = ud_fixture_dir()
 TRICKY = FIXTURES / "tricky.conllu"

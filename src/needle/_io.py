@@ -7,7 +7,6 @@ are built under a temporary sibling name and renamed once complete.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -24,8 +23,6 @@ __all__ = [
     "atomic_directory",
     "write_json_atomic",
     "read_json",
-    "save_npy_atomic",
-    "sha256_file",
 ]
 
 
@@ -126,21 +123,6 @@ def read_manifest(directory: str | os.PathLike, format_name: str, version: int, 
             f"{__version__} (which reads version {version}); {remedy}."
         )
     return manifest
-
-
-def save_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Save ``array`` as ``.npy`` atomically."""
-    with atomic_file(path, "wb") as handle:
-        np.save(handle, array, allow_pickle=False)
-
-
-def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk_size), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _umask() -> int:

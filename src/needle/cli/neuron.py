@@ -14,11 +14,13 @@ from typing import Annotated, Any, Optional
 import typer
 
 from needle.cli._common import parse_layers
+from needle.neurons.ids import format_neuron_id, parse_neuron_list
 
 app = typer.Typer(no_args_is_help=True, help="Zoom in on single neurons: examples, tokens, logits, ablations, weights.")
 
 _Model = Annotated[str, typer.Option(help="Alias, directory or hub id (id@revision pins a revision).")]
-_Neurons = Annotated[str, typer.Option("--neurons", help="Comma-separated neurons, e.g. L3N120,L4N7 or 3:120.")]
+_Neurons = Annotated[str, typer.Option(
+    "--neurons", help="Comma-separated neurons, e.g. L3.N120,L4.N7 (L3N120 and 3:120 work too).")]
 _Out = Annotated[Path, typer.Option("--out", help="Table to write (.parquet or .csv); the plot goes beside it (.png).")]
 _Plot = Annotated[bool, typer.Option("--plot/--no-plot", help="Also write the analysis's figure as <out>.png.")]
 _Device = Annotated[str, typer.Option(help="cpu, cuda, cuda:1…")]
@@ -60,9 +62,7 @@ def _corpus(adapter, dataset: Path | None, files: list[Path] | None, label: str 
 
 
 def _neurons(text: str) -> list[tuple[int, int]]:
-    from needle.neurons import parse_neurons
-
-    return parse_neurons([part for part in text.split(",") if part.strip()])
+    return parse_neuron_list(text)
 
 
 def _write(frame, out: Path, fig=None, plot: bool = True) -> None:
@@ -123,7 +123,7 @@ def top_command(
     for layer, index in chosen:
         best = table[(table["layer"] == layer) & (table["neuron"] == index) & (table["kind"] == "top")].head(5)
         shown = ", ".join(f"{t!r} {a:.2f}" for t, a in zip(best["token"], best["activation"]))
-        typer.echo(f"L{layer}N{index} top: {shown}")
+        typer.echo(f"{format_neuron_id(layer, index)} top: {shown}")
 
 
 @app.command("tokens")
@@ -202,7 +202,7 @@ def errors_command(
 
 @app.command("logits")
 def logits_command(
-    neuron: Annotated[str, typer.Option("--neuron", help="One neuron, e.g. L3N120.")],
+    neuron: Annotated[str, typer.Option("--neuron", help="One neuron, e.g. L3.N120.")],
     out: _Out, model: _Model = "minilm",
     top: Annotated[int, typer.Option(help="Tokens listed at each end.")] = 20,
     device: _Device = "cpu", plot: _Plot = True,
@@ -219,7 +219,8 @@ def logits_command(
     layer, index = chosen[0]
     effects = logit_effects(adapter, layer, index, top=top)
     s = effects.summary()
-    typer.echo(f"L{layer}N{index}: variance {s['variance']:.4g}, skew {s['skew']:.3f}, kurtosis {s['kurtosis']:.2f}")
+    typer.echo(f"{format_neuron_id(layer, index)}: variance {s['variance']:.4g}, skew {s['skew']:.3f}, "
+               f"kurtosis {s['kurtosis']:.2f}")
     _write(effects.table, out, _figure(lambda: plot_logit_effects(effects), plot), plot)
 
 
@@ -264,7 +265,7 @@ def ablate_command(
 def weights_command(
     out: _Out, model: _Model = "minilm",
     layers: Annotated[Optional[str], typer.Option(help="e.g. 0,2,4 or 0-5 (default: all).")] = None,
-    highlight: Annotated[Optional[str], typer.Option(help="Neurons to mark on the plot, e.g. L3N120.")] = None,
+    highlight: Annotated[Optional[str], typer.Option(help="Neurons to mark on the plot, e.g. L3.N120.")] = None,
     device: _Device = "cpu", plot: _Plot = True,
 ) -> None:
     """Per neuron: input weight norm, bias, their product, output norm, cos(w_in, w_out)."""

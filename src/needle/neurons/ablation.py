@@ -21,8 +21,9 @@ import torch.nn.functional as F
 
 from needle.errors import InputError
 from needle.models.base import ModelAdapter, normalize_site
-from needle.neurons._common import NeuronLike, NeuronSet, parse_neurons, stream_activations
+from needle.neurons._common import NeuronLike, NeuronSet, stream_activations
 from needle.neurons.corpus import Corpus
+from needle.neurons.ids import format_neuron_id, parse_neurons
 
 __all__ = ["ablate", "ablation_losses", "ablated", "neuron_means", "AblationMode"]
 
@@ -33,7 +34,7 @@ AblationMode = Union[str, float]
 def neuron_means(model: ModelAdapter, corpus: Corpus, neurons: NeuronLike | Sequence[NeuronLike], *,
                  site: str = "post", batch_tokens: int = 8192) -> dict[tuple[int, int], float]:
     """Mean activation of each neuron over every token of a corpus (special tokens included)."""
-    nset = NeuronSet.build(model, neurons, site)
+    nset = NeuronSet.build(model, parse_neurons(neurons), site)
     total = torch.zeros(len(nset), dtype=torch.float64)
     count = 0
     for batch, acts in stream_activations(model, corpus, nset, site=site, batch_tokens=batch_tokens):
@@ -66,7 +67,7 @@ def ablated(model: ModelAdapter, neurons: NeuronLike | Sequence[NeuronLike], val
     Parameters
     ----------
     model : ModelAdapter
-    neurons : (layer, index) pairs or strings like ``"L3N120"``
+    neurons : (layer, index) pairs or ids like ``"L3.N120"``
     values : float or sequence of float (one per neuron, in the order given)
     site : {"post", "pre"}, default "post"
         Fixing ``pre`` fixes the neuron's input, and so its output to ``act(value)``.
@@ -147,7 +148,7 @@ def ablation_losses(
     model : ModelAdapter
         A causal LM loaded with its head.
     corpus : Corpus
-    neurons : (layer, index) pairs or strings like ``"L3N120"``
+    neurons : (layer, index) pairs or ids like ``"L3.N120"``
     mode : "zero", "mean" or float, default "zero"
         What the neurons are set to. ``"mean"`` uses each neuron's mean
         activation over ``mean_corpus`` (default: ``corpus``).
@@ -168,7 +169,7 @@ def ablation_losses(
     _check_lm(model)
     corpus.check_model(model)
     site = normalize_site(site)
-    nset = NeuronSet.build(model, neurons, site)
+    nset = NeuronSet.build(model, parse_neurons(neurons), site)
     values = _values(model, corpus, nset, mode, site, mean_corpus, batch_tokens)
     records = []
     with tqdm(total=corpus.n_tokens, unit="tok", unit_scale=True, desc="ablation", disable=not progress) as bar:
@@ -240,6 +241,6 @@ def ablate(
         rows.append((name, len(frame), int(w.sum()), clean, hurt, hurt - clean, se, (hurt - clean) / clean))
     out = pd.DataFrame(rows, columns=["label", "n_sequences", "n_tokens", "loss_clean", "loss_ablated", "delta",
                                       "delta_se", "relative"])
-    out["neurons"] = " ".join(f"L{l}N{i}" for l, i in NeuronSet.build(model, neurons, site).neurons)
+    out["neurons"] = " ".join(format_neuron_id(l, i) for l, i in NeuronSet.build(model, parse_neurons(neurons), site).neurons)
     out["mode"] = str(mode)
     return out

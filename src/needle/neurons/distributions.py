@@ -20,7 +20,8 @@ import pandas as pd
 
 from needle.errors import InputError
 from needle.models.base import ModelAdapter, normalize_site
-from needle.neurons._common import NeuronLike, parse_neurons
+from needle.neurons._common import NeuronLike
+from needle.neurons.ids import format_neuron_id, parse_neurons
 
 __all__ = ["class_distributions", "cache_distributions", "DISTRIBUTION_COLUMNS"]
 
@@ -46,7 +47,7 @@ def class_distributions(
     dataset : ProbeDataset or path-like
     feature : str
         A feature of the dataset.
-    neurons : (layer, index) pairs or strings like ``"L3N120"``
+    neurons : (layer, index) pairs or ids like ``"L3.N120"``
     sites : sequence of {"pre", "post"}, default ("pre", "post")
     check_tokenizer : bool, default True
         Refuse a dataset tokenized for another model.
@@ -87,7 +88,7 @@ def cache_distributions(caches: Mapping[str, object] | object, feature: str,
     caches : ActivationCache, path-like, or mapping of site to either
         A single cache contributes the site it was extracted at.
     feature : str
-    neurons : (layer, index) pairs or strings like ``"L3N120"``
+    neurons : (layer, index) pairs or ids like ``"L3.N120"``
 
     Returns
     -------
@@ -108,7 +109,7 @@ def cache_distributions(caches: Mapping[str, object] | object, feature: str,
         info = cache.rows
         for layer, index in parsed:
             if not 0 <= index < cache.width:
-                raise InputError(f"neuron L{layer}N{index} does not exist; the cache has {cache.width} per layer.")
+                raise InputError(f"neuron {format_neuron_id(layer, index)} does not exist; the cache has {cache.width} per layer.")
             values = np.asarray(cache.layer(layer)[rows, index], dtype=np.float64)
             frames.append(pd.DataFrame({
                 "layer": layer, "neuron": index, "site": cache.site, "feature": feature,

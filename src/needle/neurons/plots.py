@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from needle.errors import InputError
+from needle.neurons.ids import format_neuron_id
 
 __all__ = [
     "plot_top_activations",
@@ -61,7 +62,7 @@ def _one_neuron(table: pd.DataFrame, layer: int | None, neuron: int | None, what
         layer, neuron = int(pairs.iloc[0]["layer"]), int(pairs.iloc[0]["neuron"])
     part = table[(table["layer"] == layer) & (table["neuron"] == neuron)]
     if not len(part):
-        raise InputError(f"L{layer}N{neuron} is not in the {what} table.")
+        raise InputError(f"{format_neuron_id(layer, neuron)} is not in the {what} table.")
     return part, int(layer), int(neuron)
 
 
@@ -102,9 +103,9 @@ def plot_top_activations(table: pd.DataFrame, layer: int | None = None, neuron: 
               zip(rows["context_tokens"], rows["focus"], rows["kind"], rows["band"])]
     ax.set_yticks(y, labels, fontsize=7, fontfamily="monospace")
     ax.axvline(0, color="black", linewidth=0.6)
-    ax.set_xlabel(f"activation of L{layer}N{neuron} at the ⟦token⟧ ({site}, hidden-layer units)")
+    ax.set_xlabel(f"activation of {format_neuron_id(layer, neuron)} at the ⟦token⟧ ({site}, hidden-layer units)")
     ax.set_ylabel("example (context, token in ⟦ ⟧)")
-    ax.set_title(f"L{layer}N{neuron}: most positive, quantile-band samples, most negative")
+    ax.set_title(f"{format_neuron_id(layer, neuron)}: most positive, quantile-band samples, most negative")
     from matplotlib.patches import Patch
 
     present = [k for k in ("top", "band", "bottom") if (rows["kind"] == k).any()]
@@ -153,7 +154,7 @@ def plot_token_statistics(table: pd.DataFrame, layer: int | None = None, neuron:
         ax.set_xlabel("token (count)")
         ax.legend(fontsize=8)
     ax.set_ylabel(f"mean activation ({site}, hidden-layer units)")
-    ax.set_title(f"L{layer}N{neuron}: activation by token{note}")
+    ax.set_title(f"{format_neuron_id(layer, neuron)}: activation by token{note}")
     return fig
 
 
@@ -172,7 +173,7 @@ def plot_class_distributions(table: pd.DataFrame, layer: int | None = None, neur
             ax.hist(values, bins=edges, density=True, alpha=0.6, color=color, label=f"{name} (n={len(values)})")
         ax.set_xlabel(f"{'pre-activation' if site == 'pre' else 'activation (post)'}, hidden-layer units")
         ax.set_ylabel("density (examples per unit)")
-        ax.set_title(f"L{layer}N{neuron} {site}")
+        ax.set_title(f"{format_neuron_id(layer, neuron)} {site}")
         ax.legend(fontsize=8)
     return fig
 
@@ -206,8 +207,8 @@ def plot_logit_effects(effects, *, top: int = 15):
     ax.set_yscale("log")
     ax.set_xlabel("direct logit effect per unit activation (logits)")
     ax.set_ylabel("tokens (log scale)")
-    ax.set_title(f"L{effects.layer}N{effects.neuron}: var {effects.variance:.3g}, skew {effects.skew:.2f}, "
-                 f"kurtosis {effects.kurtosis:.1f}", fontsize=9)
+    ax.set_title(f"{format_neuron_id(effects.layer, effects.neuron)}: var {effects.variance:.3g}, "
+                 f"skew {effects.skew:.2f}, kurtosis {effects.kurtosis:.1f}", fontsize=9)
     ax.legend(fontsize=8)
     ax = axes[0, 1]
     t = effects.table
@@ -270,7 +271,7 @@ def plot_weight_statistics(table: pd.DataFrame, *, highlight: list[tuple[int, in
         row = table[(table["layer"] == layer) & (table["neuron"] == neuron)]
         if len(row):
             ax.scatter(row["w_in_norm"], row["b_in"], s=60, facecolors="none", edgecolors="black")
-            ax.annotate(f"L{layer}N{neuron}", (row["w_in_norm"].iloc[0], row["b_in"].iloc[0]), fontsize=8)
+            ax.annotate(format_neuron_id(layer, neuron), (row["w_in_norm"].iloc[0], row["b_in"].iloc[0]), fontsize=8)
     ax.set_xlabel("input weight norm ||w_in||")
     ax.set_ylabel("input bias b_in")
     ax.set_title("Input norm vs bias")

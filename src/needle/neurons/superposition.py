@@ -42,7 +42,7 @@ def compound_activation(
     texts : mapping of class name to sequence of str
         e.g. ``{"social security": [...], "social X": [...], "X security": [...]}``;
         each text ends with the word whose last token is read (a context may precede it).
-    neurons : (layer, index) pairs or strings like ``"L3N120"``
+    neurons : (layer, index) pairs or ids like ``"L3.N120"``
     weights : sequence of float, optional
         Weights of the sum (one per neuron, in the order given); default all 1.
     site : {"post", "pre"}, default "post"
@@ -55,9 +55,9 @@ def compound_activation(
     DataFrame
         One row per (class, text): ``class, text, token`` (the token read),
         ``position``, ``activation`` (the weighted sum) and one column
-        ``L{layer}N{index}`` per neuron.
+        ``L{layer}.N{index}`` per neuron.
     """
-    from needle.neurons._common import parse_neurons
+    from needle.neurons.ids import format_neuron_id, parse_neurons
 
     if model.tokenizer is None:
         raise InputError(f"{model.model_id} was loaded without a tokenizer; compound_activation tokenizes texts.")
@@ -88,7 +88,7 @@ def compound_activation(
             values = nset.concat(captured).numpy().astype(np.float64)
             row = {"class": name, "text": text, "token": tokenizer.decode([ids[last]]), "position": last,
                    "activation": float(sum(weight_of[n] * v for n, v in zip(nset.neurons, values)))}
-            row.update({f"L{l}N{i}": float(v) for (l, i), v in zip(nset.neurons, values)})
+            row.update({format_neuron_id(l, i): float(v) for (l, i), v in zip(nset.neurons, values)})
             records.append(row)
     if not records:
         raise InputError("no texts given.")

@@ -18,6 +18,7 @@ from needle.errors import InputError
 from needle.models.base import ModelAdapter, normalize_site
 from needle.neurons._common import NeuronLike, NeuronSet, stream_activations
 from needle.neurons.corpus import Corpus
+from needle.neurons.ids import parse_neurons
 
 __all__ = ["token_statistics"]
 
@@ -39,7 +40,7 @@ def token_statistics(
     ----------
     model : ModelAdapter
     corpus : Corpus
-    neurons : (layer, index) pairs or strings like ``"L3N120"``
+    neurons : (layer, index) pairs or ids like ``"L3.N120"``
     site : {"post", "pre"}, default "post"
     by_label : bool, default False
         Break the statistics down by the corpus's sequence labels (which it
@@ -61,7 +62,7 @@ def token_statistics(
         raise InputError("token_statistics reads neurons: use site 'post' or 'pre'.")
     if by_label and corpus.labels is None:
         raise InputError("by_label=True needs a corpus with labels (build it with labels=…).")
-    nset = NeuronSet.build(model, neurons, site)
+    nset = NeuronSet.build(model, parse_neurons(neurons), site)
     vocab = int(model.model.get_input_embeddings().num_embeddings)
     label_names = corpus.label_names if by_label else ["_"]
     n_labels = len(label_names)

@@ -28,6 +28,7 @@ from needle.errors import InputError
 from needle.models.base import ModelAdapter, normalize_site
 from needle.neurons._common import NeuronLike, NeuronSet, check_context, context_window, stream_activations
 from needle.neurons.corpus import Corpus
+from needle.neurons.ids import parse_neurons
 
 __all__ = ["top_activations", "DEFAULT_BANDS", "TOP_COLUMNS"]
 
@@ -113,7 +114,7 @@ def top_activations(
     ----------
     model : ModelAdapter
     corpus : Corpus
-    neurons : (layer, index) pairs or strings like ``"L3N120"``
+    neurons : (layer, index) pairs or ids like ``"L3.N120"``
     site : {"post", "pre"}, default "post"
     n_top, n_bottom : int, default 20
         Largest and smallest activations kept per neuron.
@@ -162,7 +163,7 @@ def top_activations(
             raise InputError(f"{name} must be >= 0, got {value}.")
     bands = _check_bands(bands)
     context = check_context(context)
-    nset = NeuronSet.build(model, neurons, site)
+    nset = NeuronSet.build(model, parse_neurons(neurons), site)
     n = len(nset)
     top, bottom = _Extremes(n, int(n_top)), _Extremes(n, int(n_bottom))
     pool = _Reservoir(n, int(band_pool) if bands and per_band else 0, seed)

@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from html import escape
 
-__all__ = ["sparkline", "f1_vs_k_chart", "histogram_chart", "heat_colour", "activation_style", "PALETTE"]
+__all__ = ["sparkline", "f1_vs_k_chart", "histogram_chart", "heat_colour", "PALETTE"]
 
 #: Line colours of methods / classes, colour-blind safe (Okabe–Ito).
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
@@ -172,10 +172,3 @@ def heat_colour(value: float | None, low: float = 0.5, high: float = 1.0) -> str
     r, g, b = (int(255 + (c - 255) * t) for c in (8, 69, 148))
     return f"rgb({r},{g},{b})"
 
-
-def activation_style(value: float, scale: float) -> str:
-    """Inline style of a highlighted token: orange for positive activations, blue for negative, opacity by
-    ``|value| / scale``."""
-    alpha = 0.0 if scale <= 0 else min(1.0, abs(value) / scale)
-    colour = "255,122,0" if value >= 0 else "40,110,230"
-    return f"background:rgba({colour},{alpha:.2f})"

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from needle.errors import InputError
+from needle.neurons import ids
 
 __all__ = [
     "NeuronRef",
@@ -35,7 +36,6 @@ __all__ = [
 #: Methods preferred when one method must stand for a feature (first present wins).
 PREFERRED_METHODS = ("adaptive", "osp", "mean_diff", "f_stat", "l1", "mutual_info", "random")
 _BASELINES = ("dense", "random_directions")
-_NEURON_ID = re.compile(r"^\s*L(\d+)\s*[.:/ ]\s*N(\d+)\s*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True, order=True)
@@ -51,16 +51,13 @@ class NeuronRef:
 
 
 def neuron_id(layer: int, index: int) -> str:
-    """The display id of a neuron, e.g. ``L3.N1201``."""
-    return f"L{int(layer)}.N{int(index)}"
+    """The display id of a neuron, e.g. ``L3.N1201`` (:func:`needle.neurons.ids.format_neuron_id`)."""
+    return ids.format_neuron_id(layer, index)
 
 
 def parse_neuron_id(text: str) -> NeuronRef:
-    """Parse ``L3.N1201`` (also ``l3 n1201``, ``L3:N1201``) into a :class:`NeuronRef`."""
-    match = _NEURON_ID.match(str(text))
-    if not match:
-        raise InputError(f"{text!r} is not a neuron id; write it as L<layer>.N<index>, e.g. L3.N1201.")
-    return NeuronRef(int(match.group(1)), int(match.group(2)))
+    """Parse ``L3.N1201`` (or any form :func:`needle.neurons.ids.parse_neuron_id` reads) into a :class:`NeuronRef`."""
+    return NeuronRef(*ids.parse_neuron_id(str(text)))
 
 
 def neuron_page_name(ref: NeuronRef) -> str:

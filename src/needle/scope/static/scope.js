@@ -25,7 +25,9 @@
     const q = normalise(query);
     if (!q) return [];
     const out = [];
-    const id = q.replace(/\s+/g, "").replace(/:/g, ".").match(/^l(\d+)(?:\.n?(\d*))?$/);
+    // Neuron ids in the forms needle.neurons.ids reads (L3.N120, L3N120, 3:120, l3.n120), or the start of one.
+    const compact = q.replace(/\s+/g, "");
+    const id = compact.match(/^l?(\d+)(?:[.:/]n?|n)(\d*)$/) || compact.match(/^l(\d+)()$/);
     if (id) {
       const exactId = id[2] ? `l${id[1]}.n${id[2]}` : null;
       const prefix = exactId || `l${id[1]}.`;
