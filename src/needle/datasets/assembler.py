@@ -278,7 +278,7 @@ def _split_codes(split: Any, feature: str) -> np.ndarray:
         bad = ~np.isin(words, ["train", "test"])
         if bad.any():
             raise InputError(
-                f"feature {feature!r}: split value {values[bad].ravel()[0]!r} is neither 'train' nor 'test'."
+                f"feature {feature!r}: split value {str(values[bad].ravel()[0])!r} is neither 'train' nor 'test'."
             )
         return np.where(words == "test", SPLIT_TEST, SPLIT_TRAIN).astype(np.int8)
     if not np.isin(values, [SPLIT_TRAIN, SPLIT_TEST]).all():
