@@ -157,6 +157,9 @@ def test_groups_and_user_split(tmp_path, minilm_tokenizer):
     with pytest.raises(InputError, match="'valid' at .*row 2; every value must be train or test"):
         build_table(write(tmp_path, bad), minilm_tokenizer, text_column="prompt", label_column="target",
                     split_column="part")
+    with pytest.raises(InputError, match="split column 'part' has no test rows"):
+        build_table(write(tmp_path, frame(part=["train"] * 4)), minilm_tokenizer, text_column="prompt",
+                    label_column="target", split_column="part")
 
 
 def test_round_trip_for_each_task(tmp_path, minilm_tokenizer):
@@ -259,9 +262,11 @@ def test_hf_dataset_objects(minilm_tokenizer):
     assert single.builder["params"]["sources"] == ["<datasets.Dataset>"]
     both = build_table(datasets.DatasetDict({"train": train, "test": test}), minilm_tokenizer, label_column="label")
     assert both.examples.split.tolist() == [0, 0, 0, 0, 1, 1] and both.n_sequences == 6
-    with pytest.raises(InputError, match="'validation' .*every value must be train or test"):
+    with pytest.raises(InputError, match="split 'validation'; every split must be train or test"):
         build_table(datasets.DatasetDict({"train": train, "validation": test}), minilm_tokenizer,
                     label_column="label")
+    with pytest.raises(InputError, match="the DatasetDict has no test rows"):
+        build_table(datasets.DatasetDict({"train": train}), minilm_tokenizer, label_column="label")
 
 
 def test_tasks_and_splits_through_extraction(tmp_path, bpe_tokenizer):

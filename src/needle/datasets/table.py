@@ -36,7 +36,7 @@ from needle.datasets.format import TASKS, ProbeDataset
 from needle.datasets.tokenizer_info import fast_tokenizer, tokenizer_info
 from needle.errors import InputError
 
-__all__ = ["MAX_INFERRED_CLASSES", "POSITIONS", "TRUNCATIONS", "build_table", "read_table"]
+__all__ = ["MAX_INFERRED_CLASSES", "POSITIONS", "TRUNCATIONS", "build_table"]
 
 BUILDER = "table"
 COLLECTION = "table"
@@ -145,7 +145,7 @@ def build_table(
         raise InputError(f"truncation must be one of {', '.join(TRUNCATIONS)}, not {truncation!r}.")
     max_length = _max_length(tokenizer, context_length)
 
-    frame, where, origin, hf_split = read_table(sources)
+    frame, where, origin, hf_split = _read_table(sources)
     names = [str(c) for c in frame.columns]
     for role, column in [("text_column", text_column), *(("label_column", c) for c in columns),
                          ("group_column", group_column), ("split_column", split_column)]:  # fmt: skip
@@ -163,32 +163,35 @@ def build_table(
     if split is not None:
         _refuse_straddling(groups, split, origin, group_column)
 
-    assembler = DatasetAssembler(BUILDER, {}, tokenizer_info(tokenizer))
+    params = {
+        "sources": _recorded_sources(sources), "text_column": text_column, "label_columns": columns, "task": task,
+        "name": name, "positive": None if positive is None else _key(positive), "group_column": group_column,
+        "split_column": split_column, "position": position, "truncation": truncation,
+        "context_length": context_length, "positive_ratio": positive_ratio, "seed": seed,
+        "max_positives": max_positives,
+    }  # fmt: skip
+    assembler = DatasetAssembler(BUILDER, params, tokenizer_info(tokenizer))
     for feature in features:
         assembler.add_feature(
             feature["name"], description=feature["description"], collection=COLLECTION, level="sequence",
             task=feature["task"], classes=feature.get("classes"),
         )  # fmt: skip
-    aggregation = position if position in ("mean", "max") else "token"
-    starts, ends, truncated = np.zeros(len(texts), np.int32), np.zeros(len(texts), np.int32), 0
+    # Each row's text tokens are [begin, end); the example is that span or one token of it.
+    begins, ends, truncated = np.zeros(len(texts), np.int32), np.zeros(len(texts), np.int32), 0
     for row, text in enumerate(texts):
-        ids, kept_text, begin, end, cut = _tokens(tokenizer, text, max_length, truncation, where[row], origin)
+        ids, kept_text, begins[row], ends[row], cut = _tokens(tokenizer, text, max_length, truncation, where[row], origin)
         truncated += cut
         assembler.add_sequence(ids, group=groups[row], text=kept_text)
-        starts[row], ends[row] = (begin, end) if aggregation != "token" else ((end - 1, end) if position == "last" else (begin, begin + 1))
+    if position == "last":
+        span = dict(start=ends - 1, end=None, aggregation="token")
+    elif position == "first":
+        span = dict(start=begins, end=None, aggregation="token")
+    else:
+        span = dict(start=begins, end=ends, aggregation=position)
     sequences = np.arange(len(texts))
     for feature in features:
-        assembler.add_examples(
-            feature["name"], sequences, starts, feature["labels"],
-            end=ends if aggregation != "token" else None, aggregation=aggregation, split=split,
-        )  # fmt: skip
-    assembler.params = {
-        "sources": _recorded_sources(sources), "text_column": text_column, "label_columns": columns, "task": task,
-        "name": name, "positive": positive if positive is None or isinstance(positive, (str, int, float, bool)) else str(positive),
-        "group_column": group_column, "split_column": split_column, "position": position, "truncation": truncation,
-        "context_length": context_length, "positive_ratio": positive_ratio, "seed": seed,
-        "max_positives": max_positives,
-    }  # fmt: skip
+        assembler.add_examples(feature["name"], sequences, span["start"], feature["labels"], end=span["end"],
+                               aggregation=span["aggregation"], split=split)  # fmt: skip
     dataset = assembler.build(positive_ratio=positive_ratio, seed=seed, min_positives=1, max_positives=max_positives)
     dataset.extra["table"] = {
         "rows": len(texts),
@@ -200,7 +203,7 @@ def build_table(
 
 
 # ------------------------------------------------------------------ reading
-def read_table(sources: Any) -> tuple[Any, list[str], str, list[str] | None]:
+def _read_table(sources: Any) -> tuple[Any, list[str], str, list[str] | None]:
     """Read ``sources`` into one pandas DataFrame.
 
     Returns
@@ -374,16 +377,28 @@ def _groups(frame: Any, column: str | None, where: list[str], origin: str) -> li
 def _split(frame: Any, column: str | None, hf_split: list[str] | None, where: list[str], origin: str) -> np.ndarray | None:
     if column is None and hf_split is None:
         return None
-    values = frame[column].tolist() if column is not None else hf_split
-    label = repr(column) if column is not None else "of the DatasetDict's split names"
-    _refuse_missing(values, where, origin, str(column), "split value")
+    if column is None:
+        unknown = sorted(set(hf_split) - {"train", "test"})
+        if unknown:
+            raise InputError(
+                f"{origin}: the DatasetDict has split {unknown[0]!r}; every split must be train or test "
+                "(pick one with hf:NAME:SPLIT or pass dataset['train'], or give split_column)."
+            )
+        values = hf_split
+    else:
+        values = frame[column].tolist()
+        _refuse_missing(values, where, origin, column, "split value")
     words = np.array([str(v).strip().lower() for v in values])
     bad = np.flatnonzero(~np.isin(words, ["train", "test"]))
     if len(bad):
         raise InputError(
-            f"{origin}: split column {label} has {values[bad[0]]!r} at {where[bad[0]]}; "
+            f"{origin}: split column {column!r} has {values[bad[0]]!r} at {where[bad[0]]}; "
             "every value must be train or test."
         )
+    source = f"split column {column!r}" if column is not None else "the DatasetDict"
+    for side in ("train", "test"):
+        if not (words == side).any():
+            raise InputError(f"{origin}: {source} has no {side} rows; a user split needs both train and test.")
     return words == "test"
 
 
