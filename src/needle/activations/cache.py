@@ -4,7 +4,7 @@ On disk (format documented in ``docs/formats.md``)::
 
     manifest.json        model, site, layers, dtype, dataset hash, features, parameters
     rows.parquet         row → (sequence, start, end, aggregation, skip, group)
-    labels.parquet       (feature, row, label): each example of each feature
+    labels.parquet       (feature, row, label, split): each example of each feature
     layer_{l:03d}.npy    (n_rows, width) matrix per layer, memory-mappable
 
 A cache is written under a temporary name and renamed when complete, so a
@@ -22,13 +22,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from needle._io import read_manifest
+from needle._io import read_json, read_manifest
 from needle.errors import FormatError, InputError
 
 __all__ = ["ActivationCache", "load_cache", "CACHE_FORMAT", "CACHE_FORMAT_VERSION", "layer_file"]
 
 CACHE_FORMAT = "needle.ActivationCache"
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2
+#: Versions :func:`load_cache` reads (version 1: int8 labels, no split column).
+_READABLE_VERSIONS = (1, 2)
+#: dtype of ``feature(name)[1]`` per task.
+_LABEL_DTYPES = {"binary": np.int8, "multiclass": np.int64, "regression": np.float64}
 
 
 def layer_file(layer: int) -> str:
@@ -99,13 +103,14 @@ class ActivationCache:
         return [feature["name"] for feature in self.manifest["features"]]
 
     def feature_info(self, name: str) -> dict[str, Any]:
+        """The feature's dict from the dataset, always with its ``task`` (``"binary"`` when the dataset omits it)."""
         for feature in self.manifest["features"]:
             if feature["name"] == name:
-                return feature
+                return {"task": "binary", **feature}
         raise InputError(f"unknown feature {name!r}; the cache {self.path} has: {', '.join(self.feature_names)}")
 
     @cached_property
-    def _labels(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    def _labels(self) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         table = pq.read_table(self.path / "labels.parquet")
         feature = table.column("feature").combine_chunks()
         if not pa.types.is_dictionary(feature.type):
@@ -114,11 +119,19 @@ class ActivationCache:
         codes = feature.indices.to_numpy(zero_copy_only=False).astype(np.int64)
         names = feature.dictionary.to_pylist()
         rows = table.column("row").to_numpy().astype(np.int64)
-        labels = table.column("label").to_numpy().astype(np.int8)
+        labels = table.column("label").to_numpy().astype(np.float64)
+        if "split" in table.column_names:
+            splits = table.column("split").to_numpy().astype(np.int8)
+        else:
+            splits = np.full(len(rows), -1, np.int8)
         order = np.argsort(codes, kind="stable")
         bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
-        return {names[c]: (rows[order[bounds[c] : bounds[c + 1]]], labels[order[bounds[c] : bounds[c + 1]]])
-                for c in range(len(names)) if bounds[c + 1] > bounds[c]}
+        out = {}
+        for c in range(len(names)):
+            if bounds[c + 1] > bounds[c]:
+                take = order[bounds[c] : bounds[c + 1]]
+                out[names[c]] = (rows[take], labels[take], splits[take])
+        return out
 
     def feature(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """Rows and labels of a feature's examples.
@@ -127,11 +140,28 @@ class ActivationCache:
         -------
         rows : ndarray of int64, shape (n_examples,)
             Indices into :meth:`layer` matrices.
-        y : ndarray of int8, shape (n_examples,)
-            1 for positives, 0 for negatives.
+        y : ndarray, shape (n_examples,)
+            Typed by the feature's task: binary int8 (1 positive, 0 negative),
+            multiclass int64 (index into ``feature_info(name)["classes"]``),
+            regression float64.
+        """
+        task = self.feature_info(name)["task"]
+        rows, labels, _ = self._labels[name]
+        return rows, labels.astype(_LABEL_DTYPES[task])
+
+    def feature_split(self, name: str) -> np.ndarray | None:
+        """The user's train/test split of a feature's examples, aligned with :meth:`feature`.
+
+        Returns
+        -------
+        ndarray of bool, shape (n_examples,), or None
+            True for test examples; None when the dataset gave no split.
         """
         self.feature_info(name)
-        return self._labels[name]
+        split = self._labels[name][2]
+        if (split == -1).all():
+            return None
+        return split == 1
 
     def dataset(self) -> Any:
         """Load the ProbeDataset this cache was extracted from (if its recorded path still exists)."""
@@ -163,7 +193,12 @@ def load_cache(path: str | os.PathLike) -> ActivationCache:
     if not path.is_dir() and partial.exists():
         raise FormatError(f"{path} is not an activation cache yet: an interrupted extraction is waiting at "
                           f"{partial}; run extract again to resume.")
-    manifest = read_manifest(path, CACHE_FORMAT, CACHE_FORMAT_VERSION, "extract the activations again")
+    version = CACHE_FORMAT_VERSION
+    if (path / "manifest.json").is_file():
+        found = read_json(path / "manifest.json")
+        if isinstance(found, dict) and found.get("format_version") in _READABLE_VERSIONS:
+            version = found["format_version"]
+    manifest = read_manifest(path, CACHE_FORMAT, version, "extract the activations again")
     for name in ["rows.parquet", "labels.parquet", *(layer_file(l) for l in manifest["layers"])]:
         if not (path / name).is_file():
             raise FormatError(f"{path} is incomplete: {name} is missing.")

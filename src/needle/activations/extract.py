@@ -298,7 +298,8 @@ def _start(partial: Path, plan: _Plan, units, dataset: ProbeDataset, layers, wid
         pa.table({
             "feature": pa.array(names[dataset.examples.feature].tolist(), pa.string()).dictionary_encode(),
             "row": pa.array(example_rows),
-            "label": pa.array(dataset.examples.label.astype(np.int8)),
+            "label": pa.array(dataset.examples.label.astype(np.float64)),
+            "split": pa.array(dataset.examples.split.astype(np.int8)),
         }),
         partial / "labels.parquet",
     )

@@ -20,7 +20,8 @@ def build_command(
     model: Annotated[str, typer.Option(help="Model whose tokenizer to use (alias, directory or hub id).")] = "minilm",
     context_length: Annotated[Optional[int], typer.Option(help="Tokens per sequence, special tokens included.")] = None,
     positive_ratio: Annotated[Optional[float], typer.Option(
-        help="Target fraction of positives per feature (default: the builder's; 0.2 for token collections).")] = None,
+        help="Target fraction of positives per binary feature (default: the builder's; 0.2 for token "
+             "collections); 0 keeps every example.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the negative subsampling.")] = 0,
     param: Annotated[Optional[list[str]], typer.Option("--param", help="Builder parameter key=value (repeatable).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
@@ -35,7 +36,7 @@ def build_command(
         params["context_length"] = context_length
     sources = [str(s) for s in source] if source else None
     if positive_ratio is not None:
-        params["positive_ratio"] = positive_ratio
+        params["positive_ratio"] = positive_ratio if positive_ratio > 0 else None
     dataset = build_collection(collection, sources, tokenizer, seed=seed, **params)
     dataset.save(out, overwrite=overwrite)
     typer.echo(_describe(dataset, out))
@@ -67,14 +68,44 @@ def _describe(dataset, path) -> str:
         f"examples  {len(dataset.examples)} ({len(dataset.units())} distinct activation rows)",
         f"features  {len(dataset.features)}",
     ]
-    for name, count in dataset.counts().items():
-        lines.append(f"  {name:<40} {count['positive']:>7} pos {count['negative']:>8} neg")
+    tasks = dataset.extra.get("table", {}).get("tasks", {})
+    for info, (name, count) in zip(dataset.features, dataset.counts().items()):
+        task = info.get("task", "binary")
+        if task == "binary":
+            line = f"  {name:<40} {count['positive']:>7} pos {count['negative']:>8} neg"
+        elif task == "multiclass":
+            line = f"  {name:<40} {count['examples']:>7} examples, {len(info['classes'])} classes (multiclass)"
+        else:
+            line = f"  {name:<40} {count['examples']:>7} examples (regression)"
+        if "train" in count:
+            line += f"  split {count['train']} train / {count['test']} test"
+        if name in tasks:
+            line += f"  [{tasks[name]['task']}, {'inferred' if tasks[name]['inferred'] else 'given'}]"
+        lines.append(line)
     languages = dataset.extra.get("languages")
     if languages:
         lines.append("files per language (used/candidates): " + ", ".join(
             f"{name} {count['used']}/{count['candidates']}" + ("" if count.get("kept", True) else " (dropped)")
             for name, count in languages.items()))
+    lines.extend(_subsampling_lines(dataset))
     dropped = dataset.extra.get("dropped_features")
     if dropped:
         lines.append(f"dropped (too few examples): {', '.join(sorted(dropped))}")
     return "\n".join(lines)
+
+
+def _subsampling_lines(dataset) -> list[str]:
+    """Say what subsampling removed, so that nobody mistakes the sample for the source."""
+    subsampled = dataset.extra.get("subsampled") or {}
+    fewer_negatives = [name for name, c in subsampled.items()
+                       if c["after"].get("negative", 0) < c["before"].get("negative", 0)]
+    capped = [name for name in subsampled if name not in fewer_negatives]
+    lines = []
+    if fewer_negatives:
+        ratio = dataset.builder.get("positive_ratio")
+        target = f"{ratio * 100:g} % positives" if isinstance(ratio, (int, float)) else "the target ratio"
+        lines.append(f"negatives subsampled to {target} for {len(fewer_negatives)} features "
+                     "(pass --positive-ratio 0 to keep every example)")
+    if capped:
+        lines.append(f"examples capped by max_positives for {len(capped)} features: {', '.join(sorted(capped))}")
+    return lines

@@ -1,4 +1,4 @@
-"""The ProbeDataset: tokenized sequences plus labelled examples of binary features.
+"""The ProbeDataset: tokenized sequences plus labelled examples of features.
 
 On disk a ProbeDataset is a directory (format documented in ``docs/formats.md``)::
 
@@ -6,13 +6,18 @@ On disk a ProbeDataset is a directory (format documented in ``docs/formats.md``)
                         feature list, counts, content hash
     sequences.parquet   one row per sequence: tokens, attention mask, group, text
     examples.parquet    one row per (feature, example): sequence, span, aggregation,
-                        skip, label
+                        skip, label, split
 
 An *example* is either one token position (``aggregation="token"``, the span
 ``[start, start + 1)``) or a span ``[start, end)`` reduced by ``mean`` or
 ``max`` after skipping its first ``skip`` tokens. Several features may label
 the same position; :meth:`ProbeDataset.units` deduplicates them so that each
 activation is extracted once.
+
+A feature is ``binary`` (labels 0/1; the default, stored without a ``task``
+key), ``multiclass`` (label ``i`` means ``feature["classes"][i]``) or
+``regression`` (a real-valued label). Examples may carry a user's train/test
+split (``split``: -1 not given, 0 train, 1 test), all of a feature's or none.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from needle._io import atomic_directory, read_manifest, write_json_atomic
+from needle._io import atomic_directory, read_json, read_manifest, write_json_atomic
 from needle._version import __version__
 from needle.errors import FormatError, InputError
 
@@ -36,16 +41,32 @@ __all__ = [
     "AGGREGATIONS",
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "SPLIT_NONE",
+    "SPLIT_TEST",
+    "SPLIT_TRAIN",
+    "TASKS",
     "Examples",
+    "feature_task",
     "ProbeDataset",
     "Units",
     "load_dataset",
 ]
 
 FORMAT_NAME = "needle.ProbeDataset"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions :func:`load_dataset` reads (version 1: int8 labels, no split column).
+READABLE_VERSIONS = (1, 2)
 #: Aggregation codes as stored on disk: index in this tuple.
 AGGREGATIONS = ("token", "mean", "max")
+#: What a feature's label means; a feature dict without ``task`` is ``binary``.
+TASKS = ("binary", "multiclass", "regression")
+#: Codes of :attr:`Examples.split`.
+SPLIT_NONE, SPLIT_TRAIN, SPLIT_TEST = -1, 0, 1
+
+
+def feature_task(feature: dict[str, Any]) -> str:
+    """The task of a feature dict: its ``task`` entry, ``"binary"`` when absent."""
+    return feature.get("task", "binary")
 
 
 @dataclass(frozen=True)
@@ -63,8 +84,11 @@ class Examples:
         Index into :data:`AGGREGATIONS`.
     skip : ndarray of shape (n_examples,), int32
         Leading tokens of the span left out of the aggregate.
-    label : ndarray of shape (n_examples,), int8
-        1 for a positive example of the feature, 0 for a negative one.
+    label : ndarray of shape (n_examples,), float64
+        Binary features: 1 for a positive example, 0 for a negative one;
+        multiclass: the class index ``0 … C-1``; regression: the value.
+    split : ndarray of shape (n_examples,), int8
+        The user's split: -1 not given, 0 train, 1 test. Defaults to all -1.
     """
 
     feature: np.ndarray
@@ -74,6 +98,12 @@ class Examples:
     aggregation: np.ndarray
     skip: np.ndarray
     label: np.ndarray
+    split: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "label", np.asarray(self.label, np.float64))
+        split = np.full(len(self.label), SPLIT_NONE, np.int8) if self.split is None else np.asarray(self.split, np.int8)
+        object.__setattr__(self, "split", split)
 
     def __len__(self) -> int:
         return len(self.feature)
@@ -93,8 +123,11 @@ _EXAMPLE_DTYPES = {
     "end": np.int32,
     "aggregation": np.int8,
     "skip": np.int32,
-    "label": np.int8,
+    "label": np.float64,
+    "split": np.int8,
 }
+#: The columns and dtypes that version 1 hashed, kept so binary datasets without splits keep their hash.
+_V1_HASH_DTYPES = {**{k: v for k, v in _EXAMPLE_DTYPES.items() if k != "split"}, "label": np.int8}
 
 
 @dataclass(frozen=True)
@@ -118,7 +151,7 @@ class Units:
 
 @dataclass
 class ProbeDataset:
-    """Tokenized sequences and labelled examples of binary features.
+    """Tokenized sequences and labelled examples of features.
 
     Build one with a builder (:mod:`needle.datasets`) or
     :class:`needle.datasets.assembler.DatasetAssembler`; load one with
@@ -134,7 +167,8 @@ class ProbeDataset:
         Source document of each sequence; train/test splits are by group.
     features : list of dict
         One dict per feature: ``name``, ``description``, ``collection`` and
-        ``level`` (``token`` or ``sequence``).
+        ``level`` (``token`` or ``sequence``); optionally ``task`` (see
+        :data:`TASKS`; absent means binary) and, for multiclass, ``classes``.
     examples : Examples
     tokenizer : dict
         See :func:`needle.datasets.tokenizer_info.tokenizer_info`.
@@ -206,12 +240,33 @@ class ProbeDataset:
             example_unit=inverse,
         )
 
-    def counts(self) -> dict[str, dict[str, int]]:
-        """Positive and negative example counts per feature."""
-        out = {}
-        for index, name in enumerate(self.feature_names):
-            labels = self.examples.label[self.examples.feature == index]
-            out[name] = {"positive": int(labels.sum()), "negative": int((labels == 0).sum())}
+    def feature_task(self, name: str) -> str:
+        """Task of feature ``name`` (``binary``, ``multiclass`` or ``regression``)."""
+        return feature_task(self.features[self.feature_index(name)])
+
+    def counts(self) -> dict[str, dict[str, Any]]:
+        """Example counts per feature.
+
+        Binary features: ``positive`` and ``negative``; multiclass: ``examples``
+        and ``classes`` (class name → count); regression: ``examples``. With a
+        user split, also ``train`` and ``test``.
+        """
+        out: dict[str, dict[str, Any]] = {}
+        for index, info in enumerate(self.features):
+            rows = self.examples.feature == index
+            labels = self.examples.label[rows]
+            task = feature_task(info)
+            if task == "binary":
+                count: dict[str, Any] = {"positive": int((labels == 1).sum()), "negative": int((labels == 0).sum())}
+            elif task == "multiclass":
+                per_class = np.bincount(labels.astype(np.int64), minlength=len(info["classes"]))
+                count = {"examples": len(labels), "classes": dict(zip(info["classes"], per_class.tolist()))}
+            else:
+                count = {"examples": len(labels)}
+            split = self.examples.split[rows]
+            if (split != SPLIT_NONE).any():
+                count.update(train=int((split == SPLIT_TRAIN).sum()), test=int((split == SPLIT_TEST).sum()))
+            out[info["name"]] = count
         return out
 
     # ------------------------------------------------------------ integrity
@@ -220,7 +275,9 @@ class ProbeDataset:
 
         Tokens, masks, groups, features, examples and the tokenizer fingerprint;
         not the builder parameters or the texts (which do not change what is
-        extracted).
+        extracted). A dataset of binary features without a user split hashes
+        exactly as format version 1 did (labels as int8, no split), so old
+        hashes recorded in caches still match.
         """
         digest = hashlib.sha256()
         lengths = np.array([len(t) for t in self.tokens], dtype=np.int64)
@@ -230,7 +287,8 @@ class ProbeDataset:
             digest.update(np.concatenate(self.attention_mask).astype(np.int8).tobytes())
         digest.update(json.dumps([str(g) for g in self.groups]).encode())
         digest.update(json.dumps(self.features, sort_keys=True).encode())
-        for name, dtype in _EXAMPLE_DTYPES.items():
+        legacy = all(feature_task(f) == "binary" for f in self.features) and (self.examples.split == SPLIT_NONE).all()
+        for name, dtype in (_V1_HASH_DTYPES if legacy else _EXAMPLE_DTYPES).items():
             digest.update(np.ascontiguousarray(getattr(self.examples, name), dtype=dtype).tobytes())
         digest.update(str(self.tokenizer.get("fingerprint", "")).encode())
         return digest.hexdigest()
@@ -276,12 +334,43 @@ class ProbeDataset:
         is_token = ex.aggregation == 0
         _fail_rows(is_token & ((ex.end != ex.start + 1) | (ex.skip != 0)), f"{source}: a token example must span one token with skip 0")
         _fail_rows(~is_token & ((ex.skip < 0) | (ex.start + ex.skip >= ex.end)), f"{source}: span example skips all of its tokens")
-        _fail_rows((ex.label != 0) & (ex.label != 1), f"{source}: labels must be 0 or 1")
-        for name, count in self.counts().items():
-            if count["positive"] == 0:
+        _fail_rows((ex.split < SPLIT_NONE) | (ex.split > SPLIT_TEST), f"{source}: split must be -1 (none), 0 (train) or 1 (test)")
+        for index, info in enumerate(self.features):
+            rows = ex.feature == index
+            self._validate_feature(info, ex.label[rows], ex.split[rows], np.flatnonzero(rows), source)
+
+    @staticmethod
+    def _validate_feature(info: dict[str, Any], label: np.ndarray, split: np.ndarray, rows: np.ndarray, source: str) -> None:
+        name, task = info["name"], feature_task(info)
+        if task not in TASKS:
+            raise FormatError(f"{source}: feature {name!r} has unknown task {task!r}; use one of {', '.join(TASKS)}.")
+        given = split != SPLIT_NONE
+        if given.any() and not given.all():
+            raise FormatError(
+                f"{source}: feature {name!r} gives a train/test split for {int(given.sum())} of its {len(split)} "
+                f"examples (e.g. none for example row {int(rows[np.argmin(given)])}); give one for all or none."
+            )
+        if task == "binary":
+            _fail_rows_at(rows, (label != 0) & (label != 1), f"{source}: feature {name!r}: binary labels must be 0 or 1")
+            if not (label == 1).any():
                 raise FormatError(f"{source}: feature {name!r} has no positive examples; drop it or add data.")
-            if count["negative"] == 0:
+            if not (label == 0).any():
                 raise FormatError(f"{source}: feature {name!r} has no negative examples; a probe needs both classes.")
+        elif task == "multiclass":
+            classes = info.get("classes")
+            if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) for c in classes):
+                raise FormatError(f"{source}: multiclass feature {name!r} needs 'classes', a list of at least two class names.")
+            _fail_rows_at(
+                rows,
+                ~np.isfinite(label) | (label != np.round(label)) | (label < 0) | (label >= len(classes)),
+                f"{source}: feature {name!r}: multiclass labels must be class indices 0…{len(classes) - 1}",
+            )
+            if len(np.unique(label)) < 2:
+                raise FormatError(f"{source}: multiclass feature {name!r} has examples of only one class; a probe needs two.")
+        else:
+            _fail_rows_at(rows, ~np.isfinite(label), f"{source}: feature {name!r}: regression labels must be finite")
+            if len(label) == 0 or np.ptp(label) == 0:
+                raise FormatError(f"{source}: regression feature {name!r} has a constant label; a probe needs variation.")
 
     # ------------------------------------------------------------------ disk
     def manifest(self) -> dict[str, Any]:
@@ -327,7 +416,8 @@ class ProbeDataset:
                     "end": pa.array(ex.end.astype(np.int32)),
                     "aggregation": pa.array(np.array(AGGREGATIONS)[ex.aggregation].tolist(), pa.string()).dictionary_encode(),
                     "skip": pa.array(ex.skip.astype(np.int32)),
-                    "label": pa.array(ex.label.astype(np.int8)),
+                    "label": pa.array(ex.label.astype(np.float64)),
+                    "split": pa.array(ex.split.astype(np.int8)),
                 }
             )
             pq.write_table(examples, tmp / "examples.parquet")
@@ -352,7 +442,7 @@ def load_dataset(path: str | os.PathLike, *, verify_hash: bool = True) -> ProbeD
         format version, or its content is inconsistent or corrupt.
     """
     path = Path(path)
-    manifest = read_manifest(path, FORMAT_NAME, FORMAT_VERSION, "build the dataset with `needle dataset build`")
+    manifest = _read_manifest(path, FORMAT_NAME, FORMAT_VERSION, READABLE_VERSIONS, "build the dataset with `needle dataset build`")
     try:
         sequences = pq.read_table(path / "sequences.parquet")
         examples = pq.read_table(path / "examples.parquet")
@@ -376,7 +466,8 @@ def load_dataset(path: str | os.PathLike, *, verify_hash: bool = True) -> ProbeD
             end=examples.column("end").to_numpy().astype(np.int32),
             aggregation=aggregation_codes.astype(np.int8),
             skip=examples.column("skip").to_numpy().astype(np.int32),
-            label=examples.column("label").to_numpy().astype(np.int8),
+            label=examples.column("label").to_numpy().astype(np.float64),
+            split=examples.column("split").to_numpy().astype(np.int8) if "split" in examples.column_names else None,
         ),
         tokenizer=manifest["tokenizer"],
         builder=manifest["builder"],
@@ -387,6 +478,16 @@ def load_dataset(path: str | os.PathLike, *, verify_hash: bool = True) -> ProbeD
     if verify_hash and dataset.content_hash() != manifest.get("content_hash"):
         raise FormatError(f"{path}: content hash does not match the manifest; the files were changed or corrupted.")
     return dataset
+
+
+def _read_manifest(path: Path, name: str, current: int, readable: tuple[int, ...], remedy: str) -> dict:
+    """:func:`needle._io.read_manifest` accepting any of the ``readable`` format versions."""
+    version = current
+    if (path / "manifest.json").is_file():
+        found = read_json(path / "manifest.json")
+        if isinstance(found, dict) and found.get("format_version") in readable:
+            version = found["format_version"]
+    return read_manifest(path, name, version, remedy)
 
 
 def _category_codes(table: pa.Table, column: str, categories: list[str], path: Path) -> np.ndarray:
@@ -409,6 +510,13 @@ def _list_column(table: pa.Table, name: str, dtype: type) -> list[np.ndarray]:
     offsets = column.offsets.to_numpy()
     values = column.values.to_numpy(zero_copy_only=False).astype(dtype)
     return [values[offsets[i] : offsets[i + 1]] for i in range(len(column))]
+
+
+def _fail_rows_at(rows: np.ndarray, bad: np.ndarray, message: str) -> None:
+    """:func:`_fail_rows` for a subset of examples: ``rows[i]`` is the example row of ``bad[i]``."""
+    if bad.any():
+        found = rows[bad]
+        raise FormatError(f"{message} (example rows {found[:5].tolist()}{'…' if len(found) > 5 else ''}).")
 
 
 def _fail_rows(bad: np.ndarray, message: str) -> None:

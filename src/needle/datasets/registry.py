@@ -36,6 +36,8 @@ BUILDERS: dict[str, tuple[str, str, str]] = {
               "math, sub/superscripts, fraction parts, title, author, abstract, references in .tex sources"),
     "entity-facts": ("needle.datasets.entity_facts", "build_entity_facts",
                      "a property of a named person (table name,property,value) at the surname, over a corpus"),
+    "table": ("needle.datasets.table", "build_table",
+              "your own table of texts and labels (.csv/.tsv/.parquet/.jsonl, hf:NAME): binary, multiclass, regression"),
 }
 
 

@@ -1,0 +1,538 @@
+"""The ``table`` collection: your own labelled texts, one row per sequence.
+
+A table (CSV, TSV, Parquet or JSON Lines; a pandas ``DataFrame``; a Hugging
+Face ``datasets.Dataset`` or ``DatasetDict``; or ``"hf:NAME[:SPLIT]"``, loaded
+with ``datasets.load_dataset``) has a text column and one or more label
+columns. Every row becomes one sequence, tokenized with the tokenizer's special
+tokens, and one example of each label column's feature, read at a position of
+the text (``position``): its last or first text token, or the mean or max over
+all of its text tokens (special tokens are never part of the example).
+
+The task of a label column (``task=``) is binary, multiclass or regression;
+when not given it is inferred from the column's non-missing values:
+
+* exactly two distinct values → ``binary``;
+* otherwise, any non-numeric value, or only integers with at most
+  :data:`MAX_INFERRED_CLASSES` distinct values → ``multiclass``;
+* otherwise → ``regression``.
+
+The chosen task is recorded per feature in ``extra["table"]["tasks"]`` (and
+printed by ``needle dataset build``). Users bring their data as they want it
+probed, so nothing is subsampled by default (``positive_ratio=None``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from needle.datasets.alignment import encode
+from needle.datasets.assembler import DatasetAssembler
+from needle.datasets.format import TASKS, ProbeDataset
+from needle.datasets.tokenizer_info import fast_tokenizer, tokenizer_info
+from needle.errors import InputError
+
+__all__ = ["MAX_INFERRED_CLASSES", "POSITIONS", "TRUNCATIONS", "build_table"]
+
+BUILDER = "table"
+COLLECTION = "table"
+#: Where an example reads its row's text.
+POSITIONS = ("last", "first", "mean", "max")
+#: How a text longer than the context is cut; ``error`` refuses it.
+TRUNCATIONS = ("right", "left", "error")
+#: An integer label column with at most this many distinct values is inferred to be multiclass.
+MAX_INFERRED_CLASSES = 20
+#: Default truncation per position: cut the side the example does not read.
+_DEFAULT_TRUNCATION = {"last": "left", "first": "right", "mean": "right", "max": "right"}
+_READERS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+_TRUE_WORDS = ("1", "true", "yes")
+
+
+def build_table(
+    sources: Any,
+    tokenizer: Any = "minilm",
+    *,
+    text_column: str = "text",
+    label_column: str | None = None,
+    label_columns: Any = None,
+    task: str | None = None,
+    name: str | None = None,
+    positive: Any = None,
+    group_column: str | None = None,
+    split_column: str | None = None,
+    position: str = "last",
+    truncation: str | None = None,
+    context_length: int | None = None,
+    positive_ratio: float | None = None,
+    seed: int = 0,
+    max_positives: int | None = None,
+) -> ProbeDataset:
+    """Build a ProbeDataset from a table of texts and labels.
+
+    Parameters
+    ----------
+    sources : path-like, "hf:NAME[:SPLIT]", DataFrame, datasets.Dataset or DatasetDict, or a list of one
+        The table; several files with the same columns are read one after the
+        other. A ``DatasetDict`` whose splits are ``train`` and ``test`` gives
+        the user split (unless ``split_column`` is given).
+    tokenizer : fast tokenizer or str, default "minilm"
+    text_column : str, default "text"
+    label_column : str, optional
+        The label column (one feature). Give this or ``label_columns``.
+    label_columns : list of str, or "[a,b]" / "a,b"
+        Several label columns, one feature each.
+    task : {"binary", "multiclass", "regression"}, optional
+        Applies to every label column; inferred per column when not given
+        (rule in the module docstring).
+    name : str, optional
+        Feature name (one label column only); default the column's name.
+    positive : value, optional
+        Binary: the positive value. Default: 1, true or yes when one of the
+        two values is (case-insensitive), else the second value in sorted order.
+    group_column : str, optional
+        Rows with the same value are one group (no group straddles train and
+        test). Default: every row its own group.
+    split_column : str, optional
+        The user's split: ``train`` or ``test`` per row.
+    position : {"last", "first", "mean", "max"}, default "last"
+        The example's unit: the last or first text token, or the mean / max
+        over all text tokens.
+    truncation : {"right", "left", "error"}, optional
+        What to do with a row longer than the context: keep its first tokens
+        (``right``), its last ones (``left``) or refuse it. The default keeps
+        the token ``position`` reads: ``left`` for ``last``, ``right``
+        otherwise. Special tokens are always kept.
+    context_length : int, optional
+        Most tokens per sequence, special tokens included; default the
+        tokenizer's ``model_max_length`` (no limit when it has none).
+    positive_ratio : float, optional
+        ``None`` (default) keeps every row; a ratio subsamples the negatives
+        of binary features (recorded in ``extra["subsampled"]``).
+    seed : int, default 0
+    max_positives : int, optional
+        Cap on positives (binary), examples per class (multiclass) or
+        examples (regression), a seeded sample.
+
+    Returns
+    -------
+    ProbeDataset
+        One sequence per row; ``extra["table"]`` records the row count, the
+        number of truncated rows and each feature's task (and whether it was
+        inferred).
+
+    Raises
+    ------
+    InputError
+        A missing or unreadable source, an unknown column, an empty table,
+        missing texts or labels, a label column with one value, a split value
+        other than train/test, a group in both train and test, a text longer
+        than the context with ``truncation="error"``, or bad parameters.
+    """
+    tokenizer = fast_tokenizer(tokenizer)
+    columns = _label_column_list(label_column, label_columns)
+    if name is not None and len(columns) != 1:
+        raise InputError(f"name= names one feature, but {len(columns)} label columns were given; drop name=.")
+    if task is not None and task not in TASKS:
+        raise InputError(f"task must be one of {', '.join(TASKS)}, not {task!r}.")
+    if position not in POSITIONS:
+        raise InputError(f"position must be one of {', '.join(POSITIONS)}, not {position!r}.")
+    truncation = _DEFAULT_TRUNCATION[position] if truncation is None else truncation
+    if truncation not in TRUNCATIONS:
+        raise InputError(f"truncation must be one of {', '.join(TRUNCATIONS)}, not {truncation!r}.")
+    max_length = _max_length(tokenizer, context_length)
+
+    frame, where, origin, hf_split = _read_table(sources)
+    names = [str(c) for c in frame.columns]
+    for role, column in [("text_column", text_column), *(("label_column", c) for c in columns),
+                         ("group_column", group_column), ("split_column", split_column)]:  # fmt: skip
+        if column is not None and column not in names:
+            raise InputError(f"{origin}: no column {column!r} ({role}); the table has: {', '.join(names)}.")
+
+    texts = _texts(frame[text_column], where, origin, text_column)
+    features = []
+    for column in columns:
+        values = frame[column].tolist()
+        _refuse_missing(values, where, origin, column, "label")
+        features.append(_feature(column, name or column, values, task, positive, origin))
+    groups = _groups(frame, group_column, where, origin)
+    split = _split(frame, split_column, hf_split, where, origin)
+    if split is not None:
+        _refuse_straddling(groups, split, origin, group_column)
+
+    params = {
+        "sources": _recorded_sources(sources), "text_column": text_column, "label_columns": columns, "task": task,
+        "name": name, "positive": None if positive is None else _key(positive), "group_column": group_column,
+        "split_column": split_column, "position": position, "truncation": truncation,
+        "context_length": context_length, "positive_ratio": positive_ratio, "seed": seed,
+        "max_positives": max_positives,
+    }  # fmt: skip
+    assembler = DatasetAssembler(BUILDER, params, tokenizer_info(tokenizer))
+    for feature in features:
+        assembler.add_feature(
+            feature["name"], description=feature["description"], collection=COLLECTION, level="sequence",
+            task=feature["task"], classes=feature.get("classes"),
+        )  # fmt: skip
+    # Each row's text tokens are [begin, end); the example is that span or one token of it.
+    begins, ends, truncated = np.zeros(len(texts), np.int32), np.zeros(len(texts), np.int32), 0
+    for row, text in enumerate(texts):
+        ids, kept_text, begins[row], ends[row], cut = _tokens(tokenizer, text, max_length, truncation, where[row], origin)
+        truncated += cut
+        assembler.add_sequence(ids, group=groups[row], text=kept_text)
+    if position == "last":
+        span = dict(start=ends - 1, end=None, aggregation="token")
+    elif position == "first":
+        span = dict(start=begins, end=None, aggregation="token")
+    else:
+        span = dict(start=begins, end=ends, aggregation=position)
+    sequences = np.arange(len(texts))
+    for feature in features:
+        assembler.add_examples(feature["name"], sequences, span["start"], feature["labels"], end=span["end"],
+                               aggregation=span["aggregation"], split=split)  # fmt: skip
+    dataset = assembler.build(positive_ratio=positive_ratio, seed=seed, min_positives=1, max_positives=max_positives)
+    dataset.extra["table"] = {
+        "rows": len(texts),
+        "truncated_rows": truncated,
+        "max_length": max_length,
+        "tasks": {f["name"]: {"task": f["task"], "inferred": task is None, "column": f["column"]} for f in features},
+    }
+    return dataset
+
+
+# ------------------------------------------------------------------ reading
+def _read_table(sources: Any) -> tuple[Any, list[str], str, list[str] | None]:
+    """Read ``sources`` into one pandas DataFrame.
+
+    Returns
+    -------
+    frame : pandas.DataFrame
+    where : list of str, one per row
+        How errors name the row (``file.csv row 3``, counting data rows from 1).
+    origin : str
+        How errors name the table.
+    hf_split : list of str or None
+        Per row, the ``DatasetDict`` split it came from (None for other sources).
+    """
+    import pandas as pd
+
+    items = _source_items(sources)
+    frames, where, origins, hf_split = [], [], [], []
+    for item in items:
+        frame, label, split = _read_one(item)
+        frames.append(frame)
+        where.extend(f"{label} row {i + 1}" for i in range(len(frame)))
+        origins.append(label)
+        hf_split.extend(split if split is not None else [None] * len(frame))
+    origin = origins[0] if len(origins) == 1 else f"{origins[0]} (+{len(origins) - 1} more)"
+    if len(frames) > 1:
+        first = list(frames[0].columns)
+        for frame, label in zip(frames[1:], origins[1:]):
+            if list(frame.columns) != first:
+                raise InputError(
+                    f"{label} has columns {list(frame.columns)} but {origins[0]} has {first}; "
+                    "tables read together need the same columns."
+                )
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
+    if len(frame) == 0:
+        raise InputError(f"{origin}: the table has no rows (an empty table); add rows or check the file.")
+    return frame, where, origin, None if all(s is None for s in hf_split) else hf_split
+
+
+def _source_items(sources: Any) -> list[Any]:
+    if sources is None:
+        raise InputError("the table collection needs a source: --source data.csv (or .tsv, .parquet, .jsonl, hf:NAME).")
+    if isinstance(sources, (str, os.PathLike)) or _is_frame(sources) or _hf_kind(sources):
+        return [sources]
+    items = list(sources)
+    if not items:
+        raise InputError("no sources given; pass a table such as --source data.csv.")
+    return items
+
+
+def _read_one(item: Any) -> tuple[Any, str, list[str] | None]:
+    import pandas as pd
+
+    if _is_frame(item):
+        return item, "the DataFrame", None
+    if _hf_kind(item):
+        return _from_hf(item, "the datasets object")
+    text = os.fspath(item)
+    if text.startswith("hf:"):
+        return _load_hf(text)
+    path = Path(text)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file; check the path (a table: .csv, .tsv, .parquet or .jsonl).")
+    kind = _READERS.get(path.suffix.lower())
+    if kind is None:
+        raise InputError(
+            f"{path}: cannot read {path.suffix or 'a file without suffix'} tables; "
+            f"use one of {', '.join(sorted(_READERS))} (or hf:NAME)."
+        )
+    try:
+        if kind == "parquet":
+            frame = pd.read_parquet(path)
+        elif kind == "jsonl":
+            frame = pd.read_json(path, lines=True, dtype=False)
+        else:
+            frame = pd.read_csv(path, sep="\t" if kind == "tsv" else ",")
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{path}: the table has no rows (an empty table); add rows or check the file.") from None
+    except Exception as exc:  # noqa: BLE001 - every reader has its own exceptions; the user needs the file named
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: not a readable {kind} table ({reason}); check the file's format.") from None
+    return frame, str(path), None
+
+
+def _is_frame(obj: Any) -> bool:
+    return type(obj).__name__ == "DataFrame" and type(obj).__module__.startswith("pandas")
+
+
+def _hf_kind(obj: Any) -> str | None:
+    """``Dataset`` or ``DatasetDict`` for Hugging Face datasets objects (checked without importing ``datasets``)."""
+    kind = type(obj).__name__
+    module = type(obj).__module__
+    return kind if module.startswith("datasets") and kind in ("Dataset", "DatasetDict") else None
+
+
+def _from_hf(obj: Any, label: str) -> tuple[Any, str, list[str] | None]:
+    import pandas as pd
+
+    if _hf_kind(obj) == "Dataset":
+        return obj.to_pandas(), label, None
+    names = list(obj.keys())
+    frames = [obj[n].to_pandas() for n in names]
+    split = [n for n, frame in zip(names, frames) for _ in range(len(frame))]
+    return pd.concat(frames, ignore_index=True), f"{label} ({', '.join(names)})", split
+
+
+def _load_hf(text: str) -> tuple[Any, str, list[str] | None]:
+    spec = text[len("hf:"):]
+    dataset_name, _, split = spec.partition(":")
+    if not dataset_name:
+        raise InputError(f"{text!r}: write hf:NAME or hf:NAME:SPLIT (e.g. hf:imdb:train).")
+    try:
+        import datasets
+    except ImportError:
+        raise InputError(f"{text}: reading Hugging Face datasets needs the datasets library; pip install datasets") from None
+    try:
+        loaded = datasets.load_dataset(dataset_name, split=split or None)
+    except Exception as exc:  # noqa: BLE001 - network, missing dataset, bad split: say which and why
+        raise InputError(f"{text}: datasets.load_dataset failed ({type(exc).__name__}: {exc}).") from None
+    return _from_hf(loaded, text)
+
+
+# ------------------------------------------------------------------ columns
+def _label_column_list(label_column: str | None, label_columns: Any) -> list[str]:
+    if label_column is not None and label_columns is not None:
+        raise InputError("give label_column or label_columns, not both.")
+    if label_columns is None:
+        if label_column is None:
+            raise InputError("name the label column: --param label_column=NAME (or label_columns=[a,b]).")
+        return [str(label_column)]
+    if isinstance(label_columns, str):
+        label_columns = [part.strip().strip("'\"") for part in label_columns.strip().strip("[]").split(",")]
+    columns = [str(c) for c in label_columns if str(c)]
+    if not columns:
+        raise InputError("label_columns is empty; name at least one column.")
+    if len(set(columns)) != len(columns):
+        raise InputError(f"label_columns names a column twice: {columns}.")
+    return columns
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    try:
+        return bool(value != value)  # NaN, pandas NA
+    except (TypeError, ValueError):
+        return False
+
+
+def _refuse_missing(values: list[Any], where: list[str], origin: str, column: str, what: str) -> None:
+    missing = [i for i, v in enumerate(values) if _is_missing(v)]
+    if missing:
+        rows = ", ".join(where[i].rsplit(" ", 1)[-1] for i in missing[:5]) + ("…" if len(missing) > 5 else "")
+        raise InputError(
+            f"{origin}: column {column!r} has {len(missing)} missing {what}(s) (rows {rows}); fill or drop those rows."
+        )
+
+
+def _texts(column: Any, where: list[str], origin: str, name: str) -> list[str]:
+    values = column.tolist()
+    _refuse_missing(values, where, origin, name, "text")
+    return [str(v) for v in values]
+
+
+def _groups(frame: Any, column: str | None, where: list[str], origin: str) -> list[str]:
+    if column is None:
+        return [f"row{i}" for i in range(len(frame))]
+    values = frame[column].tolist()
+    _refuse_missing(values, where, origin, column, "group")
+    return [str(v) for v in values]
+
+
+def _split(frame: Any, column: str | None, hf_split: list[str] | None, where: list[str], origin: str) -> np.ndarray | None:
+    if column is None and hf_split is None:
+        return None
+    if column is None:
+        unknown = sorted(set(hf_split) - {"train", "test"})
+        if unknown:
+            raise InputError(
+                f"{origin}: the DatasetDict has split {unknown[0]!r}; every split must be train or test "
+                "(pick one with hf:NAME:SPLIT or pass dataset['train'], or give split_column)."
+            )
+        values = hf_split
+    else:
+        values = frame[column].tolist()
+        _refuse_missing(values, where, origin, column, "split value")
+    words = np.array([str(v).strip().lower() for v in values])
+    bad = np.flatnonzero(~np.isin(words, ["train", "test"]))
+    if len(bad):
+        raise InputError(
+            f"{origin}: split column {column!r} has {values[bad[0]]!r} at {where[bad[0]]}; "
+            "every value must be train or test."
+        )
+    source = f"split column {column!r}" if column is not None else "the DatasetDict"
+    for side in ("train", "test"):
+        if not (words == side).any():
+            raise InputError(f"{origin}: {source} has no {side} rows; a user split needs both train and test.")
+    return words == "test"
+
+
+def _refuse_straddling(groups: list[str], is_test: np.ndarray, origin: str, group_column: str | None) -> None:
+    seen: dict[str, bool] = {}
+    for group, test in zip(groups, is_test.tolist()):
+        if seen.setdefault(group, test) != test:
+            raise InputError(
+                f"{origin}: group {group!r} (group_column {group_column!r}) has rows in both train and test; "
+                "a group must lie in one split, or test would see its documents."
+            )
+
+
+def _key(value: Any) -> str:
+    """A label value as text, so 1, 1.0, True and "1" compare as the user means."""
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, np.integer, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _numeric(values: list[Any]) -> np.ndarray | None:
+    if any(isinstance(v, (bool, np.bool_)) for v in values):
+        return None
+    try:
+        out = np.array([float(v) for v in values], np.float64)
+    except (TypeError, ValueError):
+        return None
+    return out if np.isfinite(out).all() else None
+
+
+def _feature(column: str, name: str, values: list[Any], task: str | None, positive: Any, origin: str) -> dict[str, Any]:
+    """The feature's task, labels (float64) and, for multiclass, its classes."""
+    keys = [_key(v) for v in values]
+    distinct = sorted(set(keys))
+    numbers = _numeric(values)
+    if len(distinct) < 2:
+        raise InputError(
+            f"{origin}: label column {column!r} has one value ({distinct[0]!r}) in every row; "
+            "a probe needs at least two classes."
+        )
+    if task is None:
+        integral = numbers is not None and bool((numbers == np.round(numbers)).all())
+        if len(distinct) == 2:
+            task = "binary"
+        elif numbers is None or (integral and len(distinct) <= MAX_INFERRED_CLASSES):
+            task = "multiclass"
+        else:
+            task = "regression"
+    description = f"column {column!r} of the table ({task})"
+    if task == "binary":
+        if len(distinct) != 2:
+            raise InputError(
+                f"{origin}: task=binary needs two values in label column {column!r}, which has {len(distinct)} "
+                f"({', '.join(distinct[:5])}{'…' if len(distinct) > 5 else ''}); use task=multiclass or regression."
+            )
+        if positive is not None:
+            chosen = _key(positive)
+            if chosen not in distinct:
+                raise InputError(f"{origin}: positive={positive!r} is not a value of {column!r} ({', '.join(distinct)}).")
+        else:
+            true_like = [d for d in distinct if d.lower() in _TRUE_WORDS]
+            chosen = true_like[0] if len(true_like) == 1 else _sorted_values(distinct, numbers)[1]
+        labels = np.array([k == chosen for k in keys], np.float64)
+        return {"column": column, "name": name, "task": task, "labels": labels,
+                "description": f"{description}: {column} == {chosen!r}"}  # fmt: skip
+    if task == "multiclass":
+        classes = _sorted_values(distinct, numbers)
+        index = {c: i for i, c in enumerate(classes)}
+        labels = np.array([index[k] for k in keys], np.float64)
+        return {"column": column, "name": name, "task": task, "labels": labels, "classes": classes,
+                "description": description}  # fmt: skip
+    if numbers is None:
+        bad = next(v for v in values if _numeric([v]) is None)
+        raise InputError(
+            f"{origin}: task=regression needs numbers in label column {column!r}, which has {bad!r}; "
+            "use task=multiclass for categories."
+        )
+    return {"column": column, "name": name, "task": task, "labels": numbers, "description": description}
+
+
+def _sorted_values(distinct: list[str], numbers: np.ndarray | None) -> list[str]:
+    """Distinct label keys in numeric order when they are numbers, else in string order."""
+    if numbers is None:
+        return sorted(distinct)
+    return sorted(distinct, key=float)
+
+
+# --------------------------------------------------------------- tokens
+def _max_length(tokenizer: Any, context_length: Any) -> int | None:
+    n_special = len(encode(tokenizer, "").ids)
+    if context_length is not None:
+        if not isinstance(context_length, (int, np.integer)) or context_length < n_special + 1:
+            raise InputError(f"context_length must be an integer of at least {n_special + 1}, not {context_length!r}.")
+        return int(context_length)
+    model_max = getattr(tokenizer, "model_max_length", None)
+    # Tokenizers without a limit report a huge sentinel (about 1e30).
+    return int(model_max) if isinstance(model_max, int) and model_max < 10**9 else None
+
+
+def _tokens(
+    tokenizer: Any, text: str, max_length: int | None, truncation: str, where: str, origin: str
+) -> tuple[np.ndarray, str, int, int, bool]:
+    """Token ids of one row, its kept text, the text tokens' span ``[begin, end)`` and whether it was cut."""
+    encoded = encode(tokenizer, text)
+    text_tokens = np.flatnonzero(~encoded.special)
+    if len(text_tokens) == 0:
+        raise InputError(f"{origin}: the text at {where} has no tokens (empty text); fill or drop the row.")
+    lead, tail = int(text_tokens[0]), len(encoded) - int(text_tokens[-1]) - 1
+    ids, cut = encoded.ids, False
+    if max_length is not None and len(ids) > max_length:
+        budget = max_length - lead - tail
+        if truncation == "error":
+            raise InputError(
+                f"{origin}: the text at {where} has {len(ids)} tokens, more than the context of {max_length}; "
+                "pass truncation=right or left, or a larger context_length."
+            )
+        keep = text_tokens[:budget] if truncation == "right" else text_tokens[-budget:]
+        ids = np.concatenate([ids[:lead], ids[keep], ids[len(ids) - tail:]])
+        text = text[encoded.offsets[keep[0], 0] : encoded.offsets[keep[-1], 1]]
+        cut = True
+        n_text = budget
+    else:
+        n_text = int(text_tokens[-1]) - lead + 1
+    return ids, text, lead, lead + n_text, cut
+
+
+def _recorded_sources(sources: Any) -> Any:
+    if isinstance(sources, (str, os.PathLike)):
+        return [os.fspath(sources)]
+    if _is_frame(sources) or _hf_kind(sources):
+        return [f"<{type(sources).__module__.split('.')[0]}.{type(sources).__name__}>"]
+    if isinstance(sources, Sequence) and not isinstance(sources, Mapping):
+        return [os.fspath(s) if isinstance(s, (str, os.PathLike)) else f"<{type(s).__name__}>" for s in sources]
+    return str(sources)
+
