@@ -113,13 +113,13 @@ class _LinearProbe(BaseEstimator):
             return X, codes.astype(np.int8), "binary"
         return X, codes.astype(np.int64), "multiclass"
 
-    def _fit_template(self, X, y, task, selector, k, *, prefilter, ordered=True, rotation=None, solver="default",
-                      design_dtype=np.float64, tol, max_iter):
+    def _fit_template(self, X, y, task, selector, k, *, rotation=None, solver="default", tol, max_iter):
+        """The template on every column in input order (the baselines)."""
         from needle.probing.template import fit_path, prepare
 
-        prepared = prepare(X, y, task=task, prefilter=prefilter, ordered=ordered)
+        prepared = prepare(X, y, task=task, prefilter=None, ordered=False)
         path = fit_path(prepared, selector, [k], C=self.C, random_state=_seed(getattr(self, "random_state", None)),
-                        tol=tol, max_iter=max_iter, solver=solver, rotation=rotation, design_dtype=design_dtype)
+                        tol=tol, max_iter=max_iter, solver=solver, rotation=rotation)
         return prepared, path
 
     def _set_linear(self, n_features, neurons, coef, intercept):
@@ -324,7 +324,9 @@ class SparseRegressionProbe(RegressorMixin, _LinearProbe):
 
 
 def _fit_sparse(probe, X, y) -> None:
+    """The fit of :class:`SparseProbe` and :class:`SparseRegressionProbe`: the template with one ``k``."""
     from needle.probing.selection import get_selector
+    from needle.probing.template import fit_path, prepare
 
     _check_positive("k", probe.k, integer=True)
     _check_positive("prefilter", probe.prefilter, integer=True, allow_none=True)
@@ -334,20 +336,13 @@ def _fit_sparse(probe, X, y) -> None:
         raise ValueError(f"Only binary classification is supported by the selector {selector!r}; y has "
                          f"{probe.classes_.size} classes. Probe one class against the rest, or use a selector "
                          "that supports multiclass targets (mean_diff, f_stat, mutual_info, l1, random).")
-    from needle.probing.preprocessing import method_candidates
-    from needle.probing.template import prepare
-
-    limit = selector.candidate_limit()
-    n_candidates = min(X.shape[1], probe.prefilter or X.shape[1], limit or X.shape[1])
+    n_candidates = min(X.shape[1], probe.prefilter or X.shape[1], selector.candidate_limit() or X.shape[1])
     k = probe.k
     if k > n_candidates:
         warnings.warn(f"k={k} exceeds the {n_candidates} candidate neurons; using all {n_candidates}.", UserWarning,
                       stacklevel=3)
         k = n_candidates
-    from needle.probing.template import fit_path
-
     prepared = prepare(X, y, task=task, prefilter=probe.prefilter)
-    assert method_candidates(prepared.candidates, selector).size >= k
     path = fit_path(prepared, selector, [k], C=probe.C, random_state=_seed(probe.random_state), tol=probe.tol,
                     max_iter=probe.max_iter)
     order = np.argsort(path.neurons[0], kind="stable")
@@ -400,7 +395,7 @@ class DenseProbe(_ProbeClassifier):
         from needle.probing.template import AllColumns
 
         X, y, task = self._validate_xy(X, y)
-        prepared, path = self._fit_template(X, y, task, AllColumns(), X.shape[1], prefilter=None, ordered=False,
+        prepared, path = self._fit_template(X, y, task, AllColumns(), X.shape[1],
                                             solver="lbfgs" if task == "binary" else "default",
                                             tol=self.tol, max_iter=self.max_iter)
         self.support_ = np.arange(X.shape[1])
@@ -463,8 +458,8 @@ class RandomDirectionsProbe(_ProbeClassifier):
             warnings.warn(f"k={k} exceeds n_features={X.shape[1]}; using {X.shape[1]}.", UserWarning, stacklevel=2)
             k = X.shape[1]
         Q = random_orthonormal(X.shape[1], k, _seed(self.random_state))
-        prepared, path = self._fit_template(X, y, task, FirstColumns(), k, prefilter=None, ordered=False,
-                                            rotation=Q, tol=self.tol, max_iter=self.max_iter)
+        prepared, path = self._fit_template(X, y, task, FirstColumns(), k, rotation=Q, tol=self.tol,
+                                            max_iter=self.max_iter)
         self.components_ = Q
         self.direction_coef_ = path.design_coef[0]
         self.mean_, self.scale_ = prepared.mean, prepared.scale
