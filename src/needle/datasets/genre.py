@@ -15,7 +15,7 @@ carry a label works the same way: ``label_pattern`` says where the label is
 (by default the id's first part, before ``-`` or ``_``) and ``genres`` which
 labels to keep (``None``: every label found).
 
-Documents are those of :func:`needle.datasets.ud.read_conllu` (``# newdoc id``,
+Documents are those of :func:`needle.datasets.readers.conllu.read_conllu` (``# newdoc id``,
 else the sentence id without its final ``-NNNN``); windows of consecutive
 sentences and their examples are made by :mod:`needle.datasets.windows`, and
 the group of a window is its document.
@@ -26,20 +26,16 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from needle.datasets.builder import materialize, source_stems
 from needle.datasets.format import ProbeDataset
+from needle.datasets.readers.conllu import UDDocument, is_conllu, read_conllu
 from needle.datasets.shared_data import recorded_sources, ud_treebank_files
-from needle.datasets.ud import UDDocument, read_conllu
-from needle.datasets.windows import (
-    LabelledDocument,
-    build_window_collection,
-    check_window_params,
-    fast_tokenizer,
-    source_stems,
-)
+from needle.datasets.tokenizer_info import fast_tokenizer
+from needle.datasets.windows import LabelledDocument, build_window_collection, check_window_params
 from needle.errors import InputError
 
 __all__ = ["DEFAULT_LABEL_PATTERN", "EWT_GENRES", "build_genre", "document_label"]
@@ -149,8 +145,7 @@ def build_genre(
     )
     pattern = _compile(label_pattern)
     wanted = _check_genres(genres)
-    if sources is not None and not isinstance(sources, (str, os.PathLike)) and isinstance(sources, Iterable):
-        sources = list(sources)
+    sources = materialize(sources)
     paths = _source_files(sources)
 
     documents: list[LabelledDocument] = []
@@ -251,7 +246,7 @@ def _source_files(sources: Any) -> list[Path]:
     for item in items:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith((".conllu", ".conllu.gz")))
+            found = sorted(p for p in path.rglob("*") if p.is_file() and is_conllu(p.name))
             if not found:
                 raise InputError(f"{path}: no .conllu or .conllu.gz file in this directory.")
             files.extend(found)

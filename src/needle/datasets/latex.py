@@ -55,7 +55,6 @@ math is skipped and listed in ``dataset.extra["files"]["skipped"]``.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections.abc import Iterable
@@ -67,8 +66,10 @@ import numpy as np
 
 from needle.datasets.alignment import EncodedText
 from needle.datasets.assembler import DatasetAssembler
+from needle.datasets.builder import FileReport, cap_positives, name_seed
 from needle.datasets.format import ProbeDataset
-from needle.datasets.python_code import pack_lines
+from needle.datasets.packing import pack_lines
+from needle.datasets.readers.text import normalize_newlines
 from needle.datasets.tokenizer_info import fast_tokenizer, tokenizer_info
 from needle.errors import InputError
 
@@ -558,14 +559,13 @@ def build_latex(
     for name, description in FEATURES.items():
         assembler.add_feature(name, description=description, collection=COLLECTION, level="token")
     positives, negatives, complements, places = [], [], [], []
-    skipped: dict[str, str] = {}
-    used = []
+    report = FileReport(len(files))
     for path, name in files:
         try:
-            text = path.read_text(encoding="utf-8").replace("\r\n", "\n").replace("\r", "\n")
+            text = normalize_newlines(path.read_text(encoding="utf-8"))
             labels = label_latex(text)
         except (OSError, UnicodeDecodeError, LatexError) as exc:
-            skipped[name] = f"{type(exc).__name__}: {exc}"
+            report.skip(name, f"{type(exc).__name__}: {exc}")
             continue
         pieces = pack_lines(text, tokenizer, context_length, n_special=n_special, max_sequences=max_sequences_per_file)
         added = 0
@@ -580,17 +580,15 @@ def build_latex(
             places.append(np.stack([np.full(len(encoded), sequence), np.arange(len(encoded))], axis=1))
             added += 1
         if added:
-            used.append(name)
-    if not used:
-        reasons = "; ".join(f"{n}: {why}" for n, why in list(skipped.items())[:5])
-        raise InputError(f"{BUILDER}: none of the {len(files)} .tex files could be used ({reasons or 'all empty'}).")
+            report.used.append(name)
+    report.require_some_used(BUILDER, ".tex files could be used", empty_note="all empty", fix=".")
     positive, negative = np.concatenate(positives), np.concatenate(negatives)
     complement, place = np.concatenate(complements), np.concatenate(places)
     from_complement = {}
     for j, feature in enumerate(FEATURES):
         chosen_pos, chosen_neg, n_complement = _sample(
             positive[:, j], negative[:, j], complement[:, j], positive_ratio, max_positives,
-            np.random.default_rng([seed, _stable_int(feature)]),
+            np.random.default_rng([seed, name_seed(feature)]),
         )
         from_complement[feature] = n_complement
         rows = np.concatenate([chosen_pos, chosen_neg])
@@ -600,7 +598,7 @@ def build_latex(
     dataset = assembler.build(positive_ratio=None, seed=seed, min_positives=min_positives)
     # Sampling was done here (half the negatives from the complement): record the ratio asked for.
     dataset.builder["positive_ratio"] = positive_ratio
-    dataset.extra["files"] = {"considered": len(files), "used": used, "skipped": skipped}
+    dataset.extra["files"] = {"considered": report.considered, "used": report.used, "skipped": report.skipped}
     dataset.extra["complement_negatives"] = {f: n for f, n in from_complement.items() if f in dataset.feature_names}
     return dataset
 
@@ -628,8 +626,7 @@ def _sample(
     negatives came from the complement.
     """
     pos = np.flatnonzero(positive)
-    if max_positives is not None and len(pos) > max_positives:
-        pos = np.sort(rng.choice(pos, max_positives, replace=False))
+    pos = cap_positives(pos, max_positives, rng)
     neg = np.flatnonzero(negative)
     if positive_ratio is None:
         return pos, neg, int(complement.sum())
@@ -639,7 +636,3 @@ def _sample(
     rest = np.setdiff1d(neg, from_pool, assume_unique=True)
     from_rest = rng.choice(rest, n_neg - len(from_pool), replace=False)
     return pos, np.sort(np.concatenate([from_pool, from_rest])), len(from_pool)
-
-
-def _stable_int(text: str) -> int:
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")

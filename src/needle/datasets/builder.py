@@ -1,0 +1,267 @@
+"""What every feature-collection builder does around its own labelling.
+
+A builder module reads its sources with :mod:`needle.datasets.readers`,
+cuts them into sequences with :mod:`needle.datasets.packing`, labels tokens
+its own way and hands the examples to a
+:class:`~needle.datasets.assembler.DatasetAssembler`. The steps in between are
+the same everywhere and live here:
+
+* taking the ``sources`` argument (one path or many; an iterator is read once,
+  before its names are recorded) and naming each file's groups
+  (:func:`as_source_list`, :func:`materialize`, :func:`unique_stems`);
+* the default recipe "the EWT treebank unless files are given"
+  (:func:`treebank_or_files`);
+* checking the parameters every builder shares (:func:`check_context_length`,
+  :func:`check_positive_ratio`);
+* recording parameters as plain JSON values (:func:`plain_params`);
+* a progress bar over files (:func:`progress`) and the report of files used,
+  empty or skipped with their reason (:class:`FileReport`);
+* capping positives by a seeded sample whose draw depends only on the seed and
+  the feature's name (:func:`name_seed`, :func:`cap_positives`), for builders
+  that sample examples themselves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from needle.datasets.shared_data import ud_treebank_files
+from needle.errors import InputError
+
+__all__ = [
+    "FileReport",
+    "as_source_list",
+    "cap_positives",
+    "check_context_length",
+    "check_positive_ratio",
+    "materialize",
+    "name_seed",
+    "plain_params",
+    "progress",
+    "source_stems",
+    "treebank_or_files",
+    "unique_stems",
+]
+
+#: The splits of EWT that the default recipes of the EWT builders read.
+EWT_SPLITS = ("train", "dev", "test")
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def materialize(sources: Any) -> Any:
+    """``sources`` with an iterable (other than a path or a mapping) turned into a list.
+
+    An iterator would be used up by reading before its names are recorded in
+    the dataset; ``None``, a single path and a mapping are returned as given.
+    """
+    if isinstance(sources, Iterable) and not isinstance(sources, (str, bytes, os.PathLike, Mapping)):
+        return list(sources)
+    return sources
+
+
+def as_source_list(sources: Any, *, empty: str) -> list[str]:
+    """The source paths as given (one path or an iterable of them), as strings.
+
+    Parameters
+    ----------
+    sources : path-like or iterable of path-like
+    empty : str
+        The error message when there is no source (says what to pass).
+
+    Raises
+    ------
+    InputError
+        No source.
+    """
+    items = [sources] if isinstance(sources, (str, bytes, os.PathLike)) else list(sources)
+    if not items:
+        raise InputError(empty)
+    return [os.fsdecode(item) for item in items]
+
+
+def unique_stems(paths: Sequence[os.PathLike | str], suffixes: Sequence[str] = (".gz", ".conllu")) -> list[str]:
+    """A group prefix per file: its name without ``suffixes`` (stripped from the end, in order), numbered when
+    names collide."""
+    stems = []
+    for path in paths:
+        name = os.path.basename(os.fspath(path))
+        for suffix in suffixes:
+            name = name.removesuffix(suffix)
+        stems.append(name)
+    counts = Counter(stems)
+    seen: Counter = Counter()
+    unique = []
+    for stem in stems:
+        seen[stem] += 1
+        unique.append(stem if counts[stem] == 1 else f"{stem}#{seen[stem]}")
+    return unique
+
+
+def source_stems(paths: Sequence[os.PathLike | str]) -> list[str]:
+    """A group prefix per file: its name without ``.gz``/``.conllu``/``.txt``, numbered when names collide."""
+    return unique_stems(paths, (".gz", ".conllu", ".txt"))
+
+
+def treebank_or_files(sources: Any, *, what: str, treebank: str = "en_ewt", splits: tuple[str, ...] = EWT_SPLITS
+                      ) -> list[Path]:
+    """The files to read: a UD treebank's (``sources=None``, the default recipe) or the files given.
+
+    Parameters
+    ----------
+    sources : None, path-like or iterable of path-like
+    what : str
+        What the files are, for the error without sources ("CoNLL-U files").
+    treebank, splits
+        The default recipe (:func:`needle.datasets.shared_data.ud_treebank_files`).
+
+    Raises
+    ------
+    InputError
+        No source, a missing file, or a missing treebank file.
+    """
+    if sources is None:
+        return ud_treebank_files(treebank, splits)
+    items = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
+    if not items:
+        raise InputError(f"no sources given; pass {what}.")
+    paths = [Path(item) for item in items]
+    for path in paths:
+        if not path.is_file():
+            raise InputError(f"{path}: no such file; check the path.")
+    return paths
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def check_context_length(tokenizer: Any, context_length: Any) -> int:
+    """Refuse a context too short for one token besides the special tokens; return the special token count."""
+    specials = tokenizer.num_special_tokens_to_add(pair=False)
+    if not _is_int(context_length) or context_length <= specials + 1:
+        raise InputError(
+            f"context_length must be an integer above {specials + 1} (the tokenizer adds {specials} special "
+            f"tokens); got {context_length!r}"
+        )
+    return specials
+
+
+def check_positive_ratio(positive_ratio: Any) -> None:
+    """Refuse a target share of positives outside (0, 1) (``None`` keeps every negative)."""
+    if positive_ratio is not None and not (isinstance(positive_ratio, (int, float)) and 0 < positive_ratio < 1):
+        raise InputError(f"positive_ratio must be None or in (0, 1); got {positive_ratio!r}")
+
+
+def plain_params(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with NumPy scalars as Python numbers, so that the dataset can record them as JSON."""
+    return {k: v.item() if isinstance(v, np.generic) else v for k, v in params.items()}
+
+
+# --------------------------------------------------------------------------- files
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def progress(items: Iterable[Any] | None = None, *, enabled: bool, desc: str, total: int | None = None,
+             unit: str = "file") -> Any:
+    """A progress bar on stderr: over ``items``, or one to ``update`` by hand up to ``total``.
+
+    Returns ``items`` unchanged (or an object whose ``update``/``close`` do
+    nothing) when not ``enabled``, so that no bar library is imported.
+    """
+    if not enabled:
+        return _NoBar() if items is None else items
+    from tqdm.auto import tqdm
+
+    if items is None:
+        return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr)
+    return tqdm(items, desc=desc, unit=unit, file=sys.stderr)
+
+
+@dataclass
+class FileReport:
+    """Which source files a build used, found empty, or skipped and why (for ``dataset.extra["files"]``).
+
+    Attributes
+    ----------
+    considered : int
+        Files the build looked at.
+    used : list of str
+    empty : list of str
+    skipped : dict of str to str
+        File name → the reason it was not used.
+    """
+
+    considered: int
+    used: list[str] = field(default_factory=list)
+    empty: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def skip(self, name: str, reason: str) -> None:
+        """Record a file that could not be used."""
+        self.skipped[name] = reason
+
+    def require_some_used(self, builder: str, files: str, *, empty_note: str, fix: str = "") -> None:
+        """Refuse a build in which no file was used, quoting the first reasons.
+
+        Parameters
+        ----------
+        builder : str
+            Builder name, first in the message.
+        files : str
+            What the files are ("source files", ".tex files").
+        empty_note : str
+            Said in place of the reasons when no file was skipped (all were empty).
+        fix : str
+            Appended to the message (how to fix it).
+        """
+        if self.used:
+            return
+        reasons = "; ".join(f"{name}: {why}" for name, why in list(self.skipped.items())[:5])
+        raise InputError(f"{builder}: none of the {self.considered} {files} ({reasons or empty_note}){fix}")
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def name_seed(name: str) -> int:
+    """A 64-bit integer fixed by ``name``: with the build's seed, it seeds one feature's own draws."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
+
+
+def cap_positives(positives: np.ndarray, max_positives: int | None, rng: np.random.Generator) -> np.ndarray:
+    """At most ``max_positives`` of ``positives`` (a seeded sample, increasing); all of them when fewer.
+
+    Parameters
+    ----------
+    positives : ndarray of int, shape (n,)
+    max_positives : int or None
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    ndarray of int, shape (min(n, max_positives),)
+    """
+    if max_positives is not None and len(positives) > max_positives:
+        return np.sort(rng.choice(positives, max_positives, replace=False))
+    return positives
