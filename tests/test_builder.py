@@ -13,6 +13,7 @@ from needle.datasets.builder import (
     FileReport,
     as_source_list,
     cap_positives,
+    find_files,
     check_context_length,
     check_positive_ratio,
     materialize,
@@ -151,3 +152,18 @@ def test_positive_caps_are_seeded_per_name():
     assert np.array_equal(capped, again)
     assert cap_positives(positives, None, np.random.default_rng(0)) is positives
     assert cap_positives(positives, 1000, np.random.default_rng(0)) is positives
+
+
+def test_find_files_names_skips_hidden_and_lists_each_once(tmp_path):
+    for name in ("docs/a.tex", "docs/.git/b.tex", "docs/sub/c.tex", "docs/notes.txt", "other/d.tex"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    docs = tmp_path / "docs"
+    found = find_files([docs, docs / "sub", tmp_path / "other" / "d.tex"], ".tex", what="-", skip_hidden=True)
+    assert [name for _, name in found] == ["docs/a.tex", "docs/sub/c.tex", "other/d.tex"]
+    assert all(path.is_absolute() and path.is_file() for path, _ in found)
+    assert [name for _, name in find_files(docs, ".tex", what="-")] == [".git/b.tex", "a.tex", "sub/c.tex"]
+    assert [name for _, name in find_files(docs / "notes.txt", ".tex", what="-")] == ["notes.txt"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match=r"no \.tex files under .*empty; pass LaTeX sources\.$"):
+        find_files(tmp_path / "empty", ".tex", what="LaTeX sources")

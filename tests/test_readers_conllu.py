@@ -6,7 +6,7 @@ import gzip
 
 import pytest
 
-from needle.datasets.readers.conllu import UDSentence, is_conllu, is_feature_value, read_conllu
+from needle.datasets.readers.conllu import UDSentence, find_conllu_files, is_conllu, is_feature_value, read_conllu
 from needle.errors import InputError
 from ud_fixtures import ud_fixture_dir
 
@@ -78,3 +78,13 @@ def test_name_and_feature_checks():
     assert is_conllu("a/b.conllu") and is_conllu("b.conllu.gz") and not is_conllu("b.txt")
     assert is_feature_value("Tense=Past") and is_feature_value("Number[psor]=Sing")
     assert not is_feature_value("Tense") and not is_feature_value("Tense=Past|Mood=Ind")
+
+
+def test_find_conllu_files(tmp_path):
+    (tmp_path / "b" / "deep").mkdir(parents=True)
+    for name in ("b/deep/x-ud-dev.conllu.gz", "a.conllu", "notes.txt", "b/y.conllu"):
+        (tmp_path / name).write_text("")
+    assert [p.relative_to(tmp_path).as_posix() for p in find_conllu_files(tmp_path)] == [
+        "a.conllu", "b/deep/x-ud-dev.conllu.gz", "b/y.conllu"
+    ]
+    assert find_conllu_files(tmp_path / "b" / "deep" / "none") == []

@@ -13,6 +13,7 @@ from needle.datasets.readers.text import (
     read_text,
     read_text_documents,
 )
+from needle.datasets.builder import find_files
 from needle.errors import InputError
 
 
@@ -45,17 +46,17 @@ def test_text_documents_are_named_relative_to_their_common_parent(tmp_path):
     (tmp_path / "sub" / "b.txt").write_text("bee\r\n")
     (tmp_path / "a.txt").write_text("ay")
     (tmp_path / "c.md").write_text("not a .txt file")
-    assert read_text_documents(tmp_path) == [("a.txt", "ay"), ("sub/b.txt", "bee\n")]
-    assert read_text_documents([tmp_path / "sub" / "b.txt"]) == [("b.txt", "bee\n")]
+    assert read_text_documents(find_files(tmp_path, ".txt", what="-")) == [("a.txt", "ay"), ("sub/b.txt", "bee\n")]
+    assert read_text_documents([(tmp_path / "c.md", "c")]) == [("c", "not a .txt file")]
     with pytest.raises(InputError, match="does not exist"):
-        read_text_documents(tmp_path / "nowhere")
-    with pytest.raises(InputError, match="no corpus given"):
-        read_text_documents([])
+        find_files(tmp_path / "nowhere", ".txt", what="-")
+    with pytest.raises(InputError, match="no sources given"):
+        find_files([], ".txt", what="-")
 
 
 def test_read_text_documents_errors(tmp_path):
     with pytest.raises(InputError, match="no .txt files"):
-        read_text_documents(tmp_path)
+        read_text_documents(find_files(tmp_path, ".txt", what="text files"))
     (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
     with pytest.raises(InputError, match="latin1.txt: not UTF-8"):
-        read_text_documents(tmp_path)
+        read_text_documents(find_files(tmp_path, ".txt", what="text files"))

@@ -9,10 +9,10 @@ the same everywhere and live here:
 * taking the ``sources`` argument (one path or many; an iterator is read once,
   before its names are recorded) and naming each file's groups
   (:func:`as_source_list`, :func:`materialize`, :func:`unique_stems`);
-* the default recipe "the EWT treebank unless files are given"
-  (:func:`treebank_or_files`);
+* finding files in directories (:func:`find_files`) and the default recipe
+  "the EWT treebank unless files are given" (:func:`treebank_or_files`);
 * checking the parameters every builder shares (:func:`check_context_length`,
-  :func:`check_positive_ratio`);
+  :func:`check_model_max_length`, :func:`check_positive_ratio`);
 * recording parameters as plain JSON values (:func:`plain_params`);
 * a progress bar over files (:func:`progress`) and the report of files used,
   empty or skipped with their reason (:class:`FileReport`);
@@ -41,7 +41,9 @@ __all__ = [
     "FileReport",
     "as_source_list",
     "cap_positives",
+    "find_files",
     "check_context_length",
+    "check_model_max_length",
     "check_positive_ratio",
     "materialize",
     "name_seed",
@@ -113,6 +115,52 @@ def source_stems(paths: Sequence[os.PathLike | str]) -> list[str]:
     return unique_stems(paths, (".gz", ".conllu", ".txt"))
 
 
+def find_files(sources: Any, suffix: str, *, what: str, skip_hidden: bool = False) -> list[tuple[Path, str]]:
+    """Files as given and the ``*<suffix>`` files under directories, each with a unique name.
+
+    Parameters
+    ----------
+    sources : path-like or iterable of path-like
+        Files (taken whatever their name) and directories (searched recursively).
+    suffix : str
+        File name ending looked for in directories (``".tex"``).
+    what : str
+        What to pass, for the errors ("text files or directories of *.txt files").
+    skip_hidden : bool
+        Leave out files under hidden directories (``.git``…) of a directory source.
+
+    Returns
+    -------
+    list of (Path, str)
+        Resolved paths, each listed once, and their names: posix paths relative
+        to the common parent directory of the files; sorted by name.
+
+    Raises
+    ------
+    InputError
+        No sources, a missing source, or no file at all.
+    """
+    items = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
+    if not items:
+        raise InputError(f"no sources given; pass {what}.")
+    roots = [Path(item).expanduser() for item in items]
+    paths: dict[Path, None] = {}
+    for root in roots:
+        if not root.exists():
+            raise InputError(f"source {root} does not exist; pass {what}.")
+        if root.is_file():
+            paths[root.resolve()] = None
+            continue
+        found = (p for p in root.rglob(f"*{suffix}") if p.is_file())
+        if skip_hidden:
+            found = (p for p in found if not any(part.startswith(".") for part in p.relative_to(root).parts[:-1]))
+        paths.update(dict.fromkeys(sorted(p.resolve() for p in found)))
+    if not paths:
+        raise InputError(f"no {suffix} files under {', '.join(map(str, roots))}; pass {what}.")
+    base = Path(os.path.commonpath([p.parent for p in paths]))
+    return sorted(((p, p.relative_to(base).as_posix()) for p in paths), key=lambda item: item[1])
+
+
 def treebank_or_files(sources: Any, *, what: str, treebank: str = "en_ewt", splits: tuple[str, ...] = EWT_SPLITS
                       ) -> list[Path]:
     """The files to read: a UD treebank's (``sources=None``, the default recipe) or the files given.
@@ -158,6 +206,17 @@ def check_context_length(tokenizer: Any, context_length: Any) -> int:
             f"tokens); got {context_length!r}"
         )
     return specials
+
+
+def check_model_max_length(tokenizer: Any, context_length: int) -> None:
+    """Refuse a context longer than the model behind ``tokenizer`` can read (when the tokenizer says)."""
+    model_max = getattr(tokenizer, "model_max_length", None)
+    # Tokenizers that know no limit report a huge sentinel (int(1e30)).
+    if isinstance(model_max, int) and model_max < 10**9 and context_length > model_max:
+        raise InputError(
+            f"context_length {context_length} exceeds the tokenizer's model_max_length {model_max}; "
+            f"the model could not read such sequences. Use context_length <= {model_max}."
+        )
 
 
 def check_positive_ratio(positive_ratio: Any) -> None:

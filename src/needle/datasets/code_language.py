@@ -62,7 +62,7 @@ from typing import Any
 import numpy as np
 
 from needle.datasets.assembler import DatasetAssembler
-from needle.datasets.builder import as_source_list
+from needle.datasets.builder import as_source_list, check_model_max_length, check_positive_ratio
 from needle.datasets.builder import progress as progress_bar
 from needle.datasets.format import ProbeDataset
 from needle.datasets.packing import pack_lines
@@ -727,13 +727,10 @@ def _check_parameters(
             f"context_length must be an integer of at least {least} (special tokens + skip_tokens + min_tokens), "
             f"not {context_length!r}."
         )
-    model_max = getattr(tokenizer, "model_max_length", None)
-    if isinstance(model_max, int) and model_max < 10**9 and context_length > model_max:
-        raise InputError(f"context_length {context_length} exceeds the tokenizer's model_max_length {model_max}.")
+    check_model_max_length(tokenizer, context_length)
     if max_files is not None and (not isinstance(max_files, (int, np.integer)) or max_files < 1):
         raise InputError(f"max_files_per_language must be a positive integer or None, not {max_files!r}.")
     if not 0 < max_licence_share <= 1:
         raise InputError(f"max_licence_share must be in (0, 1], not {max_licence_share!r}.")
-    if positive_ratio is not None and not 0 < positive_ratio < 1:
-        raise InputError(f"positive_ratio must be in (0, 1) or None, not {positive_ratio}.")
+    check_positive_ratio(positive_ratio)
     return n_special

@@ -49,6 +49,7 @@ import numpy as np
 
 from needle.datasets.alignment import EncodedText, encode, tokens_in_span
 from needle.datasets.assembler import DatasetAssembler
+from needle.datasets.builder import check_positive_ratio, find_files
 from needle.datasets.format import ProbeDataset
 from needle.datasets.readers.text import read_text_documents
 from needle.datasets.tokenizer_info import fast_tokenizer, tokenizer_info
@@ -335,7 +336,9 @@ def build_entity_facts(
             )
         facts = {n: {p: v for p, v in props.items() if p in properties} for n, props in facts.items()}
         facts = {n: props for n, props in facts.items() if props}
-    documents = read_text_documents(corpus)
+    # In path order (not name order): the order mentions are found in, which the sampling follows.
+    files = sorted(find_files(corpus, ".txt", what="text files or directories of *.txt files"))
+    documents = read_text_documents(files)
     mentions = find_mentions(facts, documents, case_sensitive=case_sensitive)
     by_name: dict[str, list[Mention]] = defaultdict(list)
     for mention in mentions:
@@ -462,5 +465,4 @@ def _check_parameters(
             raise InputError(f"{name} must be a positive integer, not {value!r}.")
     if piece not in PIECES:
         raise InputError(f"piece must be one of {', '.join(PIECES)}, not {piece!r}.")
-    if positive_ratio is not None and not 0 < positive_ratio < 1:
-        raise InputError(f"positive_ratio must be in (0, 1) or None, not {positive_ratio}.")
+    check_positive_ratio(positive_ratio)

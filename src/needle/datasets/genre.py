@@ -32,7 +32,7 @@ from typing import Any
 
 from needle.datasets.builder import materialize, source_stems
 from needle.datasets.format import ProbeDataset
-from needle.datasets.readers.conllu import UDDocument, is_conllu, read_conllu
+from needle.datasets.readers.conllu import UDDocument, find_conllu_files, read_conllu
 from needle.datasets.shared_data import recorded_sources, ud_treebank_files
 from needle.datasets.tokenizer_info import fast_tokenizer
 from needle.datasets.windows import LabelledDocument, build_window_collection, check_window_params
@@ -246,7 +246,7 @@ def _source_files(sources: Any) -> list[Path]:
     for item in items:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and is_conllu(p.name))
+            found = find_conllu_files(path)
             if not found:
                 raise InputError(f"{path}: no .conllu or .conllu.gz file in this directory.")
             files.extend(found)

@@ -66,7 +66,7 @@ import numpy as np
 
 from needle.datasets.alignment import EncodedText
 from needle.datasets.assembler import DatasetAssembler
-from needle.datasets.builder import FileReport, cap_positives, name_seed
+from needle.datasets.builder import FileReport, cap_positives, check_positive_ratio, find_files, name_seed
 from needle.datasets.format import ProbeDataset
 from needle.datasets.packing import pack_lines
 from needle.datasets.readers.text import normalize_newlines
@@ -448,34 +448,16 @@ def label_tokens(
 def find_tex_files(sources: str | os.PathLike | Iterable[str | os.PathLike]) -> list[tuple[Path, str]]:
     """The ``.tex`` files of ``sources`` (files as given, directories searched recursively), with unique names.
 
-    Names are posix paths relative to the common parent of the sources, sorted.
+    Names are posix paths relative to the common parent of the files, sorted;
+    files under hidden directories are left out (see
+    :func:`needle.datasets.builder.find_files`).
 
     Raises
     ------
     InputError
         No sources, a missing source, or no ``.tex`` file.
     """
-    items = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
-    if not items:
-        raise InputError("no sources given; pass .tex files or directories holding them.")
-    roots = [Path(s).expanduser() for s in items]
-    paths: dict[Path, None] = {}
-    for root in roots:
-        if not root.exists():
-            raise InputError(f"source {root} does not exist; pass .tex files or directories holding them.")
-        if root.is_file():
-            paths[root.resolve()] = None
-        else:
-            found = sorted(p.resolve() for p in root.rglob("*.tex") if p.is_file() and not _hidden(p, root))
-            paths.update(dict.fromkeys(found))
-    if not paths:
-        raise InputError(f"no .tex files found under {', '.join(map(str, roots))}; pass LaTeX sources.")
-    base = Path(os.path.commonpath([p.parent for p in paths]))
-    return sorted(((p, p.relative_to(base).as_posix()) for p in paths), key=lambda item: item[1])
-
-
-def _hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(root).parts[:-1])
+    return find_files(sources, ".tex", what=".tex files or directories holding them", skip_hidden=True)
 
 
 def build_latex(
@@ -540,8 +522,7 @@ def build_latex(
         not isinstance(max_sequences_per_file, (int, np.integer)) or max_sequences_per_file < 1
     ):
         raise InputError(f"max_sequences_per_file must be a positive integer or None, not {max_sequences_per_file!r}.")
-    if positive_ratio is not None and not 0 < positive_ratio < 1:
-        raise InputError(f"positive_ratio must be in (0, 1) or None, not {positive_ratio}.")
+    check_positive_ratio(positive_ratio)
     if min_positives < 1:
         raise InputError(f"min_positives must be at least 1, not {min_positives}.")
     files = find_tex_files(sources)

@@ -38,7 +38,7 @@ from typing import Any
 
 from needle.datasets.builder import materialize, source_stems
 from needle.datasets.format import ProbeDataset
-from needle.datasets.readers.conllu import is_conllu, read_conllu
+from needle.datasets.readers.conllu import find_conllu_files, is_conllu, read_conllu
 from needle.datasets.readers.text import read_lines
 from needle.datasets.shared_data import ud_treebank_files
 from needle.datasets.tokenizer_info import fast_tokenizer
@@ -151,7 +151,7 @@ def _split_label(item: Any) -> tuple[str | None, Any]:
 
 
 def _conllu_files(directory: Path) -> list[Path]:
-    files = sorted(p for p in directory.rglob("*") if p.is_file() and is_conllu(p.name))
+    files = find_conllu_files(directory)
     if not files:
         raise InputError(f"{directory}: no .conllu or .conllu.gz file in this directory; pass files or LABEL=PATH.")
     return files

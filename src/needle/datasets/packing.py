@@ -135,7 +135,25 @@ def _join(texts: Sequence[str], separator: str) -> tuple[tuple[int, ...], str]:
 def split_long_units(texts: list[str], tokenizer: Any, budget: int) -> tuple[list[str], np.ndarray, int]:
     """Cut units longer than ``budget`` tokens at whitespace before a token.
 
-    Returns the units, their token counts (without special tokens) and the number of cuts made.
+    A cut falls at the last whitespace before a token start that keeps the
+    piece within ``budget`` (at the budget itself when there is none); pieces
+    are right-stripped at the cut and whitespace-only pieces dropped.
+
+    Parameters
+    ----------
+    texts : list of str, length n_units
+    tokenizer : fast tokenizer
+    budget : int
+        Most tokens per unit, without special tokens.
+
+    Returns
+    -------
+    units : list of str, length n_out
+        ``texts`` itself when no unit is too long.
+    lengths : ndarray of int64, shape (n_out,)
+        Token counts of ``units`` without special tokens.
+    cuts : int
+        Number of cuts made.
     """
     lengths = token_counts(tokenizer, texts)
     if not (lengths > budget).any():

@@ -131,7 +131,13 @@ import numpy as np
 
 from needle.datasets.alignment import PIECES, EncodedText
 from needle.datasets.assembler import DatasetAssembler
-from needle.datasets.builder import FileReport, materialize, plain_params
+from needle.datasets.builder import (
+    FileReport,
+    check_model_max_length,
+    check_positive_ratio,
+    materialize,
+    plain_params,
+)
 from needle.datasets.builder import progress as progress_bar
 from needle.datasets.format import ProbeDataset
 from needle.datasets.packing import encoded_length, pack_lines
@@ -744,12 +750,7 @@ def _check_parameters(
     n_special = encoded_length(tokenizer, "")
     if not isinstance(context_length, (int, np.integer)) or context_length < n_special + 8:
         raise InputError(f"context_length must be an integer of at least {n_special + 8}, not {context_length!r}.")
-    model_max = getattr(tokenizer, "model_max_length", None)
-    if isinstance(model_max, int) and model_max < 10**9 and context_length > model_max:
-        raise InputError(
-            f"context_length {context_length} exceeds the tokenizer's model_max_length {model_max}; "
-            f"the model could not read such sequences. Use context_length <= {model_max}."
-        )
+    check_model_max_length(tokenizer, context_length)
     for name, value in (("max_files", max_files), ("max_sequences_per_file", max_sequences_per_file)):
         if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
             raise InputError(f"{name} must be a positive integer or None, not {value!r}.")
@@ -757,8 +758,7 @@ def _check_parameters(
         raise InputError(f"piece must be one of {', '.join(PIECES)}, not {piece!r}.")
     if min_positives < 1:
         raise InputError(f"min_positives must be at least 1, not {min_positives}.")
-    if positive_ratio is not None and not 0 < positive_ratio < 1:
-        raise InputError(f"positive_ratio must be in (0, 1) or None, not {positive_ratio}.")
+    check_positive_ratio(positive_ratio)
     return n_special
 
 

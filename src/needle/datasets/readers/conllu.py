@@ -22,7 +22,15 @@ from conllu.exceptions import ParseException
 from needle.datasets.readers.text import read_text
 from needle.errors import InputError
 
-__all__ = ["CONLLU_SUFFIXES", "UDDocument", "UDSentence", "is_conllu", "is_feature_value", "read_conllu"]
+__all__ = [
+    "CONLLU_SUFFIXES",
+    "UDDocument",
+    "UDSentence",
+    "find_conllu_files",
+    "is_conllu",
+    "is_feature_value",
+    "read_conllu",
+]
 
 #: File name endings of CoNLL-U files, plain or gzipped.
 CONLLU_SUFFIXES = (".conllu", ".conllu.gz")
@@ -46,6 +54,11 @@ _FIELD_PARSERS = {"deps": _keep_raw}
 def is_conllu(path: str | os.PathLike) -> bool:
     """Whether the file name is that of a CoNLL-U file (``.conllu`` or ``.conllu.gz``)."""
     return os.fspath(path).endswith(CONLLU_SUFFIXES)
+
+
+def find_conllu_files(directory: str | os.PathLike) -> list[Path]:
+    """The CoNLL-U files under ``directory`` (searched recursively), sorted; empty when there are none."""
+    return sorted(p for p in Path(directory).rglob("*") if p.is_file() and is_conllu(p.name))
 
 
 def is_feature_value(item: str) -> bool:

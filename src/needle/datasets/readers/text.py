@@ -76,38 +76,33 @@ def read_lines(path: str | os.PathLike) -> list[tuple[int, str]]:
     return [(number, line.strip()) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
 
 
-def read_text_documents(sources: str | os.PathLike | Iterable[str | os.PathLike]) -> list[tuple[str, str]]:
-    """The documents of a corpus: ``[(name, text)]``, one per file, sorted by path.
+def read_text_documents(files: Iterable[tuple[str | os.PathLike, str]]) -> list[tuple[str, str]]:
+    """The documents of a corpus: ``[(name, text)]``, one per file, in the order given.
 
-    Files are taken as given; directories are searched recursively for
-    ``*.txt``. Names are posix paths relative to the common parent directory
-    of the files. Texts are UTF-8 with ``\\n`` line ends.
+    Parameters
+    ----------
+    files : iterable of (path-like, str)
+        Each file and its name, as :func:`needle.datasets.builder.find_files` lists them.
+
+    Returns
+    -------
+    list of (str, str)
+        Names and texts (UTF-8, a byte-order mark dropped, ``\\n`` line ends).
 
     Raises
     ------
     InputError
-        No sources, a missing source, no ``.txt`` file, or a file that is not UTF-8.
+        A file that is not UTF-8 (the message gives the byte) or cannot be read.
     """
-    items = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
-    if not items:
-        raise InputError("no corpus given; pass text files or directories of *.txt files.")
-    paths: dict[Path, None] = {}
-    for item in items:
-        root = Path(item).expanduser()
-        if not root.exists():
-            raise InputError(f"corpus source {root} does not exist; pass text files or directories of *.txt files.")
-        found = [root] if root.is_file() else sorted(p for p in root.rglob("*.txt") if p.is_file())
-        paths.update(dict.fromkeys(p.resolve() for p in found))
-    if not paths:
-        raise InputError(f"no .txt files under {', '.join(map(str, items))}; the corpus must be plain text files.")
-    base = Path(os.path.commonpath([p.parent for p in paths]))
     documents = []
-    for p in sorted(paths):
+    for path, name in files:
         try:
-            text = p.read_text(encoding="utf-8-sig")
+            text = Path(path).read_text(encoding="utf-8-sig")
         except UnicodeDecodeError as exc:
             raise InputError(
-                f"{p}: not UTF-8 ({exc.reason} at byte {exc.start}); convert the corpus to UTF-8."
+                f"{path}: not UTF-8 ({exc.reason} at byte {exc.start}); convert the corpus to UTF-8."
             ) from None
-        documents.append((p.relative_to(base).as_posix(), normalize_newlines(text)))
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read the file ({exc}).") from None
+        documents.append((name, normalize_newlines(text)))
     return documents
