@@ -102,6 +102,17 @@ def test_treebank_or_files(tmp_path, monkeypatch):
     ]
     with pytest.raises(InputError, match=ENV_VAR):
         treebank_or_files(None, what="-", treebank="xx_t", splits=("test",))
+    with pytest.raises(InputError, match="no such file; check"):
+        treebank_or_files(tmp_path / "ud", what="-")
+    tree = tmp_path / "ud"
+    assert treebank_or_files([tree, given], what="-", directories=True) == [
+        tree / "xx_t" / "xx_t-ud-dev.conllu", tree / "xx_t" / "xx_t-ud-train.conllu", given
+    ]
+    (tmp_path / "none").mkdir()
+    with pytest.raises(InputError, match="none: no .conllu or .conllu.gz file in this directory"):
+        treebank_or_files(tmp_path / "none", what="-", directories=True)
+    with pytest.raises(InputError, match="nowhere: no such file or directory"):
+        treebank_or_files(tmp_path / "nowhere", what="-", directories=True)
 
 
 def test_shared_checks(minilm_tokenizer):

@@ -19,6 +19,31 @@ the same everywhere and live here:
 * capping positives by a seeded sample whose draw depends only on the seed and
   the feature's name (:func:`name_seed`, :func:`cap_positives`), for builders
   that sample examples themselves.
+
+Adding a collection
+-------------------
+A new collection is one module ``needle/datasets/<name>.py`` holding a
+function ``build_<name>(sources, tokenizer, *, context_length, positive_ratio,
+seed, min_positives, max_positives, …) -> ProbeDataset`` that
+
+1. takes the tokenizer (``needle.datasets.tokenizer_info.fast_tokenizer``) and
+   checks its parameters with the checks here plus its own;
+2. lists its files (:func:`find_files`, :func:`treebank_or_files`, or a reader's
+   own finder) and reads them with a reader of :mod:`needle.datasets.readers`
+   (a new source format gets a new reader module there, not code in the
+   builder);
+3. records its parameters, including the sources as given, in a
+   :class:`~needle.datasets.assembler.DatasetAssembler`, declares its features
+   and cuts each document into sequences with :mod:`needle.datasets.packing`;
+4. labels token positions (or spans) and adds them as examples, then returns
+   ``assembler.build(positive_ratio=…, seed=…, min_positives=…,
+   max_positives=…)`` with whatever it counted in ``dataset.extra``.
+
+It is registered by name in :mod:`needle.datasets.registry` (which the CLI
+reads) and tested in ``tests/test_<name>.py``. Builder modules import the
+readers, :mod:`~needle.datasets.packing`, this module and
+:mod:`~needle.datasets.windows` (for sequence-level window collections), never
+another builder's private helpers (``tests/test_builder.py`` checks).
 """
 
 from __future__ import annotations
@@ -34,6 +59,7 @@ from typing import Any
 
 import numpy as np
 
+from needle.datasets.readers.conllu import find_conllu_files
 from needle.datasets.shared_data import ud_treebank_files
 from needle.errors import InputError
 
@@ -161,8 +187,14 @@ def find_files(sources: Any, suffix: str, *, what: str, skip_hidden: bool = Fals
     return sorted(((p, p.relative_to(base).as_posix()) for p in paths), key=lambda item: item[1])
 
 
-def treebank_or_files(sources: Any, *, what: str, treebank: str = "en_ewt", splits: tuple[str, ...] = EWT_SPLITS
-                      ) -> list[Path]:
+def treebank_or_files(
+    sources: Any,
+    *,
+    what: str,
+    treebank: str = "en_ewt",
+    splits: tuple[str, ...] = EWT_SPLITS,
+    directories: bool = False,
+) -> list[Path]:
     """The files to read: a UD treebank's (``sources=None``, the default recipe) or the files given.
 
     Parameters
@@ -172,21 +204,32 @@ def treebank_or_files(sources: Any, *, what: str, treebank: str = "en_ewt", spli
         What the files are, for the error without sources ("CoNLL-U files").
     treebank, splits
         The default recipe (:func:`needle.datasets.shared_data.ud_treebank_files`).
+    directories : bool
+        Also take directories, for the CoNLL-U files under them (sorted).
 
     Raises
     ------
     InputError
-        No source, a missing file, or a missing treebank file.
+        No source, a missing file, a directory without CoNLL-U files, or a
+        missing treebank file.
     """
     if sources is None:
         return ud_treebank_files(treebank, splits)
     items = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
     if not items:
         raise InputError(f"no sources given; pass {what}.")
-    paths = [Path(item) for item in items]
-    for path in paths:
-        if not path.is_file():
-            raise InputError(f"{path}: no such file; check the path.")
+    paths: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if directories and path.is_dir():
+            found = find_conllu_files(path)
+            if not found:
+                raise InputError(f"{path}: no .conllu or .conllu.gz file in this directory.")
+            paths.extend(found)
+        elif path.is_file():
+            paths.append(path)
+        else:
+            raise InputError(f"{path}: no such file{' or directory' if directories else ''}; check the path.")
     return paths
 
 

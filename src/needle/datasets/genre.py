@@ -23,17 +23,16 @@ the group of a window is its document.
 
 from __future__ import annotations
 
-import os
 import re
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from needle.datasets.builder import materialize, source_stems
+from needle.datasets.builder import materialize, source_stems, treebank_or_files
 from needle.datasets.format import ProbeDataset
-from needle.datasets.readers.conllu import UDDocument, find_conllu_files, read_conllu
-from needle.datasets.shared_data import recorded_sources, ud_treebank_files
+from needle.datasets.readers.conllu import UDDocument, read_conllu
+from needle.datasets.shared_data import recorded_sources
 from needle.datasets.tokenizer_info import fast_tokenizer
 from needle.datasets.windows import LabelledDocument, build_window_collection, check_window_params
 from needle.errors import InputError
@@ -146,7 +145,7 @@ def build_genre(
     pattern = _compile(label_pattern)
     wanted = _check_genres(genres)
     sources = materialize(sources)
-    paths = _source_files(sources)
+    paths = treebank_or_files(sources, what="CoNLL-U files or directories", directories=True)
 
     documents: list[LabelledDocument] = []
     found: Counter = Counter()
@@ -234,27 +233,6 @@ def _check_genres(genres: Any) -> set[str] | None:
     if not items or not all(isinstance(g, str) and g for g in items):
         raise InputError(f"genres must be None or a non-empty list of labels; got {genres!r}")
     return set(items)
-
-
-def _source_files(sources: Any) -> list[Path]:
-    if sources is None:
-        return ud_treebank_files("en_ewt", ("train", "dev", "test"))
-    items = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
-    if not items:
-        raise InputError("no sources given; pass CoNLL-U files or directories.")
-    files: list[Path] = []
-    for item in items:
-        path = Path(item)
-        if path.is_dir():
-            found = find_conllu_files(path)
-            if not found:
-                raise InputError(f"{path}: no .conllu or .conllu.gz file in this directory.")
-            files.extend(found)
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise InputError(f"{path}: no such file or directory; check the path.")
-    return files
 
 
 def _require_id(path: Path, doc: UDDocument) -> None:

@@ -5,7 +5,7 @@ texts) and reports bad input with the file (and line) it is in; none of them
 knows about tokenizers or labels.
 """
 
-from needle.datasets.readers.conllu import UDDocument, UDSentence, read_conllu
+from needle.datasets.readers.conllu import UDDocument, UDSentence, find_conllu_files, is_conllu, read_conllu
 from needle.datasets.readers.python_files import SourceFile, find_python_files, read_python_source
 from needle.datasets.readers.text import read_lines, read_paragraphs, read_text, read_text_documents
 
@@ -13,7 +13,9 @@ __all__ = [
     "SourceFile",
     "UDDocument",
     "UDSentence",
+    "find_conllu_files",
     "find_python_files",
+    "is_conllu",
     "read_conllu",
     "read_lines",
     "read_paragraphs",
