@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from needle.datasets.alignment import encode, tokens_in_span
-from needle.datasets.packing import encoded_length, pack_lines, pack_texts, split_long_units, token_counts, word_tokens
+from needle.datasets.packing import (
+    encoded_length,
+    pack_documents,
+    pack_lines,
+    pack_texts,
+    split_long_units,
+    token_counts,
+    word_tokens,
+)
 from needle.datasets.python_code import build_python_code
 from needle.datasets.readers.conllu import read_conllu
 from needle.datasets.readers.python_files import read_python_source
@@ -85,3 +93,17 @@ def test_a_long_line_is_cut_at_token_boundaries(tokenizer, tmp_path):
         assert np.array_equal(enc.ids, encode(tokenizer, text[b:e]).ids)
     dataset = build_python_code(source, tokenizer, context_length=40, min_positives=1)
     assert max(len(t) for t in dataset.tokens) <= 40
+
+
+def test_pack_documents_equals_pack_texts_per_document(tokenizer):
+    documents = [[f"Doc {d} sentence {s} is here." for s in range(n)] for d, n in enumerate([5, 0, 1, 9])]
+    documents[3][4] = "long " * 60
+    together = list(pack_documents(documents, tokenizer, 24))
+    assert len(together) == len(documents)
+    for document, (packs, dropped) in zip(documents, together):
+        alone, alone_dropped = pack_texts(document, tokenizer, 24)
+        assert dropped == alone_dropped
+        assert [(p.units, p.starts, p.text, p.encoded.ids.tolist()) for p in packs] == [
+            (p.units, p.starts, p.text, p.encoded.ids.tolist()) for p in alone
+        ]
+    assert together[3][1] == [4] and together[1] == ([], [])

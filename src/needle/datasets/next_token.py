@@ -46,7 +46,7 @@ from needle.datasets.builder import (
     treebank_or_files,
 )
 from needle.datasets.format import ProbeDataset
-from needle.datasets.packing import pack_texts, token_counts, word_tokens
+from needle.datasets.packing import pack_documents, word_tokens
 from needle.datasets.readers.conllu import UDSentence, read_conllu
 from needle.datasets.shared_data import recorded_sources
 from needle.datasets.tokenizer_info import fast_tokenizer, tokenizer_info
@@ -142,12 +142,8 @@ def build_next_token(
         sentences = [s for doc in documents for s in doc.sentences]
         if not any(tag is not None for s in sentences for tag in s.upos):
             raise InputError(f"{path}: no word has a UPOS tag (the column is _ everywhere); next-token needs UPOS.")
-        lengths = token_counts(tokenizer, [s.text for s in sentences])
-        cursor = 0
-        for doc in documents:
-            doc_lengths = lengths[cursor : cursor + len(doc.sentences)]
-            cursor += len(doc.sentences)
-            packs, dropped = pack_texts([s.text for s in doc.sentences], tokenizer, context_length, lengths=doc_lengths)
+        texts = [[s.text for s in doc.sentences] for doc in documents]
+        for doc, (packs, dropped) in zip(documents, pack_documents(texts, tokenizer, context_length)):
             stats["sentences_longer_than_context"] += len(dropped)
             for pack in packs:
                 seq = assembler.add_sequence(pack.encoded.ids, f"{stem}:{doc.id}", pack.text)

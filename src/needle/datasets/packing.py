@@ -5,7 +5,8 @@ tokens included), each tokenizing every sequence again on its own so that
 its ids are exactly what the tokenizer makes of its text:
 
 * :func:`pack_texts` packs consecutive text units (sentences, paragraphs) of
-  one document greedily, never cutting a unit;
+  one document greedily, never cutting a unit (:func:`pack_documents`: of
+  each of several documents);
 * :func:`split_long_units` first cuts units too long on their own at
   whitespace, for collections whose labels need no context;
 * :func:`pack_lines` cuts a text (source code, LaTeX) at line ends, and an
@@ -16,7 +17,7 @@ its ids are exactly what the tokenizer makes of its text:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ from needle.datasets.alignment import EncodedText, encode, tokens_in_span
 __all__ = [
     "Pack",
     "encoded_length",
+    "pack_documents",
     "pack_lines",
     "pack_texts",
     "split_long_units",
@@ -122,6 +124,37 @@ def pack_texts(
             packs.append(Pack(tuple(range(i, j)), starts, text, encoded))
         i = j
     return packs, dropped
+
+
+def pack_documents(
+    documents: Sequence[Sequence[str]], tokenizer: Any, context_length: int, *, separator: str = " "
+) -> Iterator[tuple[list[Pack], list[int]]]:
+    """:func:`pack_texts` for each document in turn, with one batched token count for all their units.
+
+    Parameters
+    ----------
+    documents : sequence of sequence of str, length n_documents
+        The text units of each document, in order.
+    tokenizer : fast tokenizer
+    context_length : int
+        Maximum tokens per sequence, special tokens included.
+    separator : str
+
+    Yields
+    ------
+    packs : list of Pack
+        The document's sequences; ``units`` index into its own units.
+    dropped : list of int
+        Its units that alone exceed ``context_length``.
+    """
+    # Tokenizing every unit in one call is much faster than one call per document.
+    lengths = token_counts(tokenizer, [text for document in documents for text in document])
+    cursor = 0
+    for document in documents:
+        yield pack_texts(
+            document, tokenizer, context_length, separator=separator, lengths=lengths[cursor : cursor + len(document)]
+        )
+        cursor += len(document)
 
 
 def _join(texts: Sequence[str], separator: str) -> tuple[tuple[int, ...], str]:

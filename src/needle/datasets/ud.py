@@ -32,7 +32,7 @@ from needle.datasets.alignment import PIECES
 from needle.datasets.assembler import DatasetAssembler
 from needle.datasets.builder import as_source_list, check_context_length, unique_stems
 from needle.datasets.format import ProbeDataset
-from needle.datasets.packing import pack_texts, token_counts, word_tokens
+from needle.datasets.packing import Pack, pack_documents, word_tokens
 from needle.datasets.readers.conllu import UDDocument, UDSentence, is_feature_value, read_conllu
 from needle.datasets.tokenizer_info import tokenizer_info
 from needle.errors import InputError
@@ -245,21 +245,16 @@ class _Labelling:
 
     def add_file(self, prefix: str, documents: list[UDDocument]) -> None:
         sentences = [s for doc in documents for s in doc.sentences]
-        # One batched call for the length estimates of the whole file.
-        lengths = token_counts(self.tokenizer, [s.text for s in sentences])
-        cursor = 0
-        for doc in documents:
-            self._add_document(prefix, doc, lengths[cursor : cursor + len(doc.sentences)])
-            cursor += len(doc.sentences)
+        texts = [[s.text for s in doc.sentences] for doc in documents]
+        for doc, (packs, dropped) in zip(documents, pack_documents(texts, self.tokenizer, self.context_length)):
+            self._add_document(prefix, doc, packs, dropped)
         for sentence in sentences:
             if sentence.text_matches is False:
                 self.mismatched_ids.append(sentence.sent_id or f"{prefix} line {sentence.line}")
         self.stats.update(documents=len(documents), sentences=len(sentences), words=sum(s.n_words for s in sentences))
 
-    def _add_document(self, prefix: str, doc: UDDocument, lengths: np.ndarray) -> None:
+    def _add_document(self, prefix: str, doc: UDDocument, packs: list[Pack], dropped: list[int]) -> None:
         first_word = [self.words.extend(s) for s in doc.sentences]
-        texts = [s.text for s in doc.sentences]
-        packs, dropped = pack_texts(texts, self.tokenizer, self.context_length, lengths=lengths)
         for index in dropped:
             sentence = doc.sentences[index]
             self.stats.update(dropped_sentences=1, dropped_words=sentence.n_words)
