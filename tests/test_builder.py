@@ -35,9 +35,9 @@ BUILDER_MODULES = (
 DATASETS = Path(needle.datasets.__file__).parent
 
 
-def _private_imports_from_builders(module: str) -> list[str]:
+def _private_imports_from_builders(module: str, directory: Path = DATASETS) -> list[str]:
     """``module``'s imports of underscore names from other builder modules (``from … import _x``, ``mod._x``)."""
-    tree = ast.parse((DATASETS / f"{module}.py").read_text())
+    tree = ast.parse((directory / f"{module}.py").read_text())
     others = {f"needle.datasets.{m}" for m in BUILDER_MODULES if m != module}
     found, aliases = [], {}
     for node in ast.walk(tree):
@@ -60,14 +60,13 @@ def test_no_builder_imports_another_builders_private_names(module):
     assert _private_imports_from_builders(module) == []
 
 
-def test_the_private_import_check_sees_both_forms(tmp_path, monkeypatch):
+def test_the_private_import_check_sees_both_forms(tmp_path):
     fake = tmp_path / "datasets"
     fake.mkdir()
     (fake / "ud.py").write_text("from needle.datasets.windows import _is_int, check_window_params\n")
     (fake / "genre.py").write_text("from needle.datasets import python_code as pc\nx = pc._progress\ny = pc.FEATURES\n")
-    monkeypatch.setattr(__import__(__name__), "DATASETS", fake)
-    assert _private_imports_from_builders("ud") == ["needle.datasets.windows._is_int"]
-    assert _private_imports_from_builders("genre") == ["needle.datasets.python_code._progress"]
+    assert _private_imports_from_builders("ud", fake) == ["needle.datasets.windows._is_int"]
+    assert _private_imports_from_builders("genre", fake) == ["needle.datasets.python_code._progress"]
 
 
 def test_sources_as_given():
