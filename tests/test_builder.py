@@ -60,6 +60,27 @@ def test_no_builder_imports_another_builders_private_names(module):
     assert _private_imports_from_builders(module) == []
 
 
+def _builder_imports(module: str) -> set[str]:
+    """The other builder modules that ``module`` imports anything from."""
+    tree = ast.parse((DATASETS / f"{module}.py").read_text())
+    others = {f"needle.datasets.{m}" for m in BUILDER_MODULES if m != module}
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module in others:
+            found.add(node.module)
+        elif isinstance(node, ast.ImportFrom) and node.module == "needle.datasets":
+            found |= {f"needle.datasets.{a.name}" for a in node.names} & others
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names} & others
+    return found
+
+
+@pytest.mark.parametrize("module", BUILDER_MODULES)
+def test_builders_are_peers_sharing_only_the_window_library(module):
+    # Readers, packing and the builder base hold what builders share; windows builds window collections.
+    assert _builder_imports(module) <= {"needle.datasets.windows"}
+
+
 def test_the_private_import_check_sees_both_forms(tmp_path):
     fake = tmp_path / "datasets"
     fake.mkdir()

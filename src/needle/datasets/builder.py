@@ -119,8 +119,18 @@ def as_source_list(sources: Any, *, empty: str) -> list[str]:
 
 
 def unique_stems(paths: Sequence[os.PathLike | str], suffixes: Sequence[str] = (".gz", ".conllu")) -> list[str]:
-    """A group prefix per file: its name without ``suffixes`` (stripped from the end, in order), numbered when
-    names collide."""
+    """A group prefix per file: its name without ``suffixes``, numbered (``name#1``, ``name#2``) when names collide.
+
+    Parameters
+    ----------
+    paths : sequence of path-like, length n_files
+    suffixes : sequence of str
+        Stripped from the end of each file name, in this order.
+
+    Returns
+    -------
+    list of str, length n_files
+    """
     stems = []
     for path in paths:
         name = os.path.basename(os.fspath(path))
@@ -288,8 +298,18 @@ def progress(items: Iterable[Any] | None = None, *, enabled: bool, desc: str, to
              unit: str = "file") -> Any:
     """A progress bar on stderr: over ``items``, or one to ``update`` by hand up to ``total``.
 
-    Returns ``items`` unchanged (or an object whose ``update``/``close`` do
-    nothing) when not ``enabled``, so that no bar library is imported.
+    Parameters
+    ----------
+    items : iterable, optional
+        What to iterate over; without it the bar is advanced with ``update(n)``
+        and ended with ``close()``.
+    enabled : bool
+        Off: ``items`` itself (or a bar whose ``update``/``close`` do nothing),
+        so that no bar library is imported.
+    desc, unit : str
+        The bar's label and what it counts.
+    total : int, optional
+        Length of a bar without ``items``.
     """
     if not enabled:
         return _NoBar() if items is None else items
