@@ -15,6 +15,7 @@ from needle.datasets.builder import (
     cap_positives,
     find_files,
     check_context_length,
+    check_min_positives,
     check_positive_ratio,
     materialize,
     name_seed,
@@ -140,6 +141,9 @@ def test_shared_checks(minilm_tokenizer):
     for bad in (3, 4.0, True, "512"):
         with pytest.raises(InputError, match=r"context_length must be an integer above 3 \(the tokenizer adds 2"):
             check_context_length(minilm_tokenizer, bad)
+    check_min_positives(1)
+    with pytest.raises(InputError, match=r"^min_positives must be at least 1, not 0\.$"):
+        check_min_positives(0)
     check_positive_ratio(None)
     check_positive_ratio(0.5)
     for bad in (0, 1, 1.5, "0.2"):

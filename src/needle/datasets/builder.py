@@ -12,7 +12,8 @@ the same everywhere and live here:
 * finding files in directories (:func:`find_files`) and the default recipe
   "the EWT treebank unless files are given" (:func:`treebank_or_files`);
 * checking the parameters every builder shares (:func:`check_context_length`,
-  :func:`check_model_max_length`, :func:`check_positive_ratio`);
+  :func:`check_min_positives`, :func:`check_model_max_length`,
+  :func:`check_positive_ratio`);
 * recording parameters as plain JSON values (:func:`plain_params`);
 * a progress bar over files (:func:`progress`) and the report of files used,
   empty or skipped with their reason (:class:`FileReport`);
@@ -69,6 +70,7 @@ __all__ = [
     "cap_positives",
     "find_files",
     "check_context_length",
+    "check_min_positives",
     "check_model_max_length",
     "check_positive_ratio",
     "materialize",
@@ -259,6 +261,12 @@ def check_context_length(tokenizer: Any, context_length: Any) -> int:
             f"tokens); got {context_length!r}"
         )
     return specials
+
+
+def check_min_positives(min_positives: Any) -> None:
+    """Refuse a minimum of positives per feature below one."""
+    if min_positives < 1:
+        raise InputError(f"min_positives must be at least 1, not {min_positives}.")
 
 
 def check_model_max_length(tokenizer: Any, context_length: int) -> None:

@@ -66,7 +66,14 @@ import numpy as np
 
 from needle.datasets.alignment import EncodedText
 from needle.datasets.assembler import DatasetAssembler
-from needle.datasets.builder import FileReport, cap_positives, check_positive_ratio, find_files, name_seed
+from needle.datasets.builder import (
+    FileReport,
+    cap_positives,
+    check_min_positives,
+    check_positive_ratio,
+    find_files,
+    name_seed,
+)
 from needle.datasets.format import ProbeDataset
 from needle.datasets.packing import pack_lines
 from needle.datasets.readers.text import normalize_newlines
@@ -523,8 +530,7 @@ def build_latex(
     ):
         raise InputError(f"max_sequences_per_file must be a positive integer or None, not {max_sequences_per_file!r}.")
     check_positive_ratio(positive_ratio)
-    if min_positives < 1:
-        raise InputError(f"min_positives must be at least 1, not {min_positives}.")
+    check_min_positives(min_positives)
     files = find_tex_files(sources)
     source_list = [os.fspath(s) for s in ([sources] if isinstance(sources, (str, os.PathLike)) else sources)]
     params = {

@@ -133,6 +133,7 @@ from needle.datasets.alignment import PIECES, EncodedText
 from needle.datasets.assembler import DatasetAssembler
 from needle.datasets.builder import (
     FileReport,
+    check_min_positives,
     check_model_max_length,
     check_positive_ratio,
     materialize,
@@ -756,8 +757,7 @@ def _check_parameters(
             raise InputError(f"{name} must be a positive integer or None, not {value!r}.")
     if piece not in PIECES:
         raise InputError(f"piece must be one of {', '.join(PIECES)}, not {piece!r}.")
-    if min_positives < 1:
-        raise InputError(f"min_positives must be at least 1, not {min_positives}.")
+    check_min_positives(min_positives)
     check_positive_ratio(positive_ratio)
     return n_special
 

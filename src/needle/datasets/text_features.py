@@ -39,7 +39,7 @@ import numpy as np
 
 from needle.datasets.alignment import EncodedText
 from needle.datasets.assembler import DatasetAssembler
-from needle.datasets.builder import as_source_list, check_context_length, unique_stems
+from needle.datasets.builder import as_source_list, check_context_length, check_min_positives, unique_stems
 from needle.datasets.format import ProbeDataset
 from needle.datasets.packing import pack_texts, split_long_units
 from needle.datasets.readers.conllu import is_conllu, read_conllu
@@ -265,8 +265,7 @@ def build_text_features(
     sources = as_source_list(sources, empty="no sources given; pass one or more file paths.")
     paths = [Path(source) for source in sources]
     check_context_length(tokenizer, context_length)
-    if min_positives < 1:
-        raise InputError(f"min_positives must be at least 1, not {min_positives}")
+    check_min_positives(min_positives)
     if max_sequences is not None and max_sequences < 1:
         raise InputError(f"max_sequences must be at least 1 (or None for all), not {max_sequences}")
     strings = _TokenStrings(tokenizer)

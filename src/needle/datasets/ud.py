@@ -30,7 +30,7 @@ import numpy as np
 
 from needle.datasets.alignment import PIECES
 from needle.datasets.assembler import DatasetAssembler
-from needle.datasets.builder import as_source_list, check_context_length, unique_stems
+from needle.datasets.builder import as_source_list, check_context_length, check_min_positives, unique_stems
 from needle.datasets.format import ProbeDataset
 from needle.datasets.packing import Pack, pack_documents, word_tokens
 from needle.datasets.readers.conllu import UDDocument, UDSentence, is_feature_value, read_conllu
@@ -181,8 +181,7 @@ def build_ud(
     if piece not in PIECES:
         raise InputError(f"piece must be one of {PIECES}, not {piece!r}")
     check_context_length(tokenizer, context_length)
-    if min_positives < 1:
-        raise InputError(f"min_positives must be at least 1, not {min_positives}")
+    check_min_positives(min_positives)
     dep_request = _request(deprels, PAPER_DEPRELS, "deprels", "a relation such as 'nsubj' or 'nsubj:pass'")
     morph_request = _request(morph_features, PAPER_MORPH_FEATURES, "morph_features", "a 'Feature=Value' string")
     if isinstance(morph_request, tuple):
