@@ -10,7 +10,6 @@ import pytest
 from needle.datasets.entity_facts import (
     build_entity_facts,
     find_mentions,
-    read_corpus,
     read_fact_table,
     surname_span,
 )
@@ -77,14 +76,6 @@ def test_missing_columns_name_the_file_and_what_it_has(tmp_path):
         read_fact_table(tmp_path / "gap.csv")
     with pytest.raises(InputError, match="does not exist"):
         read_fact_table(tmp_path / "none.csv")
-
-
-def test_read_corpus_errors(tmp_path):
-    with pytest.raises(InputError, match="no .txt files"):
-        read_corpus(tmp_path)
-    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
-    with pytest.raises(InputError, match="latin1.txt: not UTF-8"):
-        read_corpus(tmp_path)
 
 
 # --------------------------------------------------------------------------- mentions

@@ -6,7 +6,7 @@ import pytest
 
 from needle.datasets.format import load_dataset
 from needle.datasets.next_token import EOS, build_next_token, next_word_classes
-from needle.datasets.ud import read_conllu
+from needle.datasets.readers.conllu import read_conllu
 from needle.errors import InputError
 
 # "The dog barks. I don't know." — don't is a multiword token (do + n't) whose forms spell it.

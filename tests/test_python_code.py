@@ -17,16 +17,8 @@ import pytest
 
 from needle.datasets.alignment import encode
 from needle.datasets.format import load_dataset
-from needle.datasets.python_code import (
-    FEATURES,
-    STDLIB_EXCLUDED_DIRS,
-    build_python_code,
-    find_python_files,
-    label_model_tokens,
-    label_python_source,
-    pack_lines,
-    read_python_source,
-)
+from needle.datasets.python_code import FEATURES, build_python_code, label_model_tokens, label_python_source
+from needle.datasets.readers.python_files import find_python_files, read_python_source
 from needle.datasets.tokenizer_info import tokenizer_info
 from needle.errors import InputError
 
@@ -390,21 +382,6 @@ def test_sequences_fit_and_groups_are_files(tokenizer, context_length):
     assert dataset.extra["files"] == {"considered": 4, "used": 3, "empty": ["sub/__init__.py"], "skipped": {}}
 
 
-def test_a_long_line_is_cut_at_token_boundaries(tokenizer, tmp_path):
-    source = tmp_path / "long.py"
-    source.write_text("x = [" + ", ".join(f"'item{i}'" for i in range(300)) + "]\ny = 1\n")
-    text = read_python_source(source)
-    n_special = len(encode(tokenizer, "").ids)
-    pieces = pack_lines(text, tokenizer, 40, n_special=n_special)
-    assert len(pieces) > 10
-    assert "".join(text[b:e] for b, e, _ in pieces) == text
-    assert all(len(enc) <= 40 for _, _, enc in pieces)
-    for b, e, enc in pieces:
-        assert np.array_equal(enc.ids, encode(tokenizer, text[b:e]).ids)
-    dataset = build_python_code(source, tokenizer, context_length=40, min_positives=1)
-    assert max(len(t) for t in dataset.tokens) <= 40
-
-
 def test_max_sequences_per_file_keeps_the_top(minilm_tokenizer):
     dataset = build_python_code(str(PKG), minilm_tokenizer, context_length=24, max_sequences_per_file=2, min_positives=1)
     groups, counts = np.unique(dataset.groups.astype(str), return_counts=True)
@@ -421,22 +398,6 @@ def test_build_is_deterministic(bpe_tokenizer):
     assert first.content_hash() != other.content_hash()
     counts = first.counts()
     assert counts["comment"]["negative"] == 4 * counts["comment"]["positive"]
-
-
-def test_stdlib_default_excludes_tests_and_samples_spread_out():
-    everything = find_python_files(None)
-    names = [f.name for f in everything]
-    assert names == sorted(names) and len(names) > 300
-    assert not any(set(n.split("/")[:-1]) & set(STDLIB_EXCLUDED_DIRS) for n in names)
-    assert "json/decoder.py" in names and "os.py" in names
-    sample = find_python_files(None, max_files=40, seed=0)
-    assert [f.name for f in sample] == [f.name for f in find_python_files(None, max_files=40, seed=0)]
-    assert [f.name for f in sample] != [f.name for f in find_python_files(None, max_files=40, seed=1)]
-    positions = np.array([names.index(f.name) for f in sample])
-    assert len(set(positions)) == 40 and np.all(np.diff(positions) > 0)
-    edges = np.arange(41) * len(names) // 40  # one file from each fortieth of the sorted list
-    assert np.all((edges[:-1] <= positions) & (positions < edges[1:]))
-    assert len({f.name.split("/")[0] if "/" in f.name else f.name[0] for f in sample}) > 15
 
 
 def test_stdlib_build_records_its_parameters(bpe_tokenizer):

@@ -13,14 +13,8 @@ import pytest
 from conftest import SHARED_DATA
 from needle.datasets.alignment import encode, tokens_in_span
 from needle.datasets.format import load_dataset
-from needle.datasets.ud import (
-    PAPER_DEPRELS,
-    PAPER_MORPH_FEATURES,
-    build_ud,
-    pack_texts,
-    read_conllu,
-    word_tokens,
-)
+from needle.datasets.readers.conllu import read_conllu
+from needle.datasets.ud import PAPER_DEPRELS, PAPER_MORPH_FEATURES, build_ud
 from needle.errors import InputError
 from ud_fixtures import ud_fixture_dir
 
@@ -95,39 +89,6 @@ def normalise(text, tokenizer):
 # --------------------------------------------------------------------------- reading
 
 
-def test_rebuilt_text_equals_text_comment_and_spans_are_the_forms():
-    documents = read_conllu(TRICKY)
-    assert [d.id for d in documents] == ["doc-a", "doc-b", "doc-c"]
-    assert [len(d.sentences) for d in documents] == [3, 2, 1]
-    for doc in documents:
-        for sentence in doc.sentences:
-            assert sentence.text_matches is True
-            for begin, end, form in zip(sentence.begins, sentence.ends, sentence.forms):
-                if form not in ("de", "le"):
-                    assert sentence.text[begin:end] == form
-    first = documents[0].sentences[0]
-    assert first.text == "I don't like naïve café-style cappuccinos."
-    assert [first.text[b:e] for b, e in zip(first.begins[1:3], first.ends[1:3])] == ["do", "n't"]
-    french = documents[1].sentences[0]
-    assert french.text == "Il parle du café à Zürich."
-    assert [french.text[b:e] for b, e in zip(french.begins[2:4], french.ends[2:4])] == ["du", "du"]
-    assert documents[1].sentences[1].feats[0] == ("PronType=Int", "PronType=Rel")
-
-
-def test_empty_nodes_are_skipped():
-    sentence = read_conllu(TRICKY)[0].sentences[1]
-    assert sentence.text == "Mary drank tea and John coffee."
-    assert sentence.forms == ["Mary", "drank", "tea", "and", "John", "coffee", "."]
-
-
-def test_documents_from_sent_id_prefix_without_newdoc():
-    documents = read_conllu(SENT_IDS)
-    assert [(d.id, len(d.sentences), d.source) for d in documents] == [
-        ("weblog-blog.example.com_post-one", 2, "sent_id"),
-        ("email-enron_x", 1, "sent_id"),
-    ]
-
-
 # --------------------------------------------------------------------------- labels
 
 
@@ -183,15 +144,6 @@ def test_pieces_first_last_all(tokenizer):
     assert (2, pieces[0]) in first and (2, pieces[-1]) not in first
     assert (2, pieces[-1]) in last and (2, pieces[0]) not in last
     assert {(2, int(p)) for p in pieces} <= everything
-
-
-def test_word_tokens_matches_tokens_in_span(tokenizer):
-    for sentence in [s for d in read_conllu(TRICKY) for s in d.sentences]:
-        encoded = encode(tokenizer, sentence.text)
-        for piece in ("first", "last", "all"):
-            word, token = word_tokens(encoded, np.array(sentence.begins), np.array(sentence.ends), piece)
-            expected = [(w, int(t)) for w in range(sentence.n_words) for t in tokens_in_span(encoded, sentence.begins[w], sentence.ends[w], piece)]
-            assert list(zip(word.tolist(), token.tolist())) == expected
 
 
 def test_multiword_tokens_label_the_right_tokens(minilm_tokenizer, bpe_tokenizer):
@@ -310,19 +262,6 @@ def test_packing_respects_context_and_documents(tmp_path, tokenizer):
     assert seen == expected
     assert len(set(dataset.groups)) == 3
     assert any(text.count("says hello") > 1 for text in dataset.texts), "short sentences are packed together"
-
-
-def test_pack_texts_moves_the_last_unit_out_when_the_estimate_is_wrong(tokenizer):
-    texts = [f"Sentence number {i} is here." for i in range(12)]
-    context = 2 * len(encode(tokenizer, texts[0])) + 2
-    packs, dropped = pack_texts(texts, tokenizer, context, lengths=[1] * len(texts))  # a gross underestimate
-    assert not dropped
-    assert [u for p in packs for u in p.units] == list(range(12))
-    assert all(len(p.encoded) <= context for p in packs)
-    assert max(len(p.units) for p in packs) == 2
-    for pack in packs:
-        assert pack.text == " ".join(texts[u] for u in pack.units)
-        assert all(pack.text[s:].startswith(texts[u]) for u, s in zip(pack.units, pack.starts))
 
 
 # --------------------------------------------------------------------------- bad input

@@ -34,7 +34,7 @@ How a dataset is made
    would put the same text on both sides of a train/test split).
 4. **Sequences.** One sequence per file: its first at most
    ``context_length`` tokens, special tokens included, cut at a line end
-   (:func:`needle.datasets.python_code.pack_lines`). Its example is the span
+   (:func:`needle.datasets.packing.pack_lines`). Its example is the span
    from the first token to the last non-special token, aggregated by
    ``mean`` after skipping ``skip_tokens`` tokens (special tokens count).
    The group is the file, so a file never straddles a train/test split.
@@ -50,7 +50,6 @@ import codecs
 import hashlib
 import os
 import re
-import sys
 import sysconfig
 import warnings
 import zipfile
@@ -63,11 +62,11 @@ from typing import Any
 import numpy as np
 
 from needle.datasets.assembler import DatasetAssembler
+from needle.datasets.builder import as_source_list, check_model_max_length, check_positive_ratio
+from needle.datasets.builder import progress as progress_bar
 from needle.datasets.format import ProbeDataset
-from needle.datasets.python_code import (
-    STDLIB_EXCLUDED_DIRS,
-    pack_lines,
-)
+from needle.datasets.packing import pack_lines
+from needle.datasets.readers.python_files import STDLIB_EXCLUDED_DIRS
 from needle.datasets.tokenizer_info import fast_tokenizer, tokenizer_info
 from needle.errors import InputError
 
@@ -512,7 +511,9 @@ def build_code_language(
         max_bytes, positive_ratio,
     )
     recipe = sources is None
-    source_list = machine_sources() if recipe else _as_list(sources)
+    source_list = machine_sources() if recipe else as_source_list(
+        sources, empty="sources is empty; pass directories, files or .zip archives, or None for this machine's."
+    )
     files = find_code_files(source_list, languages=wanted)
     if not files:
         raise InputError(
@@ -611,7 +612,7 @@ def _collect(
     def full(name: str) -> bool:
         return max_files is not None and len(collected[name]) >= max_files
 
-    bar = _progress_bar(len(files), progress)
+    bar = progress_bar(total=len(files), enabled=progress, desc="code files")
     archives: dict[Path, zipfile.ZipFile] = {}
     try:
         for index in order:
@@ -689,29 +690,6 @@ def _sequence(
     return encoded.ids, window, end
 
 
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress_bar(total: int, enabled: bool) -> Any:
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="code files", unit="file", file=sys.stderr)
-
-
-def _as_list(sources: Any) -> list[str]:
-    items = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
-    if not items:
-        raise InputError("sources is empty; pass directories, files or .zip archives, or None for this machine's.")
-    return [os.fspath(item) for item in items]
-
-
 def _check_languages(languages: Iterable[str] | None) -> tuple[str, ...]:
     if languages is None:
         return tuple(LANGUAGES)
@@ -749,13 +727,10 @@ def _check_parameters(
             f"context_length must be an integer of at least {least} (special tokens + skip_tokens + min_tokens), "
             f"not {context_length!r}."
         )
-    model_max = getattr(tokenizer, "model_max_length", None)
-    if isinstance(model_max, int) and model_max < 10**9 and context_length > model_max:
-        raise InputError(f"context_length {context_length} exceeds the tokenizer's model_max_length {model_max}.")
+    check_model_max_length(tokenizer, context_length)
     if max_files is not None and (not isinstance(max_files, (int, np.integer)) or max_files < 1):
         raise InputError(f"max_files_per_language must be a positive integer or None, not {max_files!r}.")
     if not 0 < max_licence_share <= 1:
         raise InputError(f"max_licence_share must be in (0, 1], not {max_licence_share!r}.")
-    if positive_ratio is not None and not 0 < positive_ratio < 1:
-        raise InputError(f"positive_ratio must be in (0, 1) or None, not {positive_ratio}.")
+    check_positive_ratio(positive_ratio)
     return n_special

@@ -47,7 +47,6 @@ corpus gives the paper's thousands of examples per compound.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -59,11 +58,20 @@ import numpy as np
 
 from needle.datasets.alignment import encode
 from needle.datasets.assembler import DatasetAssembler
+from needle.datasets.builder import (
+    cap_positives,
+    check_context_length,
+    check_positive_ratio,
+    materialize,
+    name_seed,
+    source_stems,
+    treebank_or_files,
+)
 from needle.datasets.format import ProbeDataset
-from needle.datasets.shared_data import recorded_sources, ud_treebank_files
-from needle.datasets.tokenizer_info import tokenizer_info
-from needle.datasets.ud import read_conllu
-from needle.datasets.windows import fast_tokenizer, source_stems
+from needle.datasets.readers.conllu import is_conllu, read_conllu
+from needle.datasets.readers.text import read_lines
+from needle.datasets.shared_data import recorded_sources
+from needle.datasets.tokenizer_info import fast_tokenizer, tokenizer_info
 from needle.errors import InputError
 
 __all__ = [
@@ -117,7 +125,7 @@ class CorpusDocument:
 
 
 def read_corpus(paths: Sequence[Path]) -> list[CorpusDocument]:
-    """Read CoNLL-U files (documents as :func:`~needle.datasets.ud.read_conllu` finds them) or plain-text files.
+    """Read CoNLL-U files (documents as :func:`~needle.datasets.readers.conllu.read_conllu` finds them) or plain-text files.
 
     A plain-text file is one document whose sentences are its non-empty lines.
 
@@ -128,7 +136,7 @@ def read_corpus(paths: Sequence[Path]) -> list[CorpusDocument]:
     """
     documents: list[CorpusDocument] = []
     for path, stem in zip(paths, source_stems(paths)):
-        if path.name.endswith((".conllu", ".conllu.gz")):
+        if is_conllu(path.name):
             for doc in read_conllu(path):
                 sentences = tuple(
                     CorpusSentence(s.text, tuple(s.begins), tuple(s.ends), tuple(s.forms), tuple(s.upos))
@@ -141,17 +149,8 @@ def read_corpus(paths: Sequence[Path]) -> list[CorpusDocument]:
 
 
 def _text_sentences(path: Path) -> tuple[CorpusSentence, ...]:
-    if not path.is_file():
-        raise InputError(f"{path}: no such file; check the path.")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: the file is not UTF-8 ({exc.reason}); convert it to UTF-8.") from None
     sentences = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line:
-            continue
+    for _, line in read_lines(path):
         words = list(_TEXT_WORD_RE.finditer(line))
         sentences.append(
             CorpusSentence(
@@ -376,9 +375,8 @@ def build_compound_words(
         raise InputError(f"min_documents must be a positive integer; got {min_documents!r}")
     curated = [_parse_compound(c) for c in (PAPER_COMPOUNDS if compounds is None else _as_list(compounds))]
     curated = list(dict.fromkeys(curated))
-    if sources is not None and not isinstance(sources, (str, os.PathLike)):
-        sources = list(sources)
-    paths = _source_files(sources)
+    sources = materialize(sources)
+    paths = treebank_or_files(sources, what="CoNLL-U or plain-text files")
     documents = read_corpus(paths)
     counts = count_bigrams(documents)
     discovered = discover_compounds(
@@ -411,7 +409,7 @@ def build_compound_words(
     too_few: dict[str, dict[str, int]] = {}
     for x, y, origin in chosen:
         name = f"compound:{x}_{y}"
-        rng = np.random.default_rng([seed, _name_seed(name)])
+        rng = np.random.default_rng([seed, name_seed(name)])
         kinds = _sample_occurrences(counts, x, y, rng, positive_ratio=positive_ratio, max_positives=max_positives)
         report[name] = {"origin": origin, **counts.statistics(x, y), **{kind: len(o) for kind, o in kinds.items()}}
         n_positive, n_negative = len(kinds["positive"]), len(kinds["xw"]) + len(kinds["zy"])
@@ -464,8 +462,7 @@ def _sample_occurrences(
     positive = np.flatnonzero(has_x & has_y)
     xw = np.flatnonzero(has_x & ~has_y)
     zy = np.flatnonzero(has_y & ~has_x)
-    if max_positives is not None and len(positive) > max_positives:
-        positive = np.sort(rng.choice(positive, max_positives, replace=False))
+    positive = cap_positives(positive, max_positives, rng)
     if positive_ratio is not None:
         n_negative = round(len(positive) * (1 - positive_ratio) / positive_ratio)
         n_xw = min(len(xw), max(n_negative - len(zy), (n_negative + 1) // 2))
@@ -538,10 +535,6 @@ class _SequenceMaker:
         return sequence, int(content[-1])
 
 
-def _name_seed(name: str) -> int:
-    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
-
-
 # --------------------------------------------------------------------------- checks
 
 
@@ -575,16 +568,10 @@ def _check_parameters(
     positive_ratio: Any,
     max_positives: Any,
 ) -> None:
-    specials = tokenizer.num_special_tokens_to_add(pair=False)
-
     def integer(value: Any) -> bool:
         return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
-    if not integer(context_length) or context_length <= specials + 1:
-        raise InputError(
-            f"context_length must be an integer above {specials + 1} (the tokenizer adds {specials} special "
-            f"tokens); got {context_length!r}"
-        )
+    check_context_length(tokenizer, context_length)
     if not integer(discover) or discover < 0:
         raise InputError(f"discover must be a non-negative integer; got {discover!r}")
     if not integer(min_count) or min_count < 1:
@@ -593,20 +580,6 @@ def _check_parameters(
         raise InputError(f"max_conditional must be in (0, 1]; got {max_conditional!r}")
     if not integer(min_positives) or min_positives < 1:
         raise InputError(f"min_positives must be a positive integer; got {min_positives!r}")
-    if positive_ratio is not None and not (isinstance(positive_ratio, (int, float)) and 0 < positive_ratio < 1):
-        raise InputError(f"positive_ratio must be None or in (0, 1); got {positive_ratio!r}")
+    check_positive_ratio(positive_ratio)
     if max_positives is not None and (not integer(max_positives) or max_positives < 1):
         raise InputError(f"max_positives must be None or a positive integer; got {max_positives!r}")
-
-
-def _source_files(sources: Any) -> list[Path]:
-    if sources is None:
-        return ud_treebank_files("en_ewt", ("train", "dev", "test"))
-    items = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
-    if not items:
-        raise InputError("no sources given; pass CoNLL-U or plain-text files.")
-    paths = [Path(item) for item in items]
-    for path in paths:
-        if not path.is_file():
-            raise InputError(f"{path}: no such file; check the path.")
-    return paths

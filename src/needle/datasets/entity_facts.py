@@ -49,7 +49,9 @@ import numpy as np
 
 from needle.datasets.alignment import EncodedText, encode, tokens_in_span
 from needle.datasets.assembler import DatasetAssembler
+from needle.datasets.builder import check_positive_ratio, find_files
 from needle.datasets.format import ProbeDataset
+from needle.datasets.readers.text import read_text_documents
 from needle.datasets.tokenizer_info import fast_tokenizer, tokenizer_info
 from needle.errors import InputError
 
@@ -60,7 +62,6 @@ __all__ = [
     "Mention",
     "build_entity_facts",
     "find_mentions",
-    "read_corpus",
     "read_fact_table",
     "surname_span",
 ]
@@ -129,42 +130,6 @@ def read_fact_table(path: str | os.PathLike) -> dict[str, dict[str, set[str]]]:
     if not facts:
         raise InputError(f"{path}: the fact table has a header but no rows.")
     return {name: dict(props) for name, props in facts.items()}
-
-
-def read_corpus(sources: str | os.PathLike | Iterable[str | os.PathLike]) -> list[tuple[str, str]]:
-    """The documents of a corpus: ``[(name, text)]``, one per file, sorted by name.
-
-    Files are taken as given; directories are searched recursively for
-    ``*.txt``. Texts are UTF-8 with ``\\n`` line ends.
-
-    Raises
-    ------
-    InputError
-        No sources, a missing source, no ``.txt`` file, or a file that is not UTF-8.
-    """
-    items = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
-    if not items:
-        raise InputError("no corpus given; pass text files or directories of *.txt files.")
-    paths: dict[Path, None] = {}
-    for item in items:
-        root = Path(item).expanduser()
-        if not root.exists():
-            raise InputError(f"corpus source {root} does not exist; pass text files or directories of *.txt files.")
-        found = [root] if root.is_file() else sorted(p for p in root.rglob("*.txt") if p.is_file())
-        paths.update(dict.fromkeys(p.resolve() for p in found))
-    if not paths:
-        raise InputError(f"no .txt files under {', '.join(map(str, items))}; the corpus must be plain text files.")
-    base = Path(os.path.commonpath([p.parent for p in paths]))
-    documents = []
-    for p in sorted(paths):
-        try:
-            text = p.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise InputError(
-                f"{p}: not UTF-8 ({exc.reason} at byte {exc.start}); convert the corpus to UTF-8."
-            ) from None
-        documents.append((p.relative_to(base).as_posix(), text.replace("\r\n", "\n").replace("\r", "\n")))
-    return documents
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,7 +336,9 @@ def build_entity_facts(
             )
         facts = {n: {p: v for p, v in props.items() if p in properties} for n, props in facts.items()}
         facts = {n: props for n, props in facts.items() if props}
-    documents = read_corpus(corpus)
+    # In path order (not name order): the order mentions are found in, which the sampling follows.
+    files = sorted(find_files(corpus, ".txt", what="text files or directories of *.txt files"))
+    documents = read_text_documents(files)
     mentions = find_mentions(facts, documents, case_sensitive=case_sensitive)
     by_name: dict[str, list[Mention]] = defaultdict(list)
     for mention in mentions:
@@ -498,5 +465,4 @@ def _check_parameters(
             raise InputError(f"{name} must be a positive integer, not {value!r}.")
     if piece not in PIECES:
         raise InputError(f"piece must be one of {', '.join(PIECES)}, not {piece!r}.")
-    if positive_ratio is not None and not 0 < positive_ratio < 1:
-        raise InputError(f"positive_ratio must be in (0, 1) or None, not {positive_ratio}.")
+    check_positive_ratio(positive_ratio)

@@ -15,7 +15,7 @@ carry a label works the same way: ``label_pattern`` says where the label is
 (by default the id's first part, before ``-`` or ``_``) and ``genres`` which
 labels to keep (``None``: every label found).
 
-Documents are those of :func:`needle.datasets.ud.read_conllu` (``# newdoc id``,
+Documents are those of :func:`needle.datasets.readers.conllu.read_conllu` (``# newdoc id``,
 else the sentence id without its final ``-NNNN``); windows of consecutive
 sentences and their examples are made by :mod:`needle.datasets.windows`, and
 the group of a window is its document.
@@ -23,23 +23,18 @@ the group of a window is its document.
 
 from __future__ import annotations
 
-import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from needle.datasets.builder import materialize, source_stems, treebank_or_files
 from needle.datasets.format import ProbeDataset
-from needle.datasets.shared_data import recorded_sources, ud_treebank_files
-from needle.datasets.ud import UDDocument, read_conllu
-from needle.datasets.windows import (
-    LabelledDocument,
-    build_window_collection,
-    check_window_params,
-    fast_tokenizer,
-    source_stems,
-)
+from needle.datasets.readers.conllu import UDDocument, read_conllu
+from needle.datasets.shared_data import recorded_sources
+from needle.datasets.tokenizer_info import fast_tokenizer
+from needle.datasets.windows import LabelledDocument, build_window_collection, check_window_params
 from needle.errors import InputError
 
 __all__ = ["DEFAULT_LABEL_PATTERN", "EWT_GENRES", "build_genre", "document_label"]
@@ -149,9 +144,8 @@ def build_genre(
     )
     pattern = _compile(label_pattern)
     wanted = _check_genres(genres)
-    if sources is not None and not isinstance(sources, (str, os.PathLike)) and isinstance(sources, Iterable):
-        sources = list(sources)
-    paths = _source_files(sources)
+    sources = materialize(sources)
+    paths = treebank_or_files(sources, what="CoNLL-U files or directories", directories=True)
 
     documents: list[LabelledDocument] = []
     found: Counter = Counter()
@@ -239,27 +233,6 @@ def _check_genres(genres: Any) -> set[str] | None:
     if not items or not all(isinstance(g, str) and g for g in items):
         raise InputError(f"genres must be None or a non-empty list of labels; got {genres!r}")
     return set(items)
-
-
-def _source_files(sources: Any) -> list[Path]:
-    if sources is None:
-        return ud_treebank_files("en_ewt", ("train", "dev", "test"))
-    items = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
-    if not items:
-        raise InputError("no sources given; pass CoNLL-U files or directories.")
-    files: list[Path] = []
-    for item in items:
-        path = Path(item)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith((".conllu", ".conllu.gz")))
-            if not found:
-                raise InputError(f"{path}: no .conllu or .conllu.gz file in this directory.")
-            files.extend(found)
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise InputError(f"{path}: no such file or directory; check the path.")
-    return files
 
 
 def _require_id(path: Path, doc: UDDocument) -> None:

@@ -55,7 +55,6 @@ math is skipped and listed in ``dataset.extra["files"]["skipped"]``.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections.abc import Iterable
@@ -67,8 +66,17 @@ import numpy as np
 
 from needle.datasets.alignment import EncodedText
 from needle.datasets.assembler import DatasetAssembler
+from needle.datasets.builder import (
+    FileReport,
+    cap_positives,
+    check_min_positives,
+    check_positive_ratio,
+    find_files,
+    name_seed,
+)
 from needle.datasets.format import ProbeDataset
-from needle.datasets.python_code import pack_lines
+from needle.datasets.packing import pack_lines
+from needle.datasets.readers.text import normalize_newlines
 from needle.datasets.tokenizer_info import fast_tokenizer, tokenizer_info
 from needle.errors import InputError
 
@@ -447,34 +455,16 @@ def label_tokens(
 def find_tex_files(sources: str | os.PathLike | Iterable[str | os.PathLike]) -> list[tuple[Path, str]]:
     """The ``.tex`` files of ``sources`` (files as given, directories searched recursively), with unique names.
 
-    Names are posix paths relative to the common parent of the sources, sorted.
+    Names are posix paths relative to the common parent of the files, sorted;
+    files under hidden directories are left out (see
+    :func:`needle.datasets.builder.find_files`).
 
     Raises
     ------
     InputError
         No sources, a missing source, or no ``.tex`` file.
     """
-    items = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
-    if not items:
-        raise InputError("no sources given; pass .tex files or directories holding them.")
-    roots = [Path(s).expanduser() for s in items]
-    paths: dict[Path, None] = {}
-    for root in roots:
-        if not root.exists():
-            raise InputError(f"source {root} does not exist; pass .tex files or directories holding them.")
-        if root.is_file():
-            paths[root.resolve()] = None
-        else:
-            found = sorted(p.resolve() for p in root.rglob("*.tex") if p.is_file() and not _hidden(p, root))
-            paths.update(dict.fromkeys(found))
-    if not paths:
-        raise InputError(f"no .tex files found under {', '.join(map(str, roots))}; pass LaTeX sources.")
-    base = Path(os.path.commonpath([p.parent for p in paths]))
-    return sorted(((p, p.relative_to(base).as_posix()) for p in paths), key=lambda item: item[1])
-
-
-def _hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(root).parts[:-1])
+    return find_files(sources, ".tex", what=".tex files or directories holding them", skip_hidden=True)
 
 
 def build_latex(
@@ -539,10 +529,8 @@ def build_latex(
         not isinstance(max_sequences_per_file, (int, np.integer)) or max_sequences_per_file < 1
     ):
         raise InputError(f"max_sequences_per_file must be a positive integer or None, not {max_sequences_per_file!r}.")
-    if positive_ratio is not None and not 0 < positive_ratio < 1:
-        raise InputError(f"positive_ratio must be in (0, 1) or None, not {positive_ratio}.")
-    if min_positives < 1:
-        raise InputError(f"min_positives must be at least 1, not {min_positives}.")
+    check_positive_ratio(positive_ratio)
+    check_min_positives(min_positives)
     files = find_tex_files(sources)
     source_list = [os.fspath(s) for s in ([sources] if isinstance(sources, (str, os.PathLike)) else sources)]
     params = {
@@ -558,14 +546,13 @@ def build_latex(
     for name, description in FEATURES.items():
         assembler.add_feature(name, description=description, collection=COLLECTION, level="token")
     positives, negatives, complements, places = [], [], [], []
-    skipped: dict[str, str] = {}
-    used = []
+    report = FileReport(len(files))
     for path, name in files:
         try:
-            text = path.read_text(encoding="utf-8").replace("\r\n", "\n").replace("\r", "\n")
+            text = normalize_newlines(path.read_text(encoding="utf-8"))
             labels = label_latex(text)
         except (OSError, UnicodeDecodeError, LatexError) as exc:
-            skipped[name] = f"{type(exc).__name__}: {exc}"
+            report.skip(name, f"{type(exc).__name__}: {exc}")
             continue
         pieces = pack_lines(text, tokenizer, context_length, n_special=n_special, max_sequences=max_sequences_per_file)
         added = 0
@@ -580,17 +567,15 @@ def build_latex(
             places.append(np.stack([np.full(len(encoded), sequence), np.arange(len(encoded))], axis=1))
             added += 1
         if added:
-            used.append(name)
-    if not used:
-        reasons = "; ".join(f"{n}: {why}" for n, why in list(skipped.items())[:5])
-        raise InputError(f"{BUILDER}: none of the {len(files)} .tex files could be used ({reasons or 'all empty'}).")
+            report.used.append(name)
+    report.require_some_used(BUILDER, ".tex files could be used", empty_note="all empty", fix=".")
     positive, negative = np.concatenate(positives), np.concatenate(negatives)
     complement, place = np.concatenate(complements), np.concatenate(places)
     from_complement = {}
     for j, feature in enumerate(FEATURES):
         chosen_pos, chosen_neg, n_complement = _sample(
             positive[:, j], negative[:, j], complement[:, j], positive_ratio, max_positives,
-            np.random.default_rng([seed, _stable_int(feature)]),
+            np.random.default_rng([seed, name_seed(feature)]),
         )
         from_complement[feature] = n_complement
         rows = np.concatenate([chosen_pos, chosen_neg])
@@ -600,7 +585,7 @@ def build_latex(
     dataset = assembler.build(positive_ratio=None, seed=seed, min_positives=min_positives)
     # Sampling was done here (half the negatives from the complement): record the ratio asked for.
     dataset.builder["positive_ratio"] = positive_ratio
-    dataset.extra["files"] = {"considered": len(files), "used": used, "skipped": skipped}
+    dataset.extra["files"] = {"considered": report.considered, "used": report.used, "skipped": report.skipped}
     dataset.extra["complement_negatives"] = {f: n for f, n in from_complement.items() if f in dataset.feature_names}
     return dataset
 
@@ -628,8 +613,7 @@ def _sample(
     negatives came from the complement.
     """
     pos = np.flatnonzero(positive)
-    if max_positives is not None and len(pos) > max_positives:
-        pos = np.sort(rng.choice(pos, max_positives, replace=False))
+    pos = cap_positives(pos, max_positives, rng)
     neg = np.flatnonzero(negative)
     if positive_ratio is None:
         return pos, neg, int(complement.sum())
@@ -639,7 +623,3 @@ def _sample(
     rest = np.setdiff1d(neg, from_pool, assume_unique=True)
     from_rest = rng.choice(rest, n_neg - len(from_pool), replace=False)
     return pos, np.sort(np.concatenate([from_pool, from_rest])), len(from_pool)
-
-
-def _stable_int(text: str) -> int:
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")

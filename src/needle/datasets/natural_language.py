@@ -22,7 +22,7 @@ underscores is used as written (``klingon`` → ``is_klingon``), except an
 unknown two-letter code, refused as a probable typo.
 
 Windows of consecutive sentences are made by :mod:`needle.datasets.windows`.
-UD documents are those of :func:`needle.datasets.ud.read_conllu`; a treebank
+UD documents are those of :func:`needle.datasets.readers.conllu.read_conllu`; a treebank
 without document markup (the GSD and Alpino treebanks give every sentence an
 id of its own) is read as a stream of sentences in file order, and each of its
 windows is its own group.
@@ -32,20 +32,17 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from needle.datasets.builder import materialize, source_stems
 from needle.datasets.format import ProbeDataset
+from needle.datasets.readers.conllu import find_conllu_files, is_conllu, read_conllu
+from needle.datasets.readers.text import read_lines
 from needle.datasets.shared_data import ud_treebank_files
-from needle.datasets.ud import read_conllu
-from needle.datasets.windows import (
-    LabelledDocument,
-    build_window_collection,
-    check_window_params,
-    fast_tokenizer,
-    source_stems,
-)
+from needle.datasets.tokenizer_info import fast_tokenizer
+from needle.datasets.windows import LabelledDocument, build_window_collection, check_window_params
 from needle.errors import InputError
 
 __all__ = ["LANGUAGE_NAMES", "UD_RECIPE", "build_natural_language", "language_feature", "language_sources"]
@@ -76,7 +73,6 @@ LANGUAGE_NAMES: dict[str, str] = {
 
 _UD_NAME_RE = re.compile(r"^(?P<code>[a-z]{2,3})_[A-Za-z0-9]+-ud-[A-Za-z0-9]+\.conllu(?:\.gz)?$")
 _LABEL_RE = re.compile(r"^[a-z][a-z0-9_]*$")
-_CONLLU_SUFFIXES = (".conllu", ".conllu.gz")
 
 
 def language_feature(label: str) -> str:
@@ -155,7 +151,7 @@ def _split_label(item: Any) -> tuple[str | None, Any]:
 
 
 def _conllu_files(directory: Path) -> list[Path]:
-    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name.endswith(_CONLLU_SUFFIXES))
+    files = find_conllu_files(directory)
     if not files:
         raise InputError(f"{directory}: no .conllu or .conllu.gz file in this directory; pass files or LABEL=PATH.")
     return files
@@ -178,7 +174,7 @@ def _label_from_name(path: Path) -> str:
 
 
 def _read_documents(label: str, path: Path, stem: str) -> list[LabelledDocument]:
-    if path.name.endswith(_CONLLU_SUFFIXES):
+    if is_conllu(path.name):
         documents = read_conllu(path)
         if all(doc.source == "sentence" for doc in documents):
             sentences = [s for doc in documents for s in doc.sentences]
@@ -187,13 +183,7 @@ def _read_documents(label: str, path: Path, stem: str) -> list[LabelledDocument]
         return [
             LabelledDocument(label, f"{stem}:{doc.id}", tuple(s.text for s in doc.sentences)) for doc in documents
         ]
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: the file is not UTF-8 ({exc.reason}); convert it to UTF-8.") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read the file ({exc}).") from None
-    lines = [(number, line.strip()) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    lines = read_lines(path)
     if not lines:
         raise InputError(f"{path}: the file holds no text (an empty source); remove it or add text.")
     return [
@@ -278,8 +268,7 @@ def build_natural_language(
         positive_ratio=positive_ratio,
         cap_name="max_sequences_per_language",
     )
-    if isinstance(sources, Iterable) and not isinstance(sources, (str, os.PathLike, Mapping)):
-        sources = list(sources)  # an iterator would be used up before it is recorded
+    sources = materialize(sources)
     pairs = language_sources(sources)
     documents = [
         doc

@@ -33,23 +33,23 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from needle.datasets.assembler import DatasetAssembler
-from needle.datasets.format import ProbeDataset
-from needle.datasets.shared_data import recorded_sources, ud_treebank_files
-from needle.datasets.tokenizer_info import tokenizer_info
-from needle.datasets.ud import (
-    UDSentence,
-    pack_texts,
-    read_conllu,
-    token_counts,
-    word_tokens,
+from needle.datasets.builder import (
+    check_context_length,
+    check_positive_ratio,
+    materialize,
+    source_stems,
+    treebank_or_files,
 )
-from needle.datasets.windows import fast_tokenizer, source_stems
+from needle.datasets.format import ProbeDataset
+from needle.datasets.packing import pack_documents, word_tokens
+from needle.datasets.readers.conllu import UDSentence, read_conllu
+from needle.datasets.shared_data import recorded_sources
+from needle.datasets.tokenizer_info import fast_tokenizer, tokenizer_info
 from needle.errors import InputError
 
 __all__ = ["EOS", "build_next_token", "next_word_classes"]
@@ -121,9 +121,8 @@ def build_next_token(
     """
     tokenizer = fast_tokenizer(tokenizer)
     _check_parameters(tokenizer, context_length, min_positives, positive_ratio)
-    if sources is not None and not isinstance(sources, (str, os.PathLike)):
-        sources = list(sources)
-    paths = _source_files(sources)
+    sources = materialize(sources)
+    paths = treebank_or_files(sources, what="one or more CoNLL-U files")
     request = _check_classes(classes)
 
     stats: Counter = Counter()
@@ -143,12 +142,8 @@ def build_next_token(
         sentences = [s for doc in documents for s in doc.sentences]
         if not any(tag is not None for s in sentences for tag in s.upos):
             raise InputError(f"{path}: no word has a UPOS tag (the column is _ everywhere); next-token needs UPOS.")
-        lengths = token_counts(tokenizer, [s.text for s in sentences])
-        cursor = 0
-        for doc in documents:
-            doc_lengths = lengths[cursor : cursor + len(doc.sentences)]
-            cursor += len(doc.sentences)
-            packs, dropped = pack_texts([s.text for s in doc.sentences], tokenizer, context_length, lengths=doc_lengths)
+        texts = [[s.text for s in doc.sentences] for doc in documents]
+        for doc, (packs, dropped) in zip(documents, pack_documents(texts, tokenizer, context_length)):
             stats["sentences_longer_than_context"] += len(dropped)
             for pack in packs:
                 seq = assembler.add_sequence(pack.encoded.ids, f"{stem}:{doc.id}", pack.text)
@@ -223,17 +218,10 @@ def _label_sentence(encoded: Any, sentence: UDSentence, offset: int, stats: Coun
 
 
 def _check_parameters(tokenizer: Any, context_length: Any, min_positives: Any, positive_ratio: Any) -> None:
-    specials = tokenizer.num_special_tokens_to_add(pair=False)
-    integer = isinstance(context_length, (int, np.integer)) and not isinstance(context_length, bool)
-    if not integer or context_length <= specials + 1:
-        raise InputError(
-            f"context_length must be an integer above {specials + 1} (the tokenizer adds {specials} special "
-            f"tokens); got {context_length!r}"
-        )
+    check_context_length(tokenizer, context_length)
     if not isinstance(min_positives, (int, np.integer)) or min_positives < 1:
         raise InputError(f"min_positives must be a positive integer; got {min_positives!r}")
-    if positive_ratio is not None and not (isinstance(positive_ratio, (int, float)) and 0 < positive_ratio < 1):
-        raise InputError(f"positive_ratio must be None or in (0, 1); got {positive_ratio!r}")
+    check_positive_ratio(positive_ratio)
 
 
 def _check_classes(classes: Any) -> tuple[str, ...] | None:
@@ -243,16 +231,3 @@ def _check_classes(classes: Any) -> tuple[str, ...] | None:
     if not items or not all(isinstance(c, str) and c for c in items):
         raise InputError(f"classes must be None or a non-empty list of UPOS tags and/or 'eos'; got {classes!r}")
     return tuple(dict.fromkeys(items))
-
-
-def _source_files(sources: Any) -> list[Path]:
-    if sources is None:
-        return ud_treebank_files("en_ewt", ("train", "dev", "test"))
-    items = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
-    if not items:
-        raise InputError("no sources given; pass one or more CoNLL-U files.")
-    paths = [Path(item) for item in items]
-    for path in paths:
-        if not path.is_file():
-            raise InputError(f"{path}: no such file; check the path.")
-    return paths

@@ -119,21 +119,35 @@ import io
 import keyword
 import os
 import platform
-import sys
 import sysconfig
 import token as token_module
 import tokenize
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from needle.datasets.alignment import PIECES, EncodedText, encode
+from needle.datasets.alignment import PIECES, EncodedText
 from needle.datasets.assembler import DatasetAssembler
+from needle.datasets.builder import (
+    FileReport,
+    check_min_positives,
+    check_model_max_length,
+    check_positive_ratio,
+    materialize,
+    plain_params,
+)
+from needle.datasets.builder import progress as progress_bar
 from needle.datasets.format import ProbeDataset
+from needle.datasets.packing import encoded_length, pack_lines
+from needle.datasets.readers.python_files import (
+    STDLIB_EXCLUDED_DIRS,
+    SourceFile,
+    find_python_files,
+    read_python_source,
+)
 from needle.datasets.tokenizer_info import fast_tokenizer, tokenizer_info
 from needle.errors import InputError
 
@@ -143,13 +157,9 @@ __all__ = [
     "FEATURES",
     "STDLIB_EXCLUDED_DIRS",
     "PythonTokenLabels",
-    "SourceFile",
     "build_python_code",
-    "find_python_files",
     "label_model_tokens",
     "label_python_source",
-    "pack_lines",
-    "read_python_source",
 ]
 
 BUILDER = "python_code"
@@ -170,9 +180,6 @@ FEATURES: dict[str, str] = {
     "indent_ge2": "on a logical line at indentation level 2 or more",
 }
 _FEATURE_INDEX = {name: i for i, name in enumerate(FEATURES)}
-
-#: Directory names left out of the default (standard library) source, at any depth.
-STDLIB_EXCLUDED_DIRS = ("site-packages", "dist-packages", "test", "tests", "idle_test", "encodings")
 
 _OPERATOR_NAMES = (
     "PLUS MINUS STAR SLASH DOUBLESLASH PERCENT DOUBLESTAR AT VBAR AMPER CIRCUMFLEX TILDE "
@@ -514,209 +521,6 @@ def _case_keyword(case: ast.match_case, where: _Positions) -> int | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Sources
-# ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class SourceFile:
-    """A Python file and its name in a dataset (the group of its sequences)."""
-
-    path: Path
-    name: str
-
-
-def find_python_files(
-    sources: str | os.PathLike | Iterable[str | os.PathLike] | None = None,
-    *,
-    max_files: int | None = None,
-    seed: int = 0,
-) -> list[SourceFile]:
-    """The Python files of ``sources``, in a deterministic order, optionally sampled.
-
-    Parameters
-    ----------
-    sources : path-like or iterable of path-like, optional
-        Files (taken whatever their suffix) and directories (searched
-        recursively for ``*.py``, skipping ``__pycache__`` and hidden
-        directories). ``None``: the standard library, without
-        :data:`STDLIB_EXCLUDED_DIRS`.
-    max_files : int, optional
-        Keep a stratified sample of this many files: the ordered list is cut
-        into ``max_files`` equal strata and one file is drawn from each.
-    seed : int
-        Seeds the sample.
-
-    Returns
-    -------
-    list of SourceFile
-        Sorted by ``name``, the posix path relative to the common parent of the
-        sources (a directory source counts as its own parent).
-
-    Raises
-    ------
-    InputError
-        A source does not exist, or a directory holds no ``*.py`` file.
-    """
-    roots, excluded = _source_roots(sources)
-    paths: dict[Path, None] = {}
-    for root in roots:
-        if root.is_file():
-            paths[root] = None
-            continue
-        found = list(_walk_python_files(root, excluded))
-        if not found:
-            raise InputError(f"source directory {root} holds no *.py files; pass a directory of Python code.")
-        paths.update(dict.fromkeys(found))
-    base = Path(os.path.commonpath([root if root.is_dir() else root.parent for root in roots]))
-    files = sorted((SourceFile(p, p.relative_to(base).as_posix()) for p in paths), key=lambda s: s.name)
-    if max_files is not None and max_files < len(files):
-        files = [files[i] for i in _stratified_sample(len(files), max_files, seed)]
-    return files
-
-
-def _source_roots(sources: Any) -> tuple[list[Path], frozenset[str]]:
-    if sources is None:
-        return [Path(sysconfig.get_paths()["stdlib"]).resolve()], frozenset(STDLIB_EXCLUDED_DIRS)
-    if isinstance(sources, (str, os.PathLike)):
-        sources = [sources]
-    roots = [Path(s).expanduser() for s in sources]
-    if not roots:
-        raise InputError("sources is empty; pass Python files or directories, or None for the standard library.")
-    for root in roots:
-        if not root.exists():
-            raise InputError(f"source {root} does not exist; pass existing Python files or directories.")
-    return [root.resolve() for root in roots], frozenset()
-
-
-def _walk_python_files(root: Path, excluded: frozenset[str]) -> Iterator[Path]:
-    for directory, subdirs, names in os.walk(root):
-        subdirs[:] = sorted(d for d in subdirs if d not in excluded and d != "__pycache__" and not d.startswith("."))
-        for name in sorted(names):
-            if name.endswith(".py"):
-                yield Path(directory, name)
-
-
-def _stratified_sample(n: int, k: int, seed: int) -> list[int]:
-    """One index drawn from each of ``k`` equal strata of ``range(n)``; shape (k,), increasing."""
-    edges = (np.arange(k + 1) * n) // k
-    rng = np.random.default_rng(seed)
-    return [int(rng.integers(lo, hi)) for lo, hi in zip(edges[:-1], edges[1:])]
-
-
-def read_python_source(path: str | os.PathLike) -> str:
-    """Decode a Python file as the interpreter would, with ``\\n`` line ends.
-
-    Raises
-    ------
-    SyntaxError, UnicodeDecodeError, LookupError, OSError
-        Bad coding cookie, undecodable bytes, unknown encoding, unreadable file.
-    """
-    data = Path(path).read_bytes()
-    encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
-    text = data.decode(encoding)
-    return text.replace("\r\n", "\n").replace("\r", "\n")
-
-
-# ---------------------------------------------------------------------------------------------
-# Sequences
-# ---------------------------------------------------------------------------------------------
-class _LineLengths:
-    """Token counts of a text's lines (each line encoded alone), computed in blocks on demand."""
-
-    _BLOCK = 64
-
-    def __init__(self, tokenizer: Any, lines: list[str]):
-        self.tokenizer = tokenizer
-        self.lines = lines
-        self.counts: list[int] = []
-
-    def __getitem__(self, i: int) -> int:
-        while len(self.counts) <= i:
-            block = self.lines[len(self.counts) : len(self.counts) + self._BLOCK]
-            ids = self.tokenizer(block, add_special_tokens=False, return_attention_mask=False, verbose=False)["input_ids"]
-            self.counts += [len(x) for x in ids]
-        return self.counts[i]
-
-
-def pack_lines(
-    text: str, tokenizer: Any, context_length: int, *, n_special: int, max_sequences: int | None = None
-) -> list[tuple[int, int, EncodedText]]:
-    """Cut ``text`` into pieces that each encode to at most ``context_length`` tokens.
-
-    Pieces end at line ends (``\\n``), except inside a line that alone is too
-    long, which is cut at token starts. Pieces are consecutive from 0.
-
-    Parameters
-    ----------
-    n_special : int
-        Special tokens the tokenizer adds to every sequence.
-    max_sequences : int, optional
-        Stop after this many pieces (the top of the text).
-
-    Returns
-    -------
-    list of (begin, end, EncodedText)
-        Character span of each piece in ``text`` and its encoding (special
-        tokens included).
-    """
-    lines = text.split("\n")
-    lines = [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
-    bounds = np.concatenate([[0], np.cumsum([len(line) for line in lines], dtype=np.int64)]).tolist()
-    estimate = _LineLengths(tokenizer, lines)
-    budget = context_length - n_special
-    pieces: list[tuple[int, int, EncodedText]] = []
-    i = 0
-    while i < len(lines) and (max_sequences is None or len(pieces) < max_sequences):
-        j, total = i, 0
-        while j < len(lines) and total + estimate[j] <= budget:
-            total += estimate[j]
-            j += 1
-        if j == i or (j < len(lines) and not text[bounds[i] : bounds[j]].strip()):
-            # Line j does not fit: cut it at token starts, with the blank lines before it.
-            j += 1
-            room = None if max_sequences is None else max_sequences - len(pieces)
-            spans = _split_line(text, bounds[i], bounds[j], tokenizer, context_length, n_special, room)
-            pieces += [(b, e, encode(tokenizer, text[b:e])) for b, e in spans]
-            i = j
-            continue
-        encoded = encode(tokenizer, text[bounds[i] : bounds[j]])
-        if len(encoded) > context_length:
-            # Byte-level BPE can merge or split tokens across line ends: the estimate was short.
-            while j > i + 1 and _n_tokens(tokenizer, text[bounds[i] : bounds[j]]) > context_length:
-                j -= 1
-            encoded = encode(tokenizer, text[bounds[i] : bounds[j]])
-        pieces.append((bounds[i], bounds[j], encoded))
-        i = j
-    return pieces[:max_sequences]
-
-
-def _n_tokens(tokenizer: Any, text: str) -> int:
-    """Length of ``text``'s encoding, special tokens included."""
-    return len(tokenizer(text, return_attention_mask=False, verbose=False)["input_ids"])
-
-
-def _split_line(
-    text: str, begin: int, end: int, tokenizer: Any, context_length: int, n_special: int, limit: int | None
-) -> list[tuple[int, int]]:
-    """Cut ``text[begin:end]`` (an over-long line) at token starts so that each piece fits."""
-    line = text[begin:end]
-    offsets = tokenizer(line, add_special_tokens=False, return_offsets_mapping=True, verbose=False)["offset_mapping"]
-    # Cut before visible characters only, so that whitespace stays with the text before it.
-    starts = (b + len(line[b:e]) - len(line[b:e].lstrip()) for b, e in offsets)
-    cuts = sorted({0, len(line), *(b for b in starts if 0 < b < len(line) and not line[b].isspace())})
-    spans, k = [], 0
-    while k < len(cuts) - 1 and (limit is None or len(spans) < limit):
-        e = min(k + context_length - n_special, len(cuts) - 1)
-        while e > k + 1:
-            excess = _n_tokens(tokenizer, line[cuts[k] : cuts[e]]) - context_length
-            if excess <= 0:
-                break
-            e = max(k + 1, e - excess)
-        spans.append((begin + cuts[k], begin + cuts[e]))
-        k = e
-    return spans
-
-
-# ---------------------------------------------------------------------------------------------
 # Model tokens
 # ---------------------------------------------------------------------------------------------
 def label_model_tokens(
@@ -859,8 +663,7 @@ def build_python_code(
     n_special = _check_parameters(
         tokenizer, context_length, max_files, max_sequences_per_file, piece, min_positives, positive_ratio
     )
-    if sources is not None and not isinstance(sources, (str, os.PathLike)):
-        sources = list(sources)  # an iterator would be used up before its names are recorded
+    sources = materialize(sources)
     files = find_python_files(sources, max_files=max_files, seed=seed)
     params = _builder_params(
         sources,
@@ -876,27 +679,23 @@ def build_python_code(
     assembler = DatasetAssembler(BUILDER, params, tokenizer_info(tokenizer))
     for name, description in FEATURES.items():
         assembler.add_feature(name, description=description, collection=COLLECTION, level="token")
-    skipped: dict[str, str] = {}
-    empty: list[str] = []
-    for source in _progress(files, progress):
+    report = FileReport(len(files))
+    for source in progress_bar(files, enabled=progress, desc="python files"):
         try:
             added = _add_file(assembler, source, tokenizer, context_length, n_special, max_sequences_per_file, piece)
         except _Unusable as exc:
-            skipped[source.name] = str(exc)
+            report.skip(source.name, str(exc))
             continue
-        if added == 0:
-            empty.append(source.name)
-    used = len(files) - len(skipped) - len(empty)
-    if used == 0:
-        reasons = "; ".join(f"{name}: {why}" for name, why in list(skipped.items())[:5])
-        raise InputError(
-            f"{BUILDER}: none of the {len(files)} source files holds usable Python code"
-            f"{f' ({reasons})' if reasons else ' (all are empty)'}; pass other sources."
-        )
+        (report.used if added else report.empty).append(source.name)
+    report.require_some_used(
+        BUILDER, "source files holds usable Python code", empty_note="all are empty", fix="; pass other sources."
+    )
     dataset = assembler.build(
         positive_ratio=positive_ratio, seed=seed, min_positives=min_positives, max_positives=max_positives
     )
-    dataset.extra["files"] = {"considered": len(files), "used": used, "empty": empty, "skipped": skipped}
+    dataset.extra["files"] = {
+        "considered": report.considered, "used": len(report.used), "empty": report.empty, "skipped": report.skipped
+    }
     return dataset
 
 
@@ -949,24 +748,17 @@ def _check_parameters(
     positive_ratio: float | None,
 ) -> int:
     """Validate the builder's parameters; return the number of special tokens per sequence."""
-    n_special = _n_tokens(tokenizer, "")
+    n_special = encoded_length(tokenizer, "")
     if not isinstance(context_length, (int, np.integer)) or context_length < n_special + 8:
         raise InputError(f"context_length must be an integer of at least {n_special + 8}, not {context_length!r}.")
-    model_max = getattr(tokenizer, "model_max_length", None)
-    if isinstance(model_max, int) and model_max < 10**9 and context_length > model_max:
-        raise InputError(
-            f"context_length {context_length} exceeds the tokenizer's model_max_length {model_max}; "
-            f"the model could not read such sequences. Use context_length <= {model_max}."
-        )
+    check_model_max_length(tokenizer, context_length)
     for name, value in (("max_files", max_files), ("max_sequences_per_file", max_sequences_per_file)):
         if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
             raise InputError(f"{name} must be a positive integer or None, not {value!r}.")
     if piece not in PIECES:
         raise InputError(f"piece must be one of {', '.join(PIECES)}, not {piece!r}.")
-    if min_positives < 1:
-        raise InputError(f"min_positives must be at least 1, not {min_positives}.")
-    if positive_ratio is not None and not 0 < positive_ratio < 1:
-        raise InputError(f"positive_ratio must be in (0, 1) or None, not {positive_ratio}.")
+    check_min_positives(min_positives)
+    check_positive_ratio(positive_ratio)
     return n_special
 
 
@@ -978,7 +770,7 @@ def _builder_params(sources: Any, **settings: Any) -> dict[str, Any]:
         source_list = [os.fspath(sources)]
     else:
         source_list = [os.fspath(s) for s in sources]
-    plain = {k: v.item() if isinstance(v, np.generic) else v for k, v in settings.items()}
+    plain = plain_params(settings)
     return {
         "sources": source_list,
         "stdlib_path": sysconfig.get_paths()["stdlib"] if sources is None else None,
@@ -988,11 +780,3 @@ def _builder_params(sources: Any, **settings: Any) -> dict[str, Any]:
         "python_implementation": platform.python_implementation(),
         **plain,
     }
-
-
-def _progress(files: list[SourceFile], enabled: bool) -> Iterable[SourceFile]:
-    if not enabled:
-        return files
-    from tqdm.auto import tqdm
-
-    return tqdm(files, desc="python files", unit="file", file=sys.stderr)

@@ -37,19 +37,14 @@ from typing import Any
 
 import numpy as np
 
-from needle.datasets.alignment import EncodedText, encode
+from needle.datasets.alignment import EncodedText
 from needle.datasets.assembler import DatasetAssembler
+from needle.datasets.builder import as_source_list, check_context_length, check_min_positives, unique_stems
 from needle.datasets.format import ProbeDataset
+from needle.datasets.packing import pack_texts, split_long_units
+from needle.datasets.readers.conllu import is_conllu, read_conllu
+from needle.datasets.readers.text import read_paragraphs
 from needle.datasets.tokenizer_info import tokenizer_info
-from needle.datasets.ud import (
-    _as_sources,
-    _check_context_length,
-    _read_text,
-    pack_texts,
-    read_conllu,
-    token_counts,
-    unique_stems,
-)
 from needle.errors import InputError
 
 __all__ = ["TEXT_FEATURES", "build_text_features", "token_strings", "token_style", "text_feature_labels"]
@@ -197,54 +192,17 @@ def token_strings(tokenizer: Any, encoded: EncodedText, text: str) -> list[str]:
 # --------------------------------------------------------------------------- sources
 
 
-def _is_conllu(path: Path) -> bool:
-    return path.name.endswith((".conllu", ".conllu.gz"))
-
-
-def _paragraphs(path: Path) -> list[str]:
-    text = _read_text(path).replace("\r\n", "\n")
-    paragraphs = [p.strip("\n") for p in re.split(r"\n[ \t\r\f\v]*\n", text)]
-    return [p for p in paragraphs if p.strip()]
-
-
 def _documents(paths: list[Path]) -> Iterator[tuple[str, list[str], str]]:
     """(group, text units, separator) per document, in source order."""
     for stem, path in zip(unique_stems(paths), paths):
-        if _is_conllu(path):
+        if is_conllu(path):
             for doc in read_conllu(path):
                 yield f"{stem}:{doc.id}", [s.text for s in doc.sentences], " "
         else:
-            paragraphs = _paragraphs(path)
+            paragraphs = read_paragraphs(path)
             if not paragraphs:
                 raise InputError(f"{path}: the file has no text (an empty collection); pass a non-empty text file.")
             yield stem, paragraphs, "\n\n"
-
-
-def _split_long(texts: list[str], tokenizer: Any, budget: int) -> tuple[list[str], np.ndarray, int]:
-    """Cut units longer than ``budget`` tokens at whitespace before a token.
-
-    Returns the units, their token counts (without special tokens) and the number of cuts made.
-    """
-    lengths = token_counts(tokenizer, texts)
-    if not (lengths > budget).any():
-        return texts, lengths, 0
-    out: list[str] = []
-    cuts = 0
-    for text, length in zip(texts, lengths):
-        if length <= budget:
-            out.append(text)
-            continue
-        starts = encode(tokenizer, text, add_special_tokens=False).offsets[:, 0]
-        begin, first = 0, 0
-        while len(starts) - first > budget:
-            window = range(first + budget, first, -1)
-            cut = next((k for k in window if text[starts[k] - 1].isspace()), first + budget)
-            out.append(text[begin : starts[cut]].rstrip())
-            begin, first = int(starts[cut]), cut
-            cuts += 1
-        out.append(text[begin:])
-    out = [t for t in out if t.strip()]
-    return out, token_counts(tokenizer, out), cuts
 
 
 # --------------------------------------------------------------------------- builder
@@ -304,11 +262,10 @@ def build_text_features(
         A missing, empty, unreadable or malformed source; bad parameters; no
         feature with enough examples.
     """
-    sources = _as_sources(sources)
+    sources = as_source_list(sources, empty="no sources given; pass one or more file paths.")
     paths = [Path(source) for source in sources]
-    _check_context_length(tokenizer, context_length)
-    if min_positives < 1:
-        raise InputError(f"min_positives must be at least 1, not {min_positives}")
+    check_context_length(tokenizer, context_length)
+    check_min_positives(min_positives)
     if max_sequences is not None and max_sequences < 1:
         raise InputError(f"max_sequences must be at least 1 (or None for all), not {max_sequences}")
     strings = _TokenStrings(tokenizer)
@@ -332,7 +289,7 @@ def build_text_features(
     for group, units, separator in _documents(paths):
         if max_sequences is not None and assembler.n_sequences >= max_sequences:
             break
-        units, lengths, cuts = _split_long(units, tokenizer, budget)
+        units, lengths, cuts = split_long_units(units, tokenizer, budget)
         split_units += cuts
         packs, dropped = pack_texts(units, tokenizer, context_length, separator=separator, lengths=lengths)
         dropped_units += len(dropped)

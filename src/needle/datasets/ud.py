@@ -5,14 +5,12 @@ word of the English Web Treebank with its universal part of speech (UPOS),
 its dependency relation (DEPREL) and its morphological features (FEATS), then
 map the word labels onto the tokens of the model's tokenizer. This module
 
-* reads CoNLL-U files (plain or gzipped) with the ``conllu`` package, with
-  its own per-line checks so that a malformed line is reported with its file
-  and line number;
-* rebuilds each sentence's surface text from its tokens (``SpaceAfter=No``
-  honoured, multiword tokens written once, empty nodes skipped) and keeps the
-  character span of every word;
+* reads CoNLL-U files with :func:`needle.datasets.readers.conllu.read_conllu`
+  (each sentence's surface text rebuilt from its tokens, with the character
+  span of every word; a malformed line reported with its file and line);
 * packs the sentences of each document into sequences of at most
-  ``context_length`` tokens (special tokens included);
+  ``context_length`` tokens, special tokens included
+  (:func:`needle.datasets.packing.pack_texts`);
 * labels the chosen piece(s) of each word and hands the candidate examples to
   :class:`~needle.datasets.assembler.DatasetAssembler`.
 
@@ -21,22 +19,21 @@ Feature names are ``pos:<UPOS>``, ``dep:<deprel>`` and ``morph:<Feat>=<Value>``.
 
 from __future__ import annotations
 
-import gzip
 import os
-import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from conllu import parser as conllu_parser
-from conllu.exceptions import ParseException
 
-from needle.datasets.alignment import PIECES, EncodedText, encode, tokens_in_span
+from needle.datasets.alignment import PIECES
 from needle.datasets.assembler import DatasetAssembler
+from needle.datasets.builder import as_source_list, check_context_length, check_min_positives, unique_stems
 from needle.datasets.format import ProbeDataset
+from needle.datasets.packing import Pack, pack_documents, word_tokens
+from needle.datasets.readers.conllu import UDDocument, UDSentence, is_feature_value, read_conllu
 from needle.datasets.tokenizer_info import tokenizer_info
 from needle.errors import InputError
 
@@ -44,12 +41,7 @@ __all__ = [
     "COLLECTIONS",
     "PAPER_DEPRELS",
     "PAPER_MORPH_FEATURES",
-    "Pack",
-    "UDDocument",
-    "UDSentence",
     "build_ud",
-    "pack_texts",
-    "read_conllu",
 ]
 
 #: The collections :func:`build_ud` can label.
@@ -78,473 +70,6 @@ _UPOS_GLOSS = {
     "PUNCT": "punctuation", "SCONJ": "subordinating conjunction", "SYM": "symbol", "VERB": "verb",
     "X": "other",
 }  # fmt: skip
-
-_ID_RE = re.compile(r"^(?:[1-9][0-9]*|[1-9][0-9]*-[1-9][0-9]*|[0-9]+\.[1-9][0-9]*)$")
-_FEAT_RE = re.compile(r"^[A-Za-z0-9\[\]:]+=[^|=\s]+$")
-_NEWDOC_RE = re.compile(r"^#\s*newdoc(?:\s*[_ ]?id)?\s*(?:=\s*(?P<id>.*?))?\s*$")
-_SENT_DOC_RE = re.compile(r"^(?P<doc>.+)-[0-9]+$")
-_FIELDS = ("ID", "FORM", "LEMMA", "UPOS", "XPOS", "FEATS", "HEAD", "DEPREL", "DEPS", "MISC")
-
-
-def _keep_raw(line: list[str], index: int) -> str:
-    return line[index]
-
-
-# DEPS is not used and its default parser is the slowest part of ``conllu``.
-_FIELD_PARSERS = {"deps": _keep_raw}
-
-
-# --------------------------------------------------------------------------- reading
-
-
-@dataclass
-class UDSentence:
-    """One sentence: its rebuilt surface text and the character span of each word.
-
-    Attributes
-    ----------
-    text : str
-        Surface text rebuilt from the tokens (``SpaceAfter=No`` honoured).
-    begins, ends : list of int, length n_words
-        Character span ``[begin, end)`` of each syntactic word in ``text``;
-        the words of a multiword token whose forms do not spell it (French
-        ``du`` = ``de le``) share the multiword token's span.
-    forms, upos, deprels : list of str, length n_words
-        ``None`` where the column is ``_``.
-    feats : list of tuple of str, length n_words
-        ``"Feat=Value"`` strings; a multi-valued feature (``PronType=Int,Rel``)
-        gives one string per value.
-    sent_id : str or None
-    line : int
-        Line number of the sentence's first line in its file.
-    text_matches : bool or None
-        Whether ``text`` equals the ``# text`` comment (None when there is none).
-    """
-
-    text: str
-    begins: list[int]
-    ends: list[int]
-    forms: list[str]
-    upos: list[str | None]
-    deprels: list[str | None]
-    feats: list[tuple[str, ...]]
-    sent_id: str | None
-    line: int
-    text_matches: bool | None
-
-    @property
-    def n_words(self) -> int:
-        return len(self.begins)
-
-
-@dataclass
-class UDDocument:
-    """Consecutive sentences of one document of a CoNLL-U file."""
-
-    id: str
-    sentences: list[UDSentence] = field(default_factory=list)
-    source: str = ""
-    """How the id was found: ``newdoc``, ``sent_id`` (prefix before ``-NNNN``) or ``sentence``."""
-
-
-def read_conllu(path: str | os.PathLike) -> list[UDDocument]:
-    """Read a CoNLL-U file into documents of sentences with word spans.
-
-    Documents start at ``# newdoc id = …`` (or ``# newdoc = …``). Sentences
-    before the first such marker (or in a file without any) take the document
-    of their ``sent_id`` with its final ``-NNNN`` removed (the English Web
-    Treebank's convention); a sentence without a usable ``sent_id`` is its own
-    document.
-
-    Parameters
-    ----------
-    path : path-like
-        A ``.conllu`` file, gzipped or not (recognised by its content).
-
-    Returns
-    -------
-    list of UDDocument
-        In file order.
-
-    Raises
-    ------
-    InputError
-        The file is missing, unreadable, not UTF-8, has a malformed line
-        (the message names the line number) or contains no sentence.
-    """
-    path = Path(path)
-    text = _read_text(path)
-    documents: list[UDDocument] = []
-    newdoc: str | None = None
-    pending_newdoc = False
-    for first_line, block in _blocks(text):
-        marker = _newdoc_marker(block)
-        if marker is not None:
-            newdoc = marker or f"doc-line{first_line}"
-            pending_newdoc = True
-        sentence = _parse_block(path, first_line, block)
-        if sentence is None:
-            continue
-        if newdoc is not None:
-            doc_id, source = newdoc, "newdoc"
-        elif sentence.sent_id and (match := _SENT_DOC_RE.match(sentence.sent_id)):
-            doc_id, source = match.group("doc"), "sent_id"
-        else:
-            doc_id, source = sentence.sent_id or f"sentence-line{first_line}", "sentence"
-        if pending_newdoc or not documents or documents[-1].id != doc_id:
-            documents.append(UDDocument(doc_id, [], source))
-            pending_newdoc = False
-        documents[-1].sentences.append(sentence)
-    if not documents:
-        raise InputError(
-            f"{path}: no sentences found (an empty collection); pass a CoNLL-U file with at least one sentence."
-        )
-    return documents
-
-
-def _read_text(path: Path) -> str:
-    if not path.is_file():
-        raise InputError(f"{path}: no such file; check the path.")
-    try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-    except (OSError, EOFError) as exc:
-        raise InputError(f"{path}: cannot read the file ({exc}); is it a complete (gzipped) text file?") from None
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise InputError(f"{path}, line {line}: the file is not UTF-8 ({exc.reason}); convert it to UTF-8.") from None
-
-
-def _blocks(text: str) -> Iterator[tuple[int, list[tuple[int, str]]]]:
-    """Blank-line separated blocks as (first line number, [(line number, line)])."""
-    block: list[tuple[int, str]] = []
-    for number, line in enumerate(text.split("\n"), start=1):
-        line = line.rstrip("\r")
-        if line.strip():
-            block.append((number, line))
-        elif block:
-            yield block[0][0], block
-            block = []
-    if block:
-        yield block[0][0], block
-
-
-def _newdoc_marker(block: list[tuple[int, str]]) -> str | None:
-    """The block's newdoc id; ``""`` for a bare ``# newdoc``; None without a marker."""
-    for _, line in block:
-        if line.startswith("#") and (match := _NEWDOC_RE.match(line)):
-            return (match.group("id") or "").strip()
-    return None
-
-
-def _fail(path: Path, line: int, problem: str, fix: str) -> InputError:
-    return InputError(f"{path}, line {line}: {problem}; {fix}")
-
-
-def _check_token_line(path: Path, number: int, line: str) -> None:
-    """Per-line checks ``conllu`` lets through (it accepts short lines and bare feature names)."""
-    columns = line.split("\t")
-    if len(columns) != len(_FIELDS):
-        raise _fail(
-            path, number,
-            f"expected {len(_FIELDS)} tab-separated columns ({' '.join(_FIELDS)}) but found {len(columns)}",
-            "separate the columns with single tabs (not spaces) and use _ for empty ones",
-        )  # fmt: skip
-    ident, form, _, upos, _, feats, _, deprel, _, _ = columns
-    if not _ID_RE.match(ident):
-        raise _fail(path, number, f"invalid ID {ident!r}", "an ID is N, N-M (multiword token) or N.M (empty node)")
-    if not form:
-        raise _fail(path, number, "empty FORM column", "write the word form (or _)")
-    if not upos or not deprel:
-        raise _fail(path, number, "empty UPOS or DEPREL column", "write the value or _")
-    if feats != "_":
-        for item in feats.split("|"):
-            if not _FEAT_RE.match(item):
-                raise _fail(
-                    path, number, f"malformed FEATS item {item!r} in {feats!r}",
-                    "FEATS is _ or Feature=Value pairs separated by |",
-                )  # fmt: skip
-
-
-def _parse_block(path: Path, first_line: int, block: list[tuple[int, str]]) -> UDSentence | None:
-    token_lines = [(n, line) for n, line in block if not line.startswith("#")]
-    for number, line in token_lines:
-        _check_token_line(path, number, line)
-    try:
-        tokens = conllu_parser.parse_token_and_metadata(
-            "\n".join(line for _, line in block), field_parsers=_FIELD_PARSERS
-        )
-    except ParseException as exc:
-        raise _locate_parse_error(path, block, exc) from None
-    if not token_lines:
-        return None
-    if len(tokens) != len(token_lines):
-        raise _fail(path, first_line, "the sentence could not be split into token lines", "check its tabs and comments")
-    return _build_sentence(path, first_line, tokens, [n for n, _ in token_lines])
-
-
-def _locate_parse_error(path: Path, block: list[tuple[int, str]], exc: Exception) -> InputError:
-    for number, line in block:
-        if line.startswith("#"):
-            continue
-        try:
-            conllu_parser.parse_token_and_metadata(line, field_parsers=_FIELD_PARSERS)
-        except ParseException as line_exc:
-            return _fail(path, number, f"cannot parse the token line ({line_exc})", "fix the column named above")
-    return _fail(path, block[0][0], f"cannot parse the sentence ({exc})", "check the CoNLL-U syntax of this sentence")
-
-
-def _space_after(token: Any) -> bool:
-    misc = token["misc"]
-    return not (misc and misc.get("SpaceAfter") == "No")
-
-
-def _feat_strings(feats: dict[str, str] | None) -> tuple[str, ...]:
-    if not feats:
-        return ()
-    return tuple(f"{name}={value}" for name, values in feats.items() if values for value in values.split(","))
-
-
-def _build_sentence(path: Path, first_line: int, tokens: Any, lines: list[int]) -> UDSentence:
-    """Rebuild the surface text and word spans of one parsed sentence."""
-    parts: list[str] = []
-    length = 0
-    begins: list[int] = []
-    ends: list[int] = []
-    forms: list[str] = []
-    upos: list[str | None] = []
-    deprels: list[str | None] = []
-    feats: list[tuple[str, ...]] = []
-    expected = 1
-    mwt: tuple[int, int, str, bool, int] | None = None  # first, last, form, space after, line
-    mwt_words: list[Any] = []
-
-    def emit(surface: str, space: bool) -> int:
-        nonlocal length
-        begin = length
-        parts.append(surface)
-        length += len(surface)
-        if space:
-            parts.append(" ")
-            length += 1
-        return begin
-
-    def add_word(token: Any, begin: int, end: int) -> None:
-        begins.append(begin)
-        ends.append(end)
-        forms.append(token["form"])
-        upos.append(None if token["upos"] in (None, "_") else token["upos"])
-        deprels.append(None if token["deprel"] in (None, "_") else token["deprel"])
-        feats.append(_feat_strings(token["feats"]))
-
-    for token, number in zip(tokens, lines):
-        ident = token["id"]
-        if isinstance(ident, tuple) and ident[1] == ".":
-            continue  # empty node: no surface form
-        if isinstance(ident, tuple):
-            first, last = ident[0], ident[2]
-            if mwt is not None or first != expected or last < first:
-                raise _fail(
-                    path, number, f"multiword token {first}-{last} does not start at the next word ({expected})",
-                    "a range N-M must precede words N..M and ranges must not overlap",
-                )  # fmt: skip
-            mwt = (first, last, token["form"], _space_after(token), number)
-            mwt_words = []
-            continue
-        if ident != expected:
-            raise _fail(path, number, f"word ID {ident} where {expected} was expected", "number the words 1, 2, 3, …")
-        expected += 1
-        if mwt is None:
-            begin = emit(token["form"], _space_after(token))
-            add_word(token, begin, begin + len(token["form"]))
-            continue
-        mwt_words.append(token)
-        if ident == mwt[1]:
-            begin = emit(mwt[2], mwt[3])
-            _add_mwt_words(mwt[2], begin, mwt_words, add_word)
-            mwt = None
-    if mwt is not None:
-        raise _fail(path, mwt[4], f"multiword token {mwt[0]}-{mwt[1]} covers missing words", "add words up to its last ID")
-    text = "".join(parts).rstrip(" ")
-    metadata = tokens.metadata
-    written = metadata.get("text")
-    return UDSentence(
-        text=text,
-        begins=begins,
-        ends=ends,
-        forms=forms,
-        upos=upos,
-        deprels=deprels,
-        feats=feats,
-        sent_id=metadata.get("sent_id"),
-        line=first_line,
-        text_matches=None if written is None else written == text,
-    )
-
-
-def _add_mwt_words(surface: str, begin: int, words: list[Any], add_word: Any) -> None:
-    """Spans of a multiword token's words: their own where their forms spell it, else the whole token."""
-    if "".join(word["form"] for word in words) == surface:
-        for word in words:
-            add_word(word, begin, begin + len(word["form"]))
-            begin += len(word["form"])
-    else:
-        for word in words:
-            add_word(word, begin, begin + len(surface))
-
-
-# --------------------------------------------------------------------------- packing
-
-
-@dataclass(frozen=True)
-class Pack:
-    """One sequence made of consecutive text units (sentences, paragraphs) of a document.
-
-    Attributes
-    ----------
-    units : tuple of int
-        Indices of the units, in order.
-    starts : tuple of int
-        Character offset of each unit in ``text``.
-    text : str
-        The units joined by the separator.
-    encoded : EncodedText
-        ``text`` tokenized with special tokens; ``len(encoded) <= context_length``.
-    """
-
-    units: tuple[int, ...]
-    starts: tuple[int, ...]
-    text: str
-    encoded: EncodedText
-
-
-def token_counts(tokenizer: Any, texts: Sequence[str]) -> np.ndarray:
-    """Number of tokens of each text without special tokens, shape (n_texts,)."""
-    if not texts:
-        return np.zeros(0, np.int64)
-    ids = tokenizer(list(texts), add_special_tokens=False, return_attention_mask=False, verbose=False)["input_ids"]
-    return np.array([len(row) for row in ids], np.int64)
-
-
-def pack_texts(
-    texts: Sequence[str],
-    tokenizer: Any,
-    context_length: int,
-    *,
-    separator: str = " ",
-    lengths: Sequence[int] | None = None,
-) -> tuple[list[Pack], list[int]]:
-    """Greedily pack consecutive texts into sequences of at most ``context_length`` tokens.
-
-    Units are joined with ``separator``; the length estimate is the sum of the
-    units' own token counts plus the special tokens. Since joining can change
-    the tokenization at a boundary, every pack is tokenized again and its last
-    unit moved to the next pack while it is too long.
-
-    Parameters
-    ----------
-    texts : sequence of str, length n_units
-    tokenizer : fast tokenizer
-    context_length : int
-        Maximum tokens per sequence, special tokens included.
-    separator : str
-    lengths : sequence of int, length n_units, optional
-        Token counts without special tokens (see :func:`token_counts`).
-
-    Returns
-    -------
-    packs : list of Pack
-    dropped : list of int
-        Units that alone exceed ``context_length`` (never truncated).
-    """
-    lengths = token_counts(tokenizer, texts) if lengths is None else np.asarray(lengths)
-    budget = context_length - tokenizer.num_special_tokens_to_add(pair=False)
-    packs: list[Pack] = []
-    dropped: list[int] = []
-    i, n = 0, len(texts)
-    while i < n:
-        if lengths[i] > budget:
-            dropped.append(i)
-            i += 1
-            continue
-        j, total = i + 1, int(lengths[i])
-        while j < n and total + lengths[j] <= budget:
-            total += int(lengths[j])
-            j += 1
-        while True:
-            starts, text = _join(texts[i:j], separator)
-            encoded = encode(tokenizer, text)
-            if len(encoded) <= context_length or j == i + 1:
-                break
-            j -= 1
-        if len(encoded) > context_length:
-            dropped.append(i)
-        else:
-            packs.append(Pack(tuple(range(i, j)), starts, text, encoded))
-        i = j
-    return packs, dropped
-
-
-def _join(texts: Sequence[str], separator: str) -> tuple[tuple[int, ...], str]:
-    starts, position = [], 0
-    for text in texts:
-        starts.append(position)
-        position += len(text) + len(separator)
-    return tuple(starts), separator.join(texts)
-
-
-# --------------------------------------------------------------------------- alignment
-
-
-def word_tokens(encoded: EncodedText, begins: np.ndarray, ends: np.ndarray, piece: str) -> tuple[np.ndarray, np.ndarray]:
-    """Token positions carrying each word's label, as (word index, token index) pairs.
-
-    Vectorised :func:`~needle.datasets.alignment.tokens_in_span`: the same
-    tokens for every word, found by binary search over the token offsets.
-
-    Parameters
-    ----------
-    encoded : EncodedText
-    begins, ends : ndarray of int, shape (n_words,)
-        Character spans of the words in the encoded text.
-    piece : {"first", "last", "all"}
-
-    Returns
-    -------
-    word, token : ndarray of int64, shape (n_pairs,)
-        Words no token overlaps (whitespace, characters the tokenizer drops) have no pair.
-    """
-    begins = np.asarray(begins, np.int64)
-    ends = np.asarray(ends, np.int64)
-    starts_t, ends_t = encoded.offsets[:, 0], encoded.offsets[:, 1]
-    valid = np.flatnonzero(~encoded.special & (ends_t > starts_t))
-    vs, ve = starts_t[valid], ends_t[valid]
-    if np.any(np.diff(vs) < 0) or np.any(np.diff(ve) < 0):
-        return _word_tokens_slow(encoded, begins, ends, piece)
-    first = np.searchsorted(ve, begins, side="right")
-    last = np.searchsorted(vs, ends, side="left") - 1
-    hit = first <= last
-    words = np.flatnonzero(hit)
-    first, last = first[hit], last[hit]
-    if piece == "first":
-        return words, valid[first]
-    if piece == "last":
-        return words, valid[last]
-    counts = last - first + 1
-    word = np.repeat(words, counts)
-    offsets = np.arange(len(word)) - np.repeat(np.cumsum(counts) - counts, counts)
-    return word, valid[np.repeat(first, counts) + offsets]
-
-
-def _word_tokens_slow(encoded: EncodedText, begins: np.ndarray, ends: np.ndarray, piece: str) -> tuple[np.ndarray, np.ndarray]:
-    pairs = [(w, t) for w, (b, e) in enumerate(zip(begins, ends)) for t in tokens_in_span(encoded, b, e, piece)]
-    if not pairs:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    word, token = np.array(pairs, np.int64).T
-    return word, token
 
 
 # --------------------------------------------------------------------------- builder
@@ -650,14 +175,13 @@ def build_ud(
         collection or piece; an explicitly requested relation or feature
         value absent from the data; no feature with enough examples.
     """
-    sources = _as_sources(sources)
+    sources = as_source_list(sources, empty="no sources given; pass one or more file paths.")
     paths = [Path(source) for source in sources]
     collections = _check_collections(collections)
     if piece not in PIECES:
         raise InputError(f"piece must be one of {PIECES}, not {piece!r}")
-    _check_context_length(tokenizer, context_length)
-    if min_positives < 1:
-        raise InputError(f"min_positives must be at least 1, not {min_positives}")
+    check_context_length(tokenizer, context_length)
+    check_min_positives(min_positives)
     dep_request = _request(deprels, PAPER_DEPRELS, "deprels", "a relation such as 'nsubj' or 'nsubj:pass'")
     morph_request = _request(morph_features, PAPER_MORPH_FEATURES, "morph_features", "a 'Feature=Value' string")
     if isinstance(morph_request, tuple):
@@ -720,21 +244,16 @@ class _Labelling:
 
     def add_file(self, prefix: str, documents: list[UDDocument]) -> None:
         sentences = [s for doc in documents for s in doc.sentences]
-        # One batched call for the length estimates of the whole file.
-        lengths = token_counts(self.tokenizer, [s.text for s in sentences])
-        cursor = 0
-        for doc in documents:
-            self._add_document(prefix, doc, lengths[cursor : cursor + len(doc.sentences)])
-            cursor += len(doc.sentences)
+        texts = [[s.text for s in doc.sentences] for doc in documents]
+        for doc, (packs, dropped) in zip(documents, pack_documents(texts, self.tokenizer, self.context_length)):
+            self._add_document(prefix, doc, packs, dropped)
         for sentence in sentences:
             if sentence.text_matches is False:
                 self.mismatched_ids.append(sentence.sent_id or f"{prefix} line {sentence.line}")
         self.stats.update(documents=len(documents), sentences=len(sentences), words=sum(s.n_words for s in sentences))
 
-    def _add_document(self, prefix: str, doc: UDDocument, lengths: np.ndarray) -> None:
+    def _add_document(self, prefix: str, doc: UDDocument, packs: list[Pack], dropped: list[int]) -> None:
         first_word = [self.words.extend(s) for s in doc.sentences]
-        texts = [s.text for s in doc.sentences]
-        packs, dropped = pack_texts(texts, self.tokenizer, self.context_length, lengths=lengths)
         for index in dropped:
             sentence = doc.sentences[index]
             self.stats.update(dropped_sentences=1, dropped_words=sentence.n_words)
@@ -874,47 +393,12 @@ def _add_morph(
 # --------------------------------------------------------------------------- argument checks
 
 
-def _as_sources(sources: Any) -> list[str]:
-    """The source paths as given (one path or an iterable of them), as strings."""
-    items = [sources] if isinstance(sources, (str, bytes, os.PathLike)) else list(sources)
-    if not items:
-        raise InputError("no sources given; pass one or more file paths.")
-    return [os.fsdecode(item) for item in items]
-
-
-def unique_stems(paths: Sequence[os.PathLike | str], suffixes: Sequence[str] = (".gz", ".conllu")) -> list[str]:
-    """A group prefix per file: its name without ``suffixes`` (stripped from the end, in order), numbered when
-    names collide."""
-    stems = []
-    for path in paths:
-        name = os.path.basename(os.fspath(path))
-        for suffix in suffixes:
-            name = name.removesuffix(suffix)
-        stems.append(name)
-    counts = Counter(stems)
-    seen: Counter = Counter()
-    unique = []
-    for stem in stems:
-        seen[stem] += 1
-        unique.append(stem if counts[stem] == 1 else f"{stem}#{seen[stem]}")
-    return unique
-
-
 def _check_collections(collections: Any) -> tuple[str, ...]:
     collections = (collections,) if isinstance(collections, str) else tuple(collections)
     unknown = [c for c in collections if c not in COLLECTIONS]
     if unknown or not collections:
         raise InputError(f"collections must be a non-empty subset of {COLLECTIONS}; got {collections!r}")
     return tuple(dict.fromkeys(collections))
-
-
-def _check_context_length(tokenizer: Any, context_length: int) -> None:
-    specials = tokenizer.num_special_tokens_to_add(pair=False)
-    if not isinstance(context_length, (int, np.integer)) or context_length <= specials + 1:
-        raise InputError(
-            f"context_length must be an integer above {specials + 1} (the tokenizer adds {specials} "
-            f"special tokens); got {context_length!r}"
-        )
 
 
 def _request(value: Any, default: tuple[str, ...], name: str, example: str) -> tuple[str, ...] | str:
@@ -931,7 +415,7 @@ def _request(value: Any, default: tuple[str, ...], name: str, example: str) -> t
 
 
 def _check_morph_names(names: tuple[str, ...]) -> None:
-    bad = [n for n in names if not _FEAT_RE.match(n)]
+    bad = [n for n in names if not is_feature_value(n)]
     if bad:
         raise InputError(
             f"morph_features must be 'Feature=Value' strings as in CoNLL-U FEATS (e.g. 'Tense=Past'); got {bad}"

@@ -26,7 +26,6 @@ units (sentences, lines):
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -35,9 +34,10 @@ from typing import Any
 import numpy as np
 
 from needle.datasets.assembler import DatasetAssembler
+from needle.datasets.builder import check_context_length, check_positive_ratio
 from needle.datasets.format import ProbeDataset
-from needle.datasets.tokenizer_info import fast_tokenizer, tokenizer_info
-from needle.datasets.ud import Pack, pack_texts, token_counts, unique_stems
+from needle.datasets.packing import Pack, pack_texts, token_counts
+from needle.datasets.tokenizer_info import tokenizer_info
 from needle.errors import InputError
 
 __all__ = [
@@ -45,9 +45,7 @@ __all__ = [
     "build_window_collection",
     "check_window_params",
     "document_windows",
-    "fast_tokenizer",
     "random_window_bounds",
-    "source_stems",
 ]
 
 
@@ -370,12 +368,7 @@ def check_window_params(
     cap_name: str = "max_sequences_per_label",
 ) -> None:
     """Refuse parameter values the window builders cannot use, naming the parameter."""
-    specials = tokenizer.num_special_tokens_to_add(pair=False)
-    if not _is_int(context_length) or context_length <= specials + 1:
-        raise InputError(
-            f"context_length must be an integer above {specials + 1} (the tokenizer adds {specials} special "
-            f"tokens); got {context_length!r}"
-        )
+    check_context_length(tokenizer, context_length)
     if windows_per_document is not None and (not _is_int(windows_per_document) or windows_per_document < 1):
         raise InputError(f"windows_per_document must be None (tile each document) or a positive integer; "
                          f"got {windows_per_document!r}")
@@ -385,14 +378,8 @@ def check_window_params(
         raise InputError(f"{cap_name} must be None or a positive integer; got {max_sequences_per_label!r}")
     if not _is_int(min_positives) or min_positives < 1:
         raise InputError(f"min_positives must be a positive integer; got {min_positives!r}")
-    if positive_ratio is not None and not (isinstance(positive_ratio, (int, float)) and 0 < positive_ratio < 1):
-        raise InputError(f"positive_ratio must be None or in (0, 1); got {positive_ratio!r}")
+    check_positive_ratio(positive_ratio)
 
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def source_stems(paths: Sequence[os.PathLike | str]) -> list[str]:
-    """A group prefix per file: its name without ``.gz``/``.conllu``/``.txt``, numbered when names collide."""
-    return unique_stems(paths, (".gz", ".conllu", ".txt"))

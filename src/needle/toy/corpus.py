@@ -136,7 +136,7 @@ def python_units(
     InputError
         A root does not exist or holds no readable Python file.
     """
-    from needle.datasets.python_code import find_python_files, read_python_source
+    from needle.datasets.readers.python_files import find_python_files, read_python_source
 
     if max_chars_per_file < 1:
         raise InputError(f"max_chars_per_file must be at least 1, not {max_chars_per_file}.")
@@ -266,10 +266,10 @@ def _conllu_documents(path: Path) -> list[list[tuple[int, str]]]:
     The ``# text = …`` comments are the sentences' text; reading only them
     is some twenty times faster than parsing every token line. A file in
     which some sentence has no such comment is parsed in full by
-    :func:`needle.datasets.ud.read_conllu`, which rebuilds the text from the
+    :func:`needle.datasets.readers.conllu.read_conllu`, which rebuilds the text from the
     tokens (and reports malformed lines).
     """
-    from needle.datasets.ud import read_conllu
+    from needle.datasets.readers.conllu import read_conllu
 
     documents: list[list[tuple[int, str]]] = []
     has_doc_markers = False
