@@ -246,11 +246,12 @@ def _newton_batch(Xt, y, s, C, theta, tol, max_iter):
 
 
 def _check_common(y, C, n):
+    from needle.probing.penalties import check_C
+
     y = np.asarray(y, dtype=np.float64).ravel()
     if y.shape != (n,):
         raise InputError(f"y has {y.size} entries but X has {n} examples.")
-    if not (np.isfinite(C) and C > 0):
-        raise InputError(f"C must be a positive finite number, got {C!r}.")
+    check_C(C)
     return y
 
 
