@@ -33,6 +33,7 @@ import numpy as np
 from needle.datasets.alignment import encode
 from needle.datasets.assembler import DatasetAssembler
 from needle.datasets.format import TASKS, ProbeDataset
+from needle.datasets.readers.tables import TABLE_SUFFIXES, hf_kind, is_frame, read_table
 from needle.datasets.tokenizer_info import fast_tokenizer, tokenizer_info
 from needle.errors import InputError
 
@@ -48,7 +49,6 @@ TRUNCATIONS = ("right", "left", "error")
 MAX_INFERRED_CLASSES = 20
 #: Default truncation per position: cut the side the example does not read.
 _DEFAULT_TRUNCATION = {"last": "left", "first": "right", "mean": "right", "max": "right"}
-_READERS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 _TRUE_WORDS = ("1", "true", "yes")
 
 
@@ -145,7 +145,7 @@ def build_table(
         raise InputError(f"truncation must be one of {', '.join(TRUNCATIONS)}, not {truncation!r}.")
     max_length = _max_length(tokenizer, context_length)
 
-    frame, where, origin, hf_split = _read_table(sources)
+    frame, where, origin, hf_split = read_table(sources)
     names = [str(c) for c in frame.columns]
     for role, column in [("text_column", text_column), *(("label_column", c) for c in columns),
                          ("group_column", group_column), ("split_column", split_column)]:  # fmt: skip
@@ -200,128 +200,6 @@ def build_table(
         "tasks": {f["name"]: {"task": f["task"], "inferred": task is None, "column": f["column"]} for f in features},
     }
     return dataset
-
-
-# ------------------------------------------------------------------ reading
-def _read_table(sources: Any) -> tuple[Any, list[str], str, list[str] | None]:
-    """Read ``sources`` into one pandas DataFrame.
-
-    Returns
-    -------
-    frame : pandas.DataFrame
-    where : list of str, one per row
-        How errors name the row (``file.csv row 3``, counting data rows from 1).
-    origin : str
-        How errors name the table.
-    hf_split : list of str or None
-        Per row, the ``DatasetDict`` split it came from (None for other sources).
-    """
-    import pandas as pd
-
-    items = _source_items(sources)
-    frames, where, origins, hf_split = [], [], [], []
-    for item in items:
-        frame, label, split = _read_one(item)
-        frames.append(frame)
-        where.extend(f"{label} row {i + 1}" for i in range(len(frame)))
-        origins.append(label)
-        hf_split.extend(split if split is not None else [None] * len(frame))
-    origin = origins[0] if len(origins) == 1 else f"{origins[0]} (+{len(origins) - 1} more)"
-    if len(frames) > 1:
-        first = list(frames[0].columns)
-        for frame, label in zip(frames[1:], origins[1:]):
-            if list(frame.columns) != first:
-                raise InputError(
-                    f"{label} has columns {list(frame.columns)} but {origins[0]} has {first}; "
-                    "tables read together need the same columns."
-                )
-    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
-    if len(frame) == 0:
-        raise InputError(f"{origin}: the table has no rows (an empty table); add rows or check the file.")
-    return frame, where, origin, None if all(s is None for s in hf_split) else hf_split
-
-
-def _source_items(sources: Any) -> list[Any]:
-    if sources is None:
-        raise InputError("the table collection needs a source: --source data.csv (or .tsv, .parquet, .jsonl, hf:NAME).")
-    if isinstance(sources, (str, os.PathLike)) or _is_frame(sources) or _hf_kind(sources):
-        return [sources]
-    items = list(sources)
-    if not items:
-        raise InputError("no sources given; pass a table such as --source data.csv.")
-    return items
-
-
-def _read_one(item: Any) -> tuple[Any, str, list[str] | None]:
-    import pandas as pd
-
-    if _is_frame(item):
-        return item, "the DataFrame", None
-    if _hf_kind(item):
-        return _from_hf(item, "the datasets object")
-    text = os.fspath(item)
-    if text.startswith("hf:"):
-        return _load_hf(text)
-    path = Path(text)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file; check the path (a table: .csv, .tsv, .parquet or .jsonl).")
-    kind = _READERS.get(path.suffix.lower())
-    if kind is None:
-        raise InputError(
-            f"{path}: cannot read {path.suffix or 'a file without suffix'} tables; "
-            f"use one of {', '.join(sorted(_READERS))} (or hf:NAME)."
-        )
-    try:
-        if kind == "parquet":
-            frame = pd.read_parquet(path)
-        elif kind == "jsonl":
-            frame = pd.read_json(path, lines=True, dtype=False)
-        else:
-            frame = pd.read_csv(path, sep="\t" if kind == "tsv" else ",")
-    except pd.errors.EmptyDataError:
-        raise InputError(f"{path}: the table has no rows (an empty table); add rows or check the file.") from None
-    except Exception as exc:  # noqa: BLE001 - every reader has its own exceptions; the user needs the file named
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: not a readable {kind} table ({reason}); check the file's format.") from None
-    return frame, str(path), None
-
-
-def _is_frame(obj: Any) -> bool:
-    return type(obj).__name__ == "DataFrame" and type(obj).__module__.startswith("pandas")
-
-
-def _hf_kind(obj: Any) -> str | None:
-    """``Dataset`` or ``DatasetDict`` for Hugging Face datasets objects (checked without importing ``datasets``)."""
-    kind = type(obj).__name__
-    module = type(obj).__module__
-    return kind if module.startswith("datasets") and kind in ("Dataset", "DatasetDict") else None
-
-
-def _from_hf(obj: Any, label: str) -> tuple[Any, str, list[str] | None]:
-    import pandas as pd
-
-    if _hf_kind(obj) == "Dataset":
-        return obj.to_pandas(), label, None
-    names = list(obj.keys())
-    frames = [obj[n].to_pandas() for n in names]
-    split = [n for n, frame in zip(names, frames) for _ in range(len(frame))]
-    return pd.concat(frames, ignore_index=True), f"{label} ({', '.join(names)})", split
-
-
-def _load_hf(text: str) -> tuple[Any, str, list[str] | None]:
-    spec = text[len("hf:"):]
-    dataset_name, _, split = spec.partition(":")
-    if not dataset_name:
-        raise InputError(f"{text!r}: write hf:NAME or hf:NAME:SPLIT (e.g. hf:imdb:train).")
-    try:
-        import datasets
-    except ImportError:
-        raise InputError(f"{text}: reading Hugging Face datasets needs the datasets library; pip install datasets") from None
-    try:
-        loaded = datasets.load_dataset(dataset_name, split=split or None)
-    except Exception as exc:  # noqa: BLE001 - network, missing dataset, bad split: say which and why
-        raise InputError(f"{text}: datasets.load_dataset failed ({type(exc).__name__}: {exc}).") from None
-    return _from_hf(loaded, text)
 
 
 # ------------------------------------------------------------------ columns
@@ -530,7 +408,7 @@ def _tokens(
 def _recorded_sources(sources: Any) -> Any:
     if isinstance(sources, (str, os.PathLike)):
         return [os.fspath(sources)]
-    if _is_frame(sources) or _hf_kind(sources):
+    if is_frame(sources) or hf_kind(sources):
         return [f"<{type(sources).__module__.split('.')[0]}.{type(sources).__name__}>"]
     if isinstance(sources, Sequence) and not isinstance(sources, Mapping):
         return [os.fspath(s) if isinstance(s, (str, os.PathLike)) else f"<{type(s).__name__}>" for s in sources]
