@@ -2,8 +2,8 @@
 
 from needle.models.base import SITES, ModelAdapter, normalize_site, site_hook_name
 from needle.models.families import ADAPTERS, BertAdapter, GatedMLPAdapter, GPT2Adapter, GPTNeoXAdapter
-from needle.models.load import adapt, adapter_class, load_model, supported_model_types, weights_fingerprint
-from needle.models.loading import ALIASES, DEFAULT_MODEL, load_tokenizer, resolve_model
+from needle.models.loading import (ALIASES, DEFAULT_MODEL, adapt, adapter_class, load_model, load_tokenizer,
+                                   resolve_model, supported_model_types, weights_fingerprint)
 
 __all__ = [
     "ADAPTERS",
