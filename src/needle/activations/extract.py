@@ -28,7 +28,8 @@ from needle.activations.cache import CACHE_FORMAT, CACHE_FORMAT_VERSION, Activat
 from needle.datasets.format import AGGREGATIONS, ProbeDataset, load_dataset
 from needle.datasets.tokenizer_info import tokenizer_fingerprint
 from needle.errors import InputError, TokenizerMismatchError
-from needle.models.base import ModelAdapter, normalize_site, site_hook_name
+from needle.models.base import ModelAdapter
+from needle.models.sites import Site, Transform, get_site
 
 __all__ = ["extract", "plan_batches"]
 
@@ -76,7 +77,8 @@ def extract(
     out: str | os.PathLike,
     *,
     layers: Sequence[int] | None = None,
-    site: str = "post",
+    site: str | Site = "post",
+    transform: Transform | None = None,
     batch_tokens: int = 8192,
     max_batch_size: int = 64,
     dtype: str = "float16",
@@ -102,9 +104,16 @@ def extract(
         resumes there.
     layers : sequence of int, optional
         Layers to keep (default: all).
-    site : {"post", "pre", "resid"}
-        ``blocks.{l}.mlp.hook_post`` (neurons), ``hook_pre`` (pre-activations)
-        or ``blocks.{l}.hook_resid_post``.
+    site : str or Site, default "post"
+        Where to read (:mod:`needle.models.sites`): ``mlp.hook_post`` (the
+        neurons; short name ``post``), ``mlp.hook_pre`` (``pre``),
+        ``hook_resid_post`` (``resid``), ``hook_resid_pre``, ``hook_resid_mid``,
+        ``attn.hook_z``, ``hook_attn_out`` or ``hook_mlp_out``.
+    transform : Transform, optional
+        Applied to every position's activations inside the capture, before
+        span aggregation and storage (e.g. ``LinearMap.pca(fitted)``). The
+        cache's site id gets the transform's name as a suffix and the
+        manifest records its parameters.
     batch_tokens : int, default 8192
         Padded tokens per forward pass (bounds memory).
     max_batch_size : int, default 64
@@ -143,10 +152,10 @@ def extract(
     if not isinstance(dataset, ProbeDataset):
         dataset_path = str(Path(dataset).resolve())
         dataset = load_dataset(dataset)
-    site = normalize_site(site)
+    site = get_site(site, transform)
     layers = list(range(model.n_layers)) if layers is None else sorted(set(int(l) for l in layers))
     for layer in layers:
-        model._check_layer(layer)
+        model.hook_point(site, layer)  # refuses missing layers and sites the architecture lacks, before any work
     if dtype not in _CACHE_DTYPES:
         raise InputError(f"dtype must be one of {', '.join(_CACHE_DTYPES)}, not {dtype!r}.")
     if padding_side not in ("right", "left"):
@@ -163,10 +172,11 @@ def extract(
     units = dataset.units()
     lengths = np.array([len(t) for t in dataset.tokens], np.int64)
     plan = _make_plan(units, lengths, batch_tokens, max_batch_size)
-    width = model.site_width(site)
+    width = site.width(model)
     manifest = _manifest(model, dataset, dataset_path, site, layers, dtype, width, len(units),
                          {"batch_tokens": batch_tokens, "max_batch_size": max_batch_size, "padding_side": padding_side})
-    signature = {key: manifest[key] for key in ("model", "dataset_hash", "site", "layers", "dtype", "params", "n_rows", "needle_version")}
+    signature = {key: manifest[key] for key in ("model", "dataset_hash", "site", "transform", "layers", "dtype", "params",
+                                                "n_rows", "needle_version")}
 
     done = _prepare_partial(partial, signature, overwrite, lambda: _start(partial, plan, units, dataset, layers, width, dtype))
     _run_batches(model, dataset, plan, units, partial, layers, site, dtype, width, padding_side, done, signature, progress,
@@ -237,8 +247,10 @@ def _manifest(model, dataset, dataset_path, site, layers, dtype, width, n_rows, 
         "transformers_version": transformers.__version__,
         "model_id": description["model_id"],
         "model": description,
-        "site": site,
-        "hook_names": [site_hook_name(site, layer) for layer in layers],
+        "site": site.id,
+        "basis": site.basis,
+        "transform": site.describe()["transform"],
+        "hook_names": [site.hook_name(layer) for layer in layers],
         "layers": layers,
         "dtype": dtype,
         "width": width,
@@ -336,7 +348,7 @@ def _run_batches(model, dataset, plan, units, partial, layers, site, dtype, widt
     lengths = np.array([len(t) for t in dataset.tokens], np.int64)
     batch_tokens = np.array([int(lengths[b].sum()) for b in plan.batches], np.int64)
     bar = tqdm(total=int(batch_tokens.sum()), initial=int(batch_tokens[:done].sum()), unit="tok", unit_scale=True,
-               desc=f"extract {site} L{layers[0]}–{layers[-1]}", disable=not progress, smoothing=0.1)
+               desc=f"extract {site.id} L{layers[0]}–{layers[-1]}", disable=not progress, smoothing=0.1)
     handles = {layer: open(partial / layer_file(layer), "r+b") for layer in layers}
 
     def commit(batches_done: int) -> None:
