@@ -1,9 +1,9 @@
 """Extraction: run a model over a ProbeDataset and keep only the activations the probes need.
 
-Sequences are batched by length (longest first, under a token budget), run
-through the model with hooks on the requested layers only, and reduced to one
-row per distinct labelled unit (a token position, or a span's mean/max).
-Rows are laid out in batch order, so each batch fills one contiguous block of
+Sequences are batched by length (longest first, under a token budget; see
+:mod:`needle.activations.stream`), run through the model with hooks on the
+requested layers only, and reduced to one row per distinct labelled unit (a
+token position, or a span's mean/max). Rows are laid out in batch order, so each batch fills one contiguous block of
 every layer file: memory stays bounded by the batch, and an interrupted run
 resumes after its last completed batch with byte-identical results.
 """
@@ -25,6 +25,7 @@ import torch
 from needle._io import read_json, write_json_atomic
 from needle._version import __version__
 from needle.activations.cache import CACHE_FORMAT, CACHE_FORMAT_VERSION, ActivationCache, layer_file, load_cache
+from needle.activations.stream import check_model_inputs, plan_batches, stream_batches
 from needle.datasets.format import AGGREGATIONS, ProbeDataset, load_dataset
 from needle.datasets.tokenizer_info import tokenizer_fingerprint
 from needle.errors import InputError, TokenizerMismatchError
@@ -44,31 +45,6 @@ class _Plan:
     """Unit index of each row (rows are in batch order)."""
     batch_row_bounds: np.ndarray
     """Rows ``[bounds[i], bounds[i + 1])`` belong to batch ``i``."""
-
-
-def plan_batches(lengths: np.ndarray, sequences: np.ndarray, batch_tokens: int, max_batch_size: int) -> list[np.ndarray]:
-    """Group sequences into batches of at most ``batch_tokens`` padded tokens.
-
-    Sequences are taken longest first (ties by id, for determinism), so each
-    batch pads to its first sequence's length.
-
-    Parameters
-    ----------
-    lengths : ndarray of int, shape (n_sequences_total,)
-    sequences : ndarray of int
-        The sequence ids to schedule.
-    """
-    order = sorted(sequences.tolist(), key=lambda s: (-int(lengths[s]), s))
-    batches: list[list[int]] = []
-    for seq in order:
-        if batches:
-            current = batches[-1]
-            width = int(lengths[current[0]])
-            if len(current) < max_batch_size and (len(current) + 1) * width <= batch_tokens:
-                current.append(seq)
-                continue
-        batches.append([seq])
-    return [np.asarray(batch, np.int64) for batch in batches]
 
 
 def extract(
@@ -206,16 +182,7 @@ def _check_compatible(model: ModelAdapter, dataset: ProbeDataset, check_tokenize
                 f"(vocabulary fingerprint {str(theirs)[:12]}…), which is not {model.model_id}'s tokenizer "
                 f"(fingerprint {ours[:12]}…). Rebuild the dataset with --model {model.model_id}."
             )
-    vocab = model.model.get_input_embeddings().num_embeddings
-    top = max(int(t.max()) for t in dataset.tokens)
-    if top >= vocab:
-        raise TokenizerMismatchError(f"the dataset has token id {top} but {model.model_id} embeds only {vocab} ids.")
-    longest = max(len(t) for t in dataset.tokens)
-    if model.max_positions and longest > model.max_positions:
-        raise InputError(
-            f"the dataset has a sequence of {longest} tokens but {model.model_id} takes at most "
-            f"{model.max_positions}; rebuild it with --context-length {model.max_positions} or less."
-        )
+    check_model_inputs(model, dataset.tokens, what="dataset", shorten="rebuild it with --context-length {max} or less")
 
 
 # -------------------------------------------------------------- planning
@@ -358,12 +325,12 @@ def _run_batches(model, dataset, plan, units, partial, layers, site, dtype, widt
 
     last_commit = time.monotonic()
     try:
-        for index in range(done, len(plan.batches)):
-            batch = plan.batches[index]
-            ids, mask, pad_left = _pad(dataset, batch, lengths, pad_id, padding_side)
+        for padded in stream_batches(dataset.tokens, dataset.attention_mask, plan.batches, pad_id=pad_id,
+                                     side=padding_side, start=done):
+            index = padded.index
             row_a, row_b = plan.batch_row_bounds[index], plan.batch_row_bounds[index + 1]
-            gather = _Gather(batch, pad_left, units, plan.unit_order[row_a:row_b], torch_dtype)
-            rows = model.capture(ids, mask, layers, site, reduce=gather)
+            gather = _Gather(padded.sequences, padded.pad_left, units, plan.unit_order[row_a:row_b], torch_dtype)
+            rows = model.capture(padded.input_ids, padded.attention_mask, layers, site, reduce=gather)
             for layer in layers:
                 values, storable = rows[layer]
                 if not bool(storable.all()):
@@ -385,20 +352,6 @@ def _run_batches(model, dataset, plan, units, partial, layers, site, dtype, widt
         for handle in handles.values():
             handle.close()
         bar.close()
-
-
-def _pad(dataset: ProbeDataset, batch: np.ndarray, lengths: np.ndarray, pad_id: int, side: str):
-    width = int(lengths[batch].max())
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    pad_left = np.zeros(len(batch), np.int64)
-    for i, seq in enumerate(batch):
-        n = int(lengths[seq])
-        a = width - n if side == "left" else 0
-        pad_left[i] = a
-        ids[i, a : a + n] = torch.from_numpy(dataset.tokens[seq].astype(np.int64))
-        mask[i, a : a + n] = torch.from_numpy(dataset.attention_mask[seq].astype(np.int64))
-    return ids, mask, pad_left
 
 
 class _Gather:
