@@ -224,9 +224,9 @@ class Site:
 
     @property
     def shape(self) -> str:
-        """Shape of a captured value, e.g. ``(batch, pos, n_neurons)``."""
+        """Shape of a captured value, e.g. ``(batch, pos, n_neurons)`` or ``(batch, pos, out_width(n_neurons))``."""
         width = {"attention": "n_heads·d_head"}.get(self.width_of, self.width_of)
-        return f"(batch, pos, {width if self.transform is None else self.transform.name})"
+        return f"(batch, pos, {width if self.transform is None else f'out_width({width})'})"
 
     def hook_name(self, layer: int) -> str:
         """TransformerLens hook name at ``layer``, e.g. ``blocks.3.mlp.hook_post``."""
