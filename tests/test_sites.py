@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from model_zoo import FAMILIES, build_model, hand_activations
 from needle.errors import InputError
-from needle.models import SITES, LinearMap, adapt, get_site, normalize_site, site_hook_name
+from needle.models import SITES, LinearMap, adapt, get_site, normalize_site, site_hook_name, site_id
 
 TOL = {"rtol": 1e-4, "atol": 1e-5}
 
@@ -150,6 +150,9 @@ def test_widths_and_names(zoo):
         get_site("attn")
     with pytest.raises(InputError, match="transformed basis"):
         get_site("mlp.hook_post+pca4-0000")
+    # recorded names compare canonically: old short names, full hook names, transformed ids, non-sites
+    assert site_id("post") == site_id("blocks.0.mlp.hook_post") == "mlp.hook_post"
+    assert site_id("pre+pca4-0000") == "mlp.hook_pre+pca4-0000" and site_id("custom") == "custom"
 
 
 def test_transformed_site_has_its_own_id_and_width(zoo):

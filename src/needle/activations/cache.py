@@ -24,8 +24,7 @@ import pyarrow.parquet as pq
 
 from needle._io import read_manifest
 from needle.errors import FormatError, InputError
-from needle.models.sites import ALIASES as SITE_ALIASES
-from needle.models.sites import get_site
+from needle.models.sites import get_site, site_id
 
 __all__ = ["ActivationCache", "load_cache", "CACHE_FORMAT", "CACHE_FORMAT_VERSION", "layer_file"]
 
@@ -63,8 +62,7 @@ class ActivationCache:
     @property
     def site(self) -> str:
         """Id of the site, e.g. ``mlp.hook_post`` or ``mlp.hook_post+pca16-…`` (canonical also for old caches)."""
-        site = self.manifest["site"]
-        return SITE_ALIASES.get(site, site)
+        return site_id(self.manifest["site"])
 
     @property
     def transform(self) -> dict[str, Any] | None:
@@ -86,7 +84,7 @@ class ActivationCache:
         transform's name."""
         if "basis" in self.manifest:
             return self.manifest["basis"]
-        return get_site(self.site).basis  # caches written before the basis was recorded had no transform
+        return get_site(self.site).basis  # caches from before the basis was recorded have no transform
 
     def layer(self, layer: int) -> np.ndarray:
         """The activations of ``layer``, shape (n_rows, width), memory-mapped read-only."""

@@ -5,7 +5,8 @@ from needle.models.families import ADAPTERS, BertAdapter, GatedMLPAdapter, GPT2A
 from needle.models.loading import (ALIASES, DEFAULT_MODEL, adapt, adapter_class, load_model, load_tokenizer,
                                    resolve_model, supported_model_types, weights_fingerprint)
 from needle.models.sites import ALIASES as SITE_ALIASES
-from needle.models.sites import SITES, LinearMap, Site, Transform, get_site, normalize_site, site_hook_name
+from needle.models.sites import (SITES, LinearMap, Site, Transform, get_site, normalize_site, site_hook_name,
+                                 site_id)
 
 __all__ = [
     "ADAPTERS",
@@ -29,6 +30,7 @@ __all__ = [
     "normalize_site",
     "resolve_model",
     "site_hook_name",
+    "site_id",
     "supported_model_types",
     "weights_fingerprint",
 ]

@@ -66,7 +66,8 @@ from needle.errors import InputError
 if TYPE_CHECKING:
     from needle.models.base import ModelAdapter
 
-__all__ = ["Site", "SITES", "ALIASES", "Transform", "LinearMap", "get_site", "normalize_site", "site_hook_name"]
+__all__ = ["Site", "SITES", "ALIASES", "Transform", "LinearMap", "get_site", "normalize_site", "site_hook_name",
+           "site_id"]
 
 #: A locator: ``(adapter, layer) -> (module, "input" | "output")``.
 Locator = Callable[["ModelAdapter", int], tuple[nn.Module, str]]
@@ -382,3 +383,19 @@ def normalize_site(site: str | Site) -> str:
 def site_hook_name(site: str | Site, layer: int) -> str:
     """TransformerLens-style hook name of ``site`` at ``layer``, e.g. ``blocks.3.mlp.hook_post``."""
     return get_site(site).hook_name(layer)
+
+
+def site_id(recorded: str) -> str:
+    """The canonical id of a site name as artifacts record it: ``post`` → ``mlp.hook_post``.
+
+    Transformed ids (``mlp.hook_post+…``) and names that are no site (an
+    ``ArraySource``'s ``custom``) come back unchanged, so recorded names compare
+    equal exactly when they name the same basis.
+    """
+    if not isinstance(recorded, str):
+        return recorded
+    base, plus, suffix = recorded.partition("+")
+    try:
+        return _canonical(base) + plus + suffix
+    except InputError:
+        return recorded
