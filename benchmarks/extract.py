@@ -38,7 +38,7 @@ def worker(mode: str, dataset_dir: str, model: str, batch_tokens: int, out_dir: 
     import torch
 
     from needle.activations import extract, plan_batches
-    from needle.activations.extract import _pad
+    from needle.activations.stream import pad_batch
     from needle.datasets.format import load_dataset
     from needle.models import load_model
 
@@ -53,7 +53,7 @@ def worker(mode: str, dataset_dir: str, model: str, batch_tokens: int, out_dir: 
         pad_id = adapter.tokenizer.pad_token_id or 0
         with torch.inference_mode():
             for batch in plan_batches(lengths, needed, batch_tokens, 64):
-                ids, mask, _ = _pad(dataset, batch, lengths, pad_id, "right")
+                ids, mask, _ = pad_batch(dataset.tokens, dataset.attention_mask, batch, pad_id, "right")
                 adapter.forward(ids, mask)
     else:
         extract(adapter, dataset_dir, Path(out_dir) / "cache", batch_tokens=batch_tokens, progress=False)

@@ -30,7 +30,7 @@ def test_extract_and_info_commands(tmp_path, tiny_model_dir, bpe_tokenizer):
                                  "--out", str(tmp_path / "cache"), "--layers", "0,2", "--site", "pre"])
     assert result.exit_code == 0, result.output
     cache = load_cache(tmp_path / "cache")
-    assert cache.layers == [0, 2] and cache.site == "pre"
+    assert cache.layers == [0, 2] and cache.site == "mlp.hook_pre"
     result = runner.invoke(app, ["cache", "info", str(tmp_path / "cache")])
     assert result.exit_code == 0 and "blocks.0.mlp.hook_pre" in result.output
 

@@ -182,3 +182,97 @@ def test_plan_batches_respects_budget_and_is_deterministic():
         assert len(batch) <= 3 and len(batch) * lengths[batch].max() <= max(60, lengths[batch].max())
     assert [b.tolist() for b in batches] == [b.tolist() for b in plan_batches(lengths, np.arange(7), 60, 3)]
     assert batches[0].tolist() == [1, 3]  # longest first, ties by id
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_layer_files_equal_a_hand_capture_byte_for_byte(tmp_path, bpe_tokenizer, family, padding_side):
+    # One batch (a huge budget): padded by hand, neurons caught by a hook placed by hand, rows reduced by hand.
+    adapter = adapt(build_model(family, len(bpe_tokenizer)), bpe_tokenizer)
+    dataset = make_dataset(bpe_tokenizer)
+    cache = extract(adapter, dataset, tmp_path / "c", layers=[1], batch_tokens=10**6, padding_side=padding_side,
+                    progress=False)
+    order = sorted(range(dataset.n_sequences), key=lambda s: (-len(dataset.tokens[s]), s))
+    width = len(dataset.tokens[order[0]])
+    ids = torch.full((len(order), width), adapter.tokenizer.pad_token_id or 0, dtype=torch.long)
+    mask = torch.zeros((len(order), width), dtype=torch.long)
+    left = {}
+    for b, seq in enumerate(order):
+        n = len(dataset.tokens[seq])
+        left[seq] = width - n if padding_side == "left" else 0
+        ids[b, left[seq] : left[seq] + n] = torch.from_numpy(dataset.tokens[seq].astype(np.int64))
+        mask[b, left[seq] : left[seq] + n] = 1
+    caught = {}
+    module = adapter.blocks[1].mlp.c_proj if family == "gpt2" else adapter.blocks[1].mlp.down_proj
+    handle = module.register_forward_pre_hook(lambda m, args: caught.setdefault("post", args[0].detach()))
+    try:
+        with torch.no_grad():
+            adapter.forward(ids, mask)
+    finally:
+        handle.remove()
+    acts, rows = caught["post"], cache.rows
+    want = np.empty((cache.n_rows, cache.width), np.float16)
+    for r in range(cache.n_rows):
+        seq = int(rows["sequence"][r])
+        b, shift = order.index(seq), left[seq]
+        start, end, skip = int(rows["start"][r]) + shift, int(rows["end"][r]) + shift, int(rows["skip"][r])
+        how = rows["aggregation"][r]
+        value = acts[b, start] if how == "token" else (acts[b, start + skip : end].float().mean(0) if how == "mean"
+                                                         else acts[b, start + skip : end].float().amax(0))
+        want[r] = value.to(torch.float16).numpy()
+    assert cache.layer(1).tobytes() == want.tobytes()
+
+
+def test_transform_at_extraction_equals_transform_after(tmp_path, bpe_tokenizer):
+    from sklearn.decomposition import PCA
+
+    from needle.models import LinearMap
+
+    adapter = adapt(build_model("gpt_neox", len(bpe_tokenizer)), bpe_tokenizer, model_id="tiny-neox")
+    dataset = make_dataset(bpe_tokenizer)
+    raw = extract(adapter, dataset, tmp_path / "raw", layers=[1], dtype="float32", progress=False)
+    assert raw.site == "mlp.hook_post" and raw.basis == "neurons" and raw.transform is None
+    x = np.asarray(raw.layer(1), np.float64)
+    rotation = LinearMap.rotation(adapter.n_neurons, seed=1)
+    pca = PCA(8, random_state=0).fit(x)
+    how = raw.rows["aggregation"]
+    linear = how != "max"  # token rows, and means (a mean commutes with an affine map)
+    for transform, after in ((rotation, x @ rotation.matrix.numpy().astype(np.float64)),
+                             (LinearMap.pca(pca), pca.transform(x))):
+        cache = extract(adapter, dataset, tmp_path / transform.name, layers=[1], dtype="float32", progress=False,
+                        site="post", transform=transform)
+        assert cache.site == f"mlp.hook_post+{transform.name}" and cache.basis == transform.name
+        assert cache.width == after.shape[1] and cache.transform == {"name": transform.name, "params": transform.params}
+        assert cache.manifest["hook_names"] == ["blocks.1.mlp.hook_post"]
+        np.testing.assert_allclose(cache.layer(1)[linear], after[linear], rtol=1e-4, atol=1e-4)
+        # a span's max is taken over the transformed positions
+        for r in np.flatnonzero(~linear):
+            seq = int(raw.rows["sequence"][r])
+            ids = torch.from_numpy(dataset.tokens[seq].astype(np.int64))[None]
+            span = hand_activations(adapter, ids, 1)["post"][int(raw.rows["start"][r]) : int(raw.rows["end"][r])]
+            np.testing.assert_allclose(cache.layer(1)[r], transform(span).amax(0).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_every_site_extracts_and_old_caches_read_canonically(tmp_path, bpe_tokenizer):
+    import json
+
+    from needle.models import SITES
+
+    adapter = adapt(build_model("gpt2", len(bpe_tokenizer)), bpe_tokenizer)
+    dataset = make_dataset(bpe_tokenizer, n_sequences=3)
+    for name in SITES:
+        cache = extract(adapter, dataset, tmp_path / name, layers=[0], dtype="float32", progress=False, site=name)
+        assert cache.site == name and cache.width == adapter.site_width(name)
+        assert cache.manifest["hook_names"] == [f"blocks.0.{name}"]
+    with pytest.raises(InputError, match="use_parallel_residual"):
+        extract(adapt(build_model("gpt_neox", len(bpe_tokenizer)), bpe_tokenizer), dataset, tmp_path / "mid",
+                site="hook_resid_mid", progress=False)
+    assert not (tmp_path / "mid").exists() and not (tmp_path / ".mid.partial").exists()
+    # a cache written before sites were objects stored a short name and no basis
+    old = tmp_path / "hook_resid_post"
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["site"] = "resid"
+    del manifest["basis"], manifest["transform"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    cache = load_cache(old)
+    assert cache.site == "hook_resid_post" and cache.basis == "residual dimensions" and cache.transform is None

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from needle._io import read_json, read_manifest
 from needle.errors import FormatError, InputError
+from needle.models.sites import get_site, site_id
 
 __all__ = ["ActivationCache", "load_cache", "CACHE_FORMAT", "CACHE_FORMAT_VERSION", "layer_file"]
 
@@ -48,8 +49,9 @@ class ActivationCache:
     ----------
     path : Path
     manifest : dict
-        Includes ``model_id``, ``dataset_hash``, ``site``, ``layers``, ``model`` (full
-        description), ``dataset``, ``features`` and ``params``.
+        Includes ``model_id``, ``dataset_hash``, ``site`` (the site id), ``basis``,
+        ``transform``, ``layers``, ``model`` (full description), ``dataset``,
+        ``features`` and ``params``.
     """
 
     def __init__(self, path: str | os.PathLike, manifest: dict[str, Any]):
@@ -63,7 +65,13 @@ class ActivationCache:
 
     @property
     def site(self) -> str:
-        return self.manifest["site"]
+        """Id of the site, e.g. ``mlp.hook_post`` or ``mlp.hook_post+pca16-…`` (canonical also for old caches)."""
+        return site_id(self.manifest["site"])
+
+    @property
+    def transform(self) -> dict[str, Any] | None:
+        """``{"name", "params"}`` of the transform applied at extraction, or None."""
+        return self.manifest.get("transform")
 
     @property
     def n_rows(self) -> int:
@@ -71,10 +79,16 @@ class ActivationCache:
 
     @property
     def width(self) -> int:
-        """Columns per layer matrix (neurons for ``post``/``pre``, d_model for ``resid``)."""
+        """Columns per layer matrix (n_neurons, d_model, n_heads·d_head or the transform's output width)."""
         return int(self.manifest["width"])
 
-    n_neurons = width
+    @property
+    def basis(self) -> str:
+        """What the columns are: ``neurons``, ``residual dimensions``, ``attention head dimensions`` or the
+        transform's name."""
+        if "basis" in self.manifest:
+            return self.manifest["basis"]
+        return get_site(self.site).basis  # caches from before the basis was recorded have no transform
 
     def layer(self, layer: int) -> np.ndarray:
         """The activations of ``layer``, shape (n_rows, width), memory-mapped read-only."""
@@ -177,7 +191,7 @@ class ActivationCache:
 
     def __repr__(self) -> str:
         return (f"ActivationCache({str(self.path)!r}, model={self.manifest['model_id']!r}, site={self.site!r}, "
-                f"layers={self.layers}, rows={self.n_rows}, width={self.width})")
+                f"layers={self.layers}, rows={self.n_rows}, width={self.width} {self.basis})")
 
 
 def load_cache(path: str | os.PathLike) -> ActivationCache:

@@ -1,9 +1,9 @@
 """Extraction: run a model over a ProbeDataset and keep only the activations the probes need.
 
-Sequences are batched by length (longest first, under a token budget), run
-through the model with hooks on the requested layers only, and reduced to one
-row per distinct labelled unit (a token position, or a span's mean/max).
-Rows are laid out in batch order, so each batch fills one contiguous block of
+Sequences are batched by length (longest first, under a token budget; see
+:mod:`needle.activations.stream`), run through the model with hooks on the
+requested layers only, and reduced to one row per distinct labelled unit (a
+token position, or a span's mean/max). Rows are laid out in batch order, so each batch fills one contiguous block of
 every layer file: memory stays bounded by the batch, and an interrupted run
 resumes after its last completed batch with byte-identical results.
 """
@@ -25,10 +25,12 @@ import torch
 from needle._io import read_json, write_json_atomic
 from needle._version import __version__
 from needle.activations.cache import CACHE_FORMAT, CACHE_FORMAT_VERSION, ActivationCache, layer_file, load_cache
+from needle.activations.stream import check_model_inputs, plan_batches, stream_batches
 from needle.datasets.format import AGGREGATIONS, ProbeDataset, load_dataset
 from needle.datasets.tokenizer_info import tokenizer_fingerprint
 from needle.errors import InputError, TokenizerMismatchError
-from needle.models.base import ModelAdapter, normalize_site, site_hook_name
+from needle.models.base import ModelAdapter
+from needle.models.sites import Site, Transform, get_site
 
 __all__ = ["extract", "plan_batches"]
 
@@ -45,38 +47,14 @@ class _Plan:
     """Rows ``[bounds[i], bounds[i + 1])`` belong to batch ``i``."""
 
 
-def plan_batches(lengths: np.ndarray, sequences: np.ndarray, batch_tokens: int, max_batch_size: int) -> list[np.ndarray]:
-    """Group sequences into batches of at most ``batch_tokens`` padded tokens.
-
-    Sequences are taken longest first (ties by id, for determinism), so each
-    batch pads to its first sequence's length.
-
-    Parameters
-    ----------
-    lengths : ndarray of int, shape (n_sequences_total,)
-    sequences : ndarray of int
-        The sequence ids to schedule.
-    """
-    order = sorted(sequences.tolist(), key=lambda s: (-int(lengths[s]), s))
-    batches: list[list[int]] = []
-    for seq in order:
-        if batches:
-            current = batches[-1]
-            width = int(lengths[current[0]])
-            if len(current) < max_batch_size and (len(current) + 1) * width <= batch_tokens:
-                current.append(seq)
-                continue
-        batches.append([seq])
-    return [np.asarray(batch, np.int64) for batch in batches]
-
-
 def extract(
     model: ModelAdapter | str,
     dataset: ProbeDataset | str | os.PathLike,
     out: str | os.PathLike,
     *,
     layers: Sequence[int] | None = None,
-    site: str = "post",
+    site: str | Site = "post",
+    transform: Transform | None = None,
     batch_tokens: int = 8192,
     max_batch_size: int = 64,
     dtype: str = "float16",
@@ -102,9 +80,16 @@ def extract(
         resumes there.
     layers : sequence of int, optional
         Layers to keep (default: all).
-    site : {"post", "pre", "resid"}
-        ``blocks.{l}.mlp.hook_post`` (neurons), ``hook_pre`` (pre-activations)
-        or ``blocks.{l}.hook_resid_post``.
+    site : str or Site, default "post"
+        Where to read (:mod:`needle.models.sites`): ``mlp.hook_post`` (the
+        neurons; short name ``post``), ``mlp.hook_pre`` (``pre``),
+        ``hook_resid_post`` (``resid``), ``hook_resid_pre``, ``hook_resid_mid``,
+        ``attn.hook_z``, ``hook_attn_out`` or ``hook_mlp_out``.
+    transform : Transform, optional
+        Applied to every position's activations inside the capture, before
+        span aggregation and storage (e.g. ``LinearMap.pca(fitted)``). The
+        cache's site id gets the transform's name as a suffix and the
+        manifest records its parameters.
     batch_tokens : int, default 8192
         Padded tokens per forward pass (bounds memory).
     max_batch_size : int, default 64
@@ -143,10 +128,10 @@ def extract(
     if not isinstance(dataset, ProbeDataset):
         dataset_path = str(Path(dataset).resolve())
         dataset = load_dataset(dataset)
-    site = normalize_site(site)
+    site = get_site(site, transform)
     layers = list(range(model.n_layers)) if layers is None else sorted(set(int(l) for l in layers))
     for layer in layers:
-        model._check_layer(layer)
+        model.hook_point(site, layer)  # refuses missing layers and sites the architecture lacks, before any work
     if dtype not in _CACHE_DTYPES:
         raise InputError(f"dtype must be one of {', '.join(_CACHE_DTYPES)}, not {dtype!r}.")
     if padding_side not in ("right", "left"):
@@ -163,10 +148,11 @@ def extract(
     units = dataset.units()
     lengths = np.array([len(t) for t in dataset.tokens], np.int64)
     plan = _make_plan(units, lengths, batch_tokens, max_batch_size)
-    width = model.site_width(site)
+    width = site.width(model)
     manifest = _manifest(model, dataset, dataset_path, site, layers, dtype, width, len(units),
                          {"batch_tokens": batch_tokens, "max_batch_size": max_batch_size, "padding_side": padding_side})
-    signature = {key: manifest[key] for key in ("model", "dataset_hash", "site", "layers", "dtype", "params", "n_rows", "needle_version")}
+    signature = {key: manifest[key] for key in ("model", "dataset_hash", "site", "transform", "layers", "dtype", "params",
+                                                "n_rows", "needle_version")}
 
     done = _prepare_partial(partial, signature, overwrite, lambda: _start(partial, plan, units, dataset, layers, width, dtype))
     _run_batches(model, dataset, plan, units, partial, layers, site, dtype, width, padding_side, done, signature, progress,
@@ -196,16 +182,7 @@ def _check_compatible(model: ModelAdapter, dataset: ProbeDataset, check_tokenize
                 f"(vocabulary fingerprint {str(theirs)[:12]}…), which is not {model.model_id}'s tokenizer "
                 f"(fingerprint {ours[:12]}…). Rebuild the dataset with --model {model.model_id}."
             )
-    vocab = model.model.get_input_embeddings().num_embeddings
-    top = max(int(t.max()) for t in dataset.tokens)
-    if top >= vocab:
-        raise TokenizerMismatchError(f"the dataset has token id {top} but {model.model_id} embeds only {vocab} ids.")
-    longest = max(len(t) for t in dataset.tokens)
-    if model.max_positions and longest > model.max_positions:
-        raise InputError(
-            f"the dataset has a sequence of {longest} tokens but {model.model_id} takes at most "
-            f"{model.max_positions}; rebuild it with --context-length {model.max_positions} or less."
-        )
+    check_model_inputs(model, dataset.tokens, what="dataset", shorten="rebuild it with --context-length {max} or less")
 
 
 # -------------------------------------------------------------- planning
@@ -237,8 +214,10 @@ def _manifest(model, dataset, dataset_path, site, layers, dtype, width, n_rows, 
         "transformers_version": transformers.__version__,
         "model_id": description["model_id"],
         "model": description,
-        "site": site,
-        "hook_names": [site_hook_name(site, layer) for layer in layers],
+        "site": site.id,
+        "basis": site.basis,
+        "transform": site.describe()["transform"],
+        "hook_names": [site.hook_name(layer) for layer in layers],
         "layers": layers,
         "dtype": dtype,
         "width": width,
@@ -337,7 +316,7 @@ def _run_batches(model, dataset, plan, units, partial, layers, site, dtype, widt
     lengths = np.array([len(t) for t in dataset.tokens], np.int64)
     batch_tokens = np.array([int(lengths[b].sum()) for b in plan.batches], np.int64)
     bar = tqdm(total=int(batch_tokens.sum()), initial=int(batch_tokens[:done].sum()), unit="tok", unit_scale=True,
-               desc=f"extract {site} L{layers[0]}–{layers[-1]}", disable=not progress, smoothing=0.1)
+               desc=f"extract {site.id} L{layers[0]}–{layers[-1]}", disable=not progress, smoothing=0.1)
     handles = {layer: open(partial / layer_file(layer), "r+b") for layer in layers}
 
     def commit(batches_done: int) -> None:
@@ -347,12 +326,12 @@ def _run_batches(model, dataset, plan, units, partial, layers, site, dtype, widt
 
     last_commit = time.monotonic()
     try:
-        for index in range(done, len(plan.batches)):
-            batch = plan.batches[index]
-            ids, mask, pad_left = _pad(dataset, batch, lengths, pad_id, padding_side)
+        for padded in stream_batches(dataset.tokens, dataset.attention_mask, plan.batches, pad_id=pad_id,
+                                     side=padding_side, start=done):
+            index = padded.index
             row_a, row_b = plan.batch_row_bounds[index], plan.batch_row_bounds[index + 1]
-            gather = _Gather(batch, pad_left, units, plan.unit_order[row_a:row_b], torch_dtype)
-            rows = model.capture(ids, mask, layers, site, reduce=gather)
+            gather = _Gather(padded.sequences, padded.pad_left, units, plan.unit_order[row_a:row_b], torch_dtype)
+            rows = model.capture(padded.input_ids, padded.attention_mask, layers, site, reduce=gather)
             for layer in layers:
                 values, storable = rows[layer]
                 if not bool(storable.all()):
@@ -374,20 +353,6 @@ def _run_batches(model, dataset, plan, units, partial, layers, site, dtype, widt
         for handle in handles.values():
             handle.close()
         bar.close()
-
-
-def _pad(dataset: ProbeDataset, batch: np.ndarray, lengths: np.ndarray, pad_id: int, side: str):
-    width = int(lengths[batch].max())
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    pad_left = np.zeros(len(batch), np.int64)
-    for i, seq in enumerate(batch):
-        n = int(lengths[seq])
-        a = width - n if side == "left" else 0
-        pad_left[i] = a
-        ids[i, a : a + n] = torch.from_numpy(dataset.tokens[seq].astype(np.int64))
-        mask[i, a : a + n] = torch.from_numpy(dataset.attention_mask[seq].astype(np.int64))
-    return ids, mask, pad_left
 
 
 class _Gather:

@@ -15,7 +15,9 @@ def extract_command(
     out: Annotated[Path, typer.Option("--out", help="Directory of the activation cache to write.")],
     model: Annotated[str, typer.Option(help="Alias, directory or hub id (id@revision pins a revision).")] = "minilm",
     layers: Annotated[Optional[str], typer.Option(help="e.g. 0,2,4 or 0-5 (default: all).")] = None,
-    site: Annotated[str, typer.Option(help="post (neurons), pre or resid.")] = "post",
+    site: Annotated[str, typer.Option(help="mlp.hook_post (post: the neurons), mlp.hook_pre (pre), hook_resid_post "
+                                           "(resid), hook_resid_pre, hook_resid_mid, attn.hook_z, hook_attn_out or "
+                                           "hook_mlp_out.")] = "post",
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1…")] = "cpu",
     dtype: Annotated[str, typer.Option(help="Model dtype: float32, float16, bfloat16.")] = "float32",
     cache_dtype: Annotated[str, typer.Option(help="Storage dtype: float16 or float32.")] = "float16",
@@ -29,4 +31,5 @@ def extract_command(
     adapter = load_model(model, device=device, dtype=dtype)
     cache = extract(adapter, dataset, out, layers=parse_layers(layers), site=site, dtype=cache_dtype,
                     batch_tokens=batch_tokens, overwrite=overwrite)
-    typer.echo(f"wrote {cache.n_rows} rows × {cache.width} for layers {cache.layers} to {cache.path}")
+    typer.echo(f"wrote {cache.n_rows} rows × {cache.width} {cache.basis} ({cache.site}) for layers {cache.layers} "
+               f"to {cache.path}")

@@ -3,18 +3,11 @@
 A neuron is one coordinate of the MLP hidden layer right after the
 nonlinearity — the input of the MLP's output projection — because linear
 combinations of these are what the next layer reads (DESIGN.md, "Neurons, per
-architecture"). Activation sites are named like TransformerLens's hooks:
-
-==========================  ======================================  =========================
-site (short name)           hook name                               shape
-==========================  ======================================  =========================
-``post``                    ``blocks.{l}.mlp.hook_post``            (batch, pos, n_neurons)
-``pre``                     ``blocks.{l}.mlp.hook_pre``             (batch, pos, n_neurons)
-``resid``                   ``blocks.{l}.hook_resid_post``          (batch, pos, d_model)
-==========================  ======================================  =========================
+architecture"). The places activations can be read are the sites of
+:mod:`needle.models.sites`, named like TransformerLens's hooks.
 
 Values are exactly what the Hugging Face model computes: nothing is folded,
-centred or otherwise processed.
+centred or otherwise processed (unless a site carries a transform).
 """
 
 from __future__ import annotations
@@ -27,26 +20,9 @@ import torch
 from torch import nn
 
 from needle.errors import InputError
+from needle.models.sites import SITES, Site, Transform, get_site, normalize_site, site_hook_name
 
 __all__ = ["ModelAdapter", "SITES", "site_hook_name", "normalize_site"]
-
-#: short site name → TransformerLens-style hook name (without the ``blocks.{l}.`` prefix)
-SITES = {"post": "mlp.hook_post", "pre": "mlp.hook_pre", "resid": "hook_resid_post"}
-
-
-def normalize_site(site: str) -> str:
-    """Map ``post``/``pre``/``resid`` or a hook name (``mlp.hook_post``, ``blocks.3.mlp.hook_post``) to a short name."""
-    if site in SITES:
-        return site
-    for short, hook in SITES.items():
-        if site == hook or (site.startswith("blocks.") and site.split(".", 2)[-1] == hook):
-            return short
-    raise InputError(f"unknown site {site!r}; use one of {', '.join(SITES)} (or {', '.join(SITES.values())}).")
-
-
-def site_hook_name(site: str, layer: int) -> str:
-    """TransformerLens-style hook name of ``site`` at ``layer``, e.g. ``blocks.3.mlp.hook_post``."""
-    return f"blocks.{layer}.{SITES[normalize_site(site)]}"
 
 
 class _StopForward(Exception):
@@ -151,8 +127,9 @@ class ModelAdapter:
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
-    def site_width(self, site: str) -> int:
-        return self.d_model if normalize_site(site) == "resid" else self.n_neurons
+    def site_width(self, site: str | Site, transform: Transform | None = None) -> int:
+        """Columns of ``site``'s activations (after its transform)."""
+        return get_site(site, transform).width(self)
 
     # ------------------------------------------------------------ weights
     def w_in(self, layer: int) -> torch.Tensor:
@@ -204,15 +181,10 @@ class ModelAdapter:
         }
 
     # ------------------------------------------------------------- forward
-    def hook_point(self, site: str, layer: int) -> tuple[nn.Module, str]:
+    def hook_point(self, site: str | Site, layer: int) -> tuple[nn.Module, str]:
         """The module and side (``"input"`` or ``"output"``) where ``site`` of ``layer`` is read."""
-        site = normalize_site(site)
         self._check_layer(layer)
-        if site == "post":
-            return self.mlp_out(layer), "input"
-        if site == "pre":
-            return self.mlp_in(layer), "output"
-        return self.blocks[layer], "output"
+        return get_site(site).module(self, layer)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
         """Run the transformer (no head) on a padded batch.
@@ -229,8 +201,9 @@ class ModelAdapter:
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         layers: Sequence[int],
-        site: str = "post",
+        site: str | Site = "post",
         reduce: Callable[[int, torch.Tensor], Any] | None = None,
+        transform: Transform | None = None,
     ) -> dict[int, Any]:
         """Activations of ``site`` at ``layers`` for a padded batch.
 
@@ -241,16 +214,23 @@ class ModelAdapter:
         ----------
         input_ids, attention_mask : Tensor of shape (batch, pos)
         layers : sequence of int
-        site : {"post", "pre", "resid"} or a hook name
+        site : str or Site
+            A site name (``mlp.hook_post``, ``post``, ``blocks.3.hook_resid_pre``…)
+            or a :class:`~needle.models.sites.Site`.
         reduce : callable, optional
             ``reduce(layer, activations)`` is called inside the hook and its
             result kept instead of the full tensor, so a caller that needs a
             few positions never holds every layer's activations at once.
+        transform : Transform, optional
+            Applied to each position's activations inside the hook, before
+            ``reduce`` (replaces the site's own transform).
 
         Returns
         -------
         dict of int to Tensor of shape (batch, pos, width), or to what ``reduce`` returned
+            ``width`` is ``site.width(self)``: after the transform, float32 when there is one.
         """
+        site = get_site(site, transform)
         layers = sorted(set(int(layer) for layer in layers))
         if not layers:
             raise InputError("no layers requested")
@@ -263,12 +243,15 @@ class ModelAdapter:
         def make_hook(layer: int, side: str):
             def keep(value: Any) -> None:
                 tensor = (value[0] if isinstance(value, (tuple, list)) else value).detach()
+                if site.transform is not None:
+                    tensor = site.transform(tensor)
                 captured[layer] = tensor if reduce is None else reduce(layer, tensor)
                 if layer == last:
                     raise _StopForward
 
             if side == "input":
-                return lambda module, args: keep(args[0])
+                # Blocks may receive the residual stream as a keyword argument.
+                return lambda module, args, kwargs: keep(args[0] if args else kwargs["hidden_states"])
             return lambda module, args, output: keep(output)
 
         try:
@@ -276,7 +259,8 @@ class ModelAdapter:
                 module, side = self.hook_point(site, layer)
                 hook = make_hook(layer, side)
                 handles.append(
-                    module.register_forward_pre_hook(hook) if side == "input" else module.register_forward_hook(hook)
+                    module.register_forward_pre_hook(hook, with_kwargs=True) if side == "input"
+                    else module.register_forward_hook(hook)
                 )
             try:
                 self.forward(input_ids.to(self.device), attention_mask.to(self.device))

@@ -14,7 +14,7 @@ from needle.errors import InputError
 from needle.models.base import ModelAdapter, normalize_site
 from needle.neurons.corpus import Batch, Corpus
 
-__all__ = ["NeuronLike", "parse_neurons", "NeuronSet", "stream_activations", "require_model"]
+__all__ = ["NeuronLike", "parse_neurons", "NeuronSet", "stream_activations"]
 
 #: A neuron: ``(layer, index)``, or a string ``"L3N120"`` / ``"3:120"``.
 NeuronLike = Union[tuple[int, int], Sequence[int], str]
@@ -118,15 +118,6 @@ def stream_activations(model: ModelAdapter, corpus: Corpus, neurons: NeuronSet, 
             captured = model.capture(batch.input_ids, batch.attention_mask, neurons.layers, site, reduce=reduce)
             yield batch, neurons.concat(captured)
             bar.update(int(batch.attention_mask.sum()))
-
-
-def require_model(model: ModelAdapter | str, device: str | None = None) -> ModelAdapter:
-    """An adapter, loading ``model`` by name when a string is given."""
-    if isinstance(model, ModelAdapter):
-        return model
-    from needle.models import load_model
-
-    return load_model(model, device=device or "cpu")
 
 
 def context_window(tokens: np.ndarray, position: int, context: tuple[int, int]) -> tuple[int, int]:

@@ -253,34 +253,20 @@ class Corpus:
         sequences : sequence of int, optional
             Only these sequences (default all).
         """
-        from needle.activations.extract import plan_batches
+        from needle.activations.stream import plan_batches, stream_batches
 
-        if batch_tokens < 1 or max_batch_size < 1:
-            raise InputError("batch_tokens and max_batch_size must be positive.")
         lengths = self.lengths
         wanted = np.arange(len(self)) if sequences is None else np.unique(np.asarray(sequences, np.int64))
-        pad = self.pad_id()
-        for batch in plan_batches(lengths, wanted, batch_tokens, max_batch_size):
-            width = int(lengths[batch].max())
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, seq in enumerate(batch):
-                n = int(lengths[seq])
-                ids[row, :n] = torch.from_numpy(self.tokens[seq])
-                mask[row, :n] = 1
-            yield Batch(batch, ids, mask)
+        plan = plan_batches(lengths, wanted, batch_tokens, max_batch_size)
+        for padded in stream_batches(self.tokens, None, plan, pad_id=self.pad_id()):
+            yield Batch(padded.sequences, padded.input_ids, padded.attention_mask)
 
     def check_model(self, model: Any) -> None:
         """Refuse token ids the model cannot embed and sequences longer than its positions."""
-        vocab = model.model.get_input_embeddings().num_embeddings
-        top = max(int(t.max()) for t in self.tokens)
-        if top >= vocab:
-            raise InputError(f"the corpus has token id {top} but {model.model_id} embeds only {vocab} ids; "
-                             "was it tokenized with another model's tokenizer?")
-        longest = int(self.lengths.max())
-        if model.max_positions and longest > model.max_positions:
-            raise InputError(f"the corpus has a sequence of {longest} tokens but {model.model_id} takes at most "
-                             f"{model.max_positions}; use a smaller context_length.")
+        from needle.activations.stream import check_model_inputs
+
+        check_model_inputs(model, self.tokens, what="corpus", shorten="use a smaller context_length",
+                           vocab_error=InputError)
 
     def __repr__(self) -> str:
         labels = f", labels={self.label_names[:6]}" if self.labels is not None else ""

@@ -112,7 +112,7 @@ def cache_distributions(caches: Mapping[str, object] | object, feature: str,
                 raise InputError(f"neuron {format_neuron_id(layer, index)} does not exist; the cache has {cache.width} per layer.")
             values = np.asarray(cache.layer(layer)[rows, index], dtype=np.float64)
             frames.append(pd.DataFrame({
-                "layer": layer, "neuron": index, "site": cache.site, "feature": feature,
+                "layer": layer, "neuron": index, "site": normalize_site(cache.site), "feature": feature,
                 "example": np.arange(len(rows)), "row": rows, "sequence": info["sequence"][rows],
                 "start": info["start"][rows], "end": info["end"][rows], "y": y.astype(np.int8),
                 "activation": values,

@@ -31,6 +31,7 @@ import pandas as pd
 from needle._io import atomic_directory
 from needle._version import __version__
 from needle.errors import InputError, NeedleError
+from needle.models.sites import site_id
 from needle.scope import svg
 from needle.scope.render import chips_html, context_html, display_token, environment
 from needle.scope.tables import (
@@ -237,7 +238,7 @@ def build_site(
 def _rows_of_cache(results: pd.DataFrame, cache: Any) -> pd.DataFrame:
     manifest = cache.manifest
     keep = ((results["model_id"] == manifest["model_id"]) & (results["dataset_hash"] == manifest["dataset_hash"])
-            & (results["site"] == manifest["site"]))
+            & (results["site"].map(site_id) == site_id(manifest["site"])))
     if not keep.any():
         found = results[["model_id", "dataset_hash", "site"]].drop_duplicates().head(3).to_dict("records")
         raise InputError(f"the results have no rows of the cache's model {manifest['model_id']!r}, dataset "

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from needle.errors import InputError
+from needle.models.sites import site_id
 from needle.scope.tables import NeuronRef, neuron_page_name
 
 __all__ = ["Viewer", "MAX_TEXT_CHARS"]
@@ -83,7 +84,7 @@ class Viewer:
         probes = json.loads((site_dir / "probes.json").read_text()) if (site_dir / "probes.json").is_file() else []
         pages = {parse_neuron_id(n) for n in manifest.get("neurons", [])}
         scales = {parse_neuron_id(n): float(v) for n, v in manifest.get("neuron_scales", {}).items()}
-        if manifest.get("model_id") != model.model_id or manifest.get("site") != site_name:
+        if manifest.get("model_id") != model.model_id or site_id(manifest.get("site")) != site_id(site_name):
             warnings.warn(f"the site {site_dir} was built for {manifest.get('model_id')} ({manifest.get('site')}), "
                           f"not {model.model_id} ({site_name}); its probes are not offered.", stacklevel=2)
             probes, scales = [], {}
