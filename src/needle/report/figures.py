@@ -151,8 +151,7 @@ def layer_k_heatmaps(results: pd.DataFrame, method: str, *, columns: int = 4) ->
     cols = min(columns, len(features))
     rows = math.ceil(len(features) / cols)
     fig, plt = _figure(3.3 * cols, 2.5 * rows)
-    cmap = matplotlib.colormaps["viridis"].copy()
-    cmap.set_under("#bbbbbb")
+    cmap = matplotlib.colormaps["viridis"].with_extremes(under="#bbbbbb")
     image = None
     for i, feature in enumerate(features):
         ax = fig.add_subplot(rows, cols, i + 1)
