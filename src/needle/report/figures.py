@@ -173,10 +173,10 @@ def layer_k_heatmaps(results: pd.DataFrame, method: str, *, columns: int = 4) ->
             ax.set_xlabel("k", fontsize=8)
     fig.subplots_adjust(hspace=0.35, wspace=0.25)
     if image is not None:
-        names = " / ".join(_label(t) for t in tasks)
-        extend = "min" if "regression" in tasks else "neither"
-        label = f"test {names} ({method})" + (", grey: R² < 0" if extend == "min" else "")
-        fig.colorbar(image, ax=fig.axes, shrink=0.6, label=label, extend=extend)
+        # Several tasks: the panel titles name each metric, and a long label would overrun the bar.
+        label = f"test {_label(tasks[0])} ({method})" if len(tasks) == 1 else f"test score ({method})"
+        fig.colorbar(image, ax=fig.axes, shrink=0.6, label=label,
+                     extend="min" if "regression" in tasks else "neither")
     return _png(fig)
 
 
