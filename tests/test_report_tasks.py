@@ -151,3 +151,12 @@ def test_old_schema_report_is_the_binary_report(results):
     strip = lambda html: re.sub(r'base64,[^"]+', "", html)  # noqa: E731 (PNG bytes may differ by a timestamp)
     assert strip(old) == strip(new)
     assert "F1 against k" in old and "macro-F1" not in old and "R²" not in old
+
+
+def test_r2_floor_follows_the_best_probe():
+    from needle.report._tasks import R2_FLOOR, r2_floor
+
+    assert r2_floor([0.8, 0.1, -3.0]) == R2_FLOOR  # good probes: stop half a unit below zero
+    assert r2_floor([0.8, -0.2]) == -0.2  # nothing to cut: the lowest value
+    assert r2_floor([-1.1, -1.4, -5.0]) == pytest.approx(-1.6)  # all bad: still show the best of them in relief
+    assert r2_floor([np.nan]) == R2_FLOOR

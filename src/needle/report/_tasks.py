@@ -20,6 +20,8 @@ __all__ = [
     "task_of",
     "with_score",
     "summary_by_task",
+    "R2_FLOOR",
+    "r2_floor",
 ]
 
 # TODO(merge): import from needle.probing.metrics once PRIMARY_METRIC is there.
@@ -30,6 +32,9 @@ SECONDARY_METRICS = {"binary": ("precision", "recall"), "multiclass": ("accuracy
                      "regression": ("spearman", "mae")}
 #: Tasks in the order they are shown.
 TASK_ORDER = ("binary", "multiclass", "regression")
+#: How far below zero (or below the best R², where that is negative) an R² axis or colour scale reaches: a probe
+#: far worse than predicting the mean matters less than seeing the good probes at full resolution.
+R2_FLOOR = -0.5
 _LABELS = {"f1": "F1", "f1_macro": "macro-F1", "f1_weighted": "weighted F1", "r2": "R²", "spearman": "Spearman",
            "pearson": "Pearson", "mae": "MAE", "accuracy": "accuracy", "mcc": "MCC", "precision": "precision",
            "recall": "recall", "roc_auc": "ROC-AUC"}
@@ -56,6 +61,26 @@ def primary_metric(task: str) -> str:
 def metric_label(metric: str) -> str:
     """How a metric is written for people: ``r2`` → ``R²``, ``f1_macro`` → ``macro-F1``."""
     return _LABELS.get(metric, metric)
+
+
+def r2_floor(values) -> float:
+    """The lowest R² an axis or colour scale of ``values`` shows: their minimum, but not lower than
+    :data:`R2_FLOOR` below ``min(0, max(values))``. Values under it are drawn on the edge, never left out.
+
+    Parameters
+    ----------
+    values : array-like of float
+        NaN ignored.
+
+    Returns
+    -------
+    float
+    """
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return R2_FLOOR
+    return float(max(values.min(), min(0.0, values.max()) + R2_FLOOR))
 
 
 def task_of(frame: pd.DataFrame) -> pd.Series:

@@ -7,8 +7,9 @@ report can embed them and a notebook can display them.
 Every figure plots the primary metric of each feature's task (F1, macro-F1
 or R², :mod:`needle.report._tasks`) and names it on its axes; features of
 different tasks are never averaged together. R² has no lower bound, so its
-axes stop at :data:`R2_FLOOR`: a value below is drawn as a marker on the
-bottom edge, never moved or dropped.
+axes stop :data:`R2_FLOOR` below zero (or below the best R², where even that
+is negative): a value under the axis is drawn as a marker on the bottom
+edge, never moved or dropped.
 """
 
 from __future__ import annotations
@@ -20,16 +21,13 @@ import numpy as np
 import pandas as pd
 
 from needle.errors import InputError
-from needle.report._tasks import metric_label, primary_metric, tasks_present, with_score
+from needle.report._tasks import R2_FLOOR, metric_label, primary_metric, r2_floor, tasks_present, with_score
 
 __all__ = ["f1_vs_k_by_collection", "layer_k_heatmaps", "k1_by_layer", "precision_recall_at_k1", "BASELINES",
            "R2_FLOOR"]
 
 #: Methods that are baselines rather than neuron selections.
 BASELINES = ("dense", "random_directions")
-#: Lowest R² an axis shows: below it a probe is far worse than predicting the mean, and how much worse matters less
-#: than seeing the good probes at full resolution.
-R2_FLOOR = -0.5
 
 
 def _label(task: str) -> str:
@@ -37,13 +35,11 @@ def _label(task: str) -> str:
 
 
 def _score_limits(task: str, values) -> tuple[float, float]:
-    """Axis limits of a task's score: 0–1 for classification, down to the lowest value (at most to
-    :data:`R2_FLOOR`) for R²."""
+    """Axis limits of a task's score: 0–1 for classification; for R² from 0 or lower, down to
+    :func:`~needle.report._tasks.r2_floor` of the values."""
     if task != "regression":
         return (0.0, 1.02)
-    values = np.asarray(values, dtype=np.float64)
-    low = float(np.nanmin(values)) if np.isfinite(values).any() else 0.0
-    return (max(R2_FLOOR, min(0.0, math.floor(low * 10) / 10)) - 0.02, 1.02)
+    return (min(0.0, math.floor(r2_floor(values) * 10) / 10) - 0.02, 1.02)
 
 
 def _mark_below(ax, x, y, low: float, **style) -> None:

@@ -392,14 +392,15 @@ def _markup(html: str):
 
 
 def _score_range(values, task: str) -> tuple[float, float]:
-    """The shared y range of a task's sparklines: its scores rounded out to tenths, R² not below R2_FLOOR."""
-    from needle.report.figures import R2_FLOOR
+    """The y range of a task's scores rounded out to tenths; for R² from 0 or lower, down to
+    :func:`~needle.report._tasks.r2_floor` (lower values are drawn on the edge)."""
+    from needle.report._tasks import r2_floor
 
     values = [v for v in values if v is not None and not np.isnan(v)] or [0.0, 1.0]
-    low = float(np.floor(min(values) * 10) / 10)
+    low, high = float(np.floor(min(values) * 10) / 10), float(np.ceil(max(values) * 10) / 10)
     if task == "regression":
-        low = max(low, R2_FLOOR)
-    return low, float(np.ceil(max(values) * 10) / 10)
+        low, high = min(0.0, float(np.floor(r2_floor(values) * 10) / 10)), max(high, 0.0)
+    return low, high
 
 
 def _render_index(env, index: list[dict], meta: dict) -> str:
@@ -437,10 +438,12 @@ def _render_feature(env, record, results, meta, pages, options: SiteOptions, err
     heatmaps = []
     # Colours span this feature's own score range, so that where it lives shows even when every probe is mediocre.
     low, high = float(sparse["score"].min()), float(sparse["score"].max())
+    truncated = False
     if task == "regression":
-        from needle.report.figures import R2_FLOOR
+        from needle.report._tasks import r2_floor
 
-        low = min(high, max(low, R2_FLOOR))  # far-below-zero R² would wash the rest out; it still shows its number
+        # Far-below-zero R² would wash the rest out; its cell keeps its number.
+        low, truncated = r2_floor(sparse["score"]), r2_floor(sparse["score"]) > low
     for method in dict.fromkeys(sparse["method"]):
         grid = f1_by_layer_k(results, feature, method)
         by_key = {(int(r.layer), int(r.k)): r for r in sparse[sparse["method"] == method].itertuples(index=False)}
@@ -473,13 +476,14 @@ def _render_feature(env, record, results, meta, pages, options: SiteOptions, err
         probe_layers.append({"layer": int(layer), "open": int(layer) == best, "methods": methods})
     first = rows[rows["layer"] == best].iloc[0] if len(rows[rows["layer"] == best]) else rows.iloc[0]
     counts = {c: int(first[c]) for c in ("n_train", "n_test", "n_train_pos", "n_test_pos") if c in first}
-    curve_low = _score_range([f for c in f1_by_k(results, feature, best).values() for _, f in c], task)[0]
+    curve_values = [f for c in f1_by_k(results, feature, best).values() for _, f in c]
+    curve_low = min(0.0, float(np.floor(_score_range(curve_values, task)[0] * 4) / 4))
     return env.get_template("feature.html.j2").render(
         root="../", meta=meta, f=record, counts=counts, label=label,
         columns=[metric_label(m) for m in secondary],
-        curve_floor=min(0.0, curve_low),
+        curve_floor=curve_low, curve_truncated=any(f < curve_low for f in curve_values), heat_truncated=truncated,
         curve=_markup(svg.f1_vs_k_chart(f1_by_k(results, feature, best), label=label,
-                                        y_range=(min(0.0, curve_low), 1.0))),
+                                        y_range=(curve_low, 1.0))),
         heatmaps=heatmaps, heat_range=(low, high), probe_layers=probe_layers, max_k_table=options.max_k_table,
         errors=errors.get("sections"), errors_note=errors.get("note", "no errors to show."))
 

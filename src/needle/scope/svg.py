@@ -85,7 +85,8 @@ def f1_vs_k_chart(curves: dict[str, Sequence[tuple[int, float]]], *, width: int 
 
     parts = [f'<svg class="chart" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">',
              f"<title>{escape(label)} against k</title>"]
-    for f in (t / 4 for t in range(math.ceil(y_low * 4), math.floor(y_high * 4) + 1)):
+    per_unit = 4 if y_span <= 1.25 else 2  # gridlines every 0.25, or every 0.5 on a long R² axis
+    for f in (t / per_unit for t in range(math.ceil(y_low * per_unit), math.floor(y_high * per_unit) + 1)):
         parts.append(f'<line x1="{left}" x2="{width - right}" y1="{_fmt(y(f))}" y2="{_fmt(y(f))}" class="grid"/>'
                      f'<text x="{left - 6}" y="{_fmt(y(f) + 4)}" text-anchor="end">{f:.2f}</text>')
     shown = [k for i, k in enumerate(ks) if len(ks) <= 10 or i % 2 == 0 or k == ks[-1]]
