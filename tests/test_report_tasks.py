@@ -112,7 +112,8 @@ def test_r2_axis_is_clipped_not_the_data(results, monkeypatch):
     low = figures.R2_FLOOR - 0.02
     assert r2.get_ylim() == pytest.approx((low, 1.02))
     # every layer's R² is on a line, unchanged (layer 2 is at −0.8, under the axis) ...
-    expected = results[(results["feature"] == "indent_width") & (results["k"] == 1) & (results["method"] == "mean_diff")]
+    expected = results[(results["feature"] == "indent_width") & (results["k"] == 1)
+                       & (results["method"] == "mean_diff")]
     line = next(line for line in r2.get_lines() if line.get_label() == "mean diff")
     np.testing.assert_allclose(line.get_ydata(), expected.sort_values("layer")["r2"])
     # ... and marked on the bottom edge: one marker per method at layer 2

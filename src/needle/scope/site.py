@@ -470,7 +470,8 @@ def _render_feature(env, record, results, meta, pages, options: SiteOptions, err
         methods = []
         for method in dict.fromkeys(part["method"]):
             methods.append({"method": method, "rows": [
-                {"k": r.k, "f1": r.score, "precision": r.metrics.get(secondary[0]), "recall": r.metrics.get(secondary[1]),
+                {"k": r.k, "f1": r.score, "precision": r.metrics.get(secondary[0]),
+                 "recall": r.metrics.get(secondary[1]),
                  "chips": chips_html(r.neurons, "../", pages)}
                 for r in part[part["method"] == method].itertuples(index=False)]})
         probe_layers.append({"layer": int(layer), "open": int(layer) == best, "methods": methods})
