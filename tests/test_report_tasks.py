@@ -127,7 +127,7 @@ def test_report_names_each_task_metric(results):
     assert len(images) == 4 and all(base64.b64decode(i)[:8] == PNG for i in images)
     text = unescape(re.sub(r"<[^>]+>", " ", html))
     for phrase in ("F1 / macro-F1 / R² against k", "scored by macro-F1", "scored by R²", "Spearman",
-                   "R² axes stop at", "Binary features only"):
+                   "R² axes stop 0.5 below zero", "Binary features only"):
         assert phrase in text, phrase
     tables = _tables(html)
     assert len(tables) == 3
