@@ -260,3 +260,123 @@ def test_every_printed_neuron_id_is_read_by_the_cli_and_the_viewer(tiny, tmp_pat
 
     top = pd.read_csv(tmp_path / "top.csv")
     assert set(zip(top["layer"], top["neuron"])) == set(pairs) - {(3, 1201)}
+
+
+# ------------------------------------------------------------- tasks other than binary
+def with_other_tasks(results):
+    """The tiny sweep's rows (marked binary) plus two features copied from its first one: ``bracket_depth``
+    (multiclass, three classes) and ``line_position`` (regression, R² below 0 at k = 1), with the metrics of
+    their task as the three-task schema writes them. They reuse the copied probes' neurons, so every neuron page
+    of the site exists already."""
+    import pandas as pd
+
+    binary = results.assign(task="binary", f1_weighted=results["f1"])
+    source = binary[binary["feature"] == sorted(binary["feature"].unique())[0]]
+    nan = float("nan")
+    classification = {"f1": nan, "precision": nan, "recall": nan, "roc_auc": nan}
+    multiclass = source.assign(
+        feature="bracket_depth", task="multiclass", f1_macro=source["f1"] * 0.9, accuracy=source["f1"] * 0.95,
+        mcc=source["f1"] * 0.8, f1_weighted=source["f1"] * 0.92, intercept=nan,
+        coef=[np.concatenate([c, -2 * c, 0.5 * c]) for c in source["coef"]],
+        class_intercepts=[np.array([0.1, -0.2, 0.1])] * len(source), **classification)
+    regression = source.assign(
+        feature="line_position", task="regression", r2=2 * source["f1"] - 1.6, spearman=source["f1"] * 0.9,
+        pearson=source["f1"] * 0.85, mae=1.5 - source["f1"], mcc=nan, accuracy=nan, f1_weighted=nan,
+        **classification)
+    return pd.concat([binary, multiclass, regression], ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def tasks_site(tiny):
+    from needle.probing import load_results
+    from needle.probing.splits import load_splits, splits_path
+    from needle.scope import SiteOptions, build_site
+
+    results = with_other_tasks(load_results(tiny["results"]))
+    site = build_site(results, tiny["cache"], tiny["root"] / "site-tasks", model=tiny["adapter"],
+                      splits=load_splits(splits_path(tiny["results"])), max_sequences=None,
+                      options=SiteOptions(max_k_pages=2, n_top=8, n_bottom=4, per_band=2))
+    return {"site": site, "results": results}
+
+
+def _text(html: str) -> str:
+    return " ".join(unescape(re.sub(r"<[^>]+>", " ", html)).split())
+
+
+def _table_headers(html: str, css: str) -> list[list[str]]:
+    return [[_text(h) for h in re.findall(r"<th[^>]*>(.*?)</th>", head, re.S)]
+            for head in re.findall(rf'<table class="{css}"[^>]*>\s*<thead>(.*?)</thead>', html, re.S)]
+
+
+def test_index_scores_each_task_by_its_metric(tasks_site):
+    from needle.report._tasks import summary_by_task
+
+    index = (tasks_site["site"] / "index.html").read_text()
+    tables = dict(re.findall(r'<table class="data index" data-task="(\w+)">(.*?)</table>', index, re.S))
+    assert set(tables) == {"binary", "multiclass", "regression"}
+    heads = {task: [_text(h) for h in re.findall(r"<th[^>]*>(.*?)</th>", table, re.S)]
+             for task, table in tables.items()}
+    assert heads["binary"][3:8] == ["F1 k=1", "F1 k=8", "F1 dense", "precision k=1", "recall k=1"]
+    assert heads["multiclass"][3:8] == ["macro-F1 k=1", "macro-F1 k=8", "macro-F1 dense", "accuracy k=1",
+                                        "accuracy k=8"]
+    assert heads["regression"][3:8] == ["R² k=1", "R² k=8", "R² dense", "Spearman k=1", "Spearman k=8"]
+    summary = summary_by_task(tasks_site["results"])["regression"].iloc[0]
+    cells = re.search(r'<tr data-feature="line_position">(.*?)</tr>', tables["regression"], re.S).group(1)
+    numbers = re.findall(r'<td class="num">([^<]*)</td>', cells)
+    assert numbers[0] == str(summary.best_layer) and numbers[1] == f"{summary.r2_k1:.3f}"
+    assert float(numbers[1]) < 0  # negative R² is shown as it is
+    assert "R² against k (log scale)" in cells and "scored by R²" in index
+
+
+def test_feature_pages_name_their_metric(tasks_site):
+    site = tasks_site["site"]
+    regression = (site / "features" / "line_position.html").read_text()
+    text = _text(regression)
+    assert "R² against k at layer" in text and "Test R² by layer and k" in text and "task regression" in text
+    assert "Spearman" in text and "F1" not in text.replace("macro-F1", "")
+    assert {tuple(h[:4]) for h in _table_headers(regression, "data probes")} == {("k", "R²", "Spearman", "MAE")}
+    assert "largest residuals" in text and "data examples errors" not in regression
+    multiclass = (site / "features" / "bracket_depth.html").read_text()
+    text = _text(multiclass)
+    assert "macro-F1 against k" in text and "Test macro-F1 by layer and k" in text
+    assert {tuple(h[:4]) for h in _table_headers(multiclass, "data probes")} == {("k", "macro-F1", "accuracy",
+                                                                                  "MCC")}
+    assert "confusion table" in text and "data examples errors" not in multiclass
+
+
+def test_multiclass_chips_show_each_neurons_largest_class_coefficient(tasks_site):
+    results = tasks_site["results"]
+    html = (tasks_site["site"] / "features" / "bracket_depth.html").read_text()
+    row = results[(results["feature"] == "bracket_depth") & (results["method"] == "mean_diff")
+                  & (results["k"] == 2)].iloc[0]
+    table = re.search(rf'<table class="data probes" data-layer="{row.layer}" data-method="mean_diff">(.*?)</table>',
+                      html, re.S).group(1)
+    k2 = re.search(r'<tr><td class="num">2</td>.*?</tr>', table, re.S).group(0)
+    shown = re.findall(r"L\d+\.N(\d+) <small>([-+.\de]+)</small>", unescape(k2))
+    per_class = np.asarray(row.coef).reshape(3, 2)  # the copy's classes are c, -2c, c/2: -2c is the largest
+    assert sorted((int(n), float(c)) for n, c in shown) == sorted(
+        (int(n), pytest.approx(float(v), rel=1e-2)) for n, v in zip(row.neurons, per_class[1]))
+
+
+def test_binary_pages_do_not_change_beside_other_tasks(tiny, tasks_site):
+    def body(html: str) -> str:  # the footer counts the site's features, which the other tasks add to
+        return re.sub(r"<footer>.*?</footer>", "", html, flags=re.S)
+
+    for page in (tiny["site"] / "features").glob("*.html"):
+        assert body(page.read_text()) == body((tasks_site["site"] / "features" / page.name).read_text()), page.name
+    binary_only = json.loads((tiny["site"] / "probes.json").read_text())
+    assert json.loads((tasks_site["site"] / "probes.json").read_text()) == binary_only  # viewer: binary probes only
+
+
+def test_neuron_pages_show_other_tasks_scores_without_histograms(tasks_site):
+    site, results = tasks_site["site"], tasks_site["results"]
+    row = results[(results["feature"] == "line_position") & (results["k"] == 1)
+                  & (results["method"] == "mean_diff")].sort_values("layer").iloc[0]
+    html = _neuron_page(site, int(row.layer), int(row.neurons[0]))
+    uses = re.search(r'<table class="data uses">(.*?)</table>', html, re.S).group(1)
+    line = re.search(r'<tr><td><a href="[^"]+">line_position</a></td><td>mean_diff</td>(.*?)</tr>', uses, re.S)
+    assert line and f"{row.r2:.3f}" in line.group(1) and "R²" in line.group(1)
+    assert "probe score" in _text(uses)
+    histograms = set(re.findall(r'<div class="hist" data-feature="([^"]+)">', html))
+    assert histograms and not histograms & {"line_position", "bracket_depth"}
+    assert "Not drawn for" in html and "line_position" in _text(html.split("Not drawn for")[1])[:80]

@@ -3,6 +3,13 @@
 Each function takes the tidy results table (one row per feature × layer ×
 method × k, see ``docs/results.md``) and returns PNG bytes, so the HTML
 report can embed them and a notebook can display them.
+
+Every figure plots the primary metric of each feature's task (F1, macro-F1
+or R², :mod:`needle.report._tasks`) and names it on its axes; features of
+different tasks are never averaged together. R² has no lower bound, so its
+axes stop :data:`R2_FLOOR` below zero (or below the best R², where even that
+is negative): a value under the axis is drawn as a marker on the bottom
+edge, never moved or dropped.
 """
 
 from __future__ import annotations
@@ -13,10 +20,34 @@ import math
 import numpy as np
 import pandas as pd
 
-__all__ = ["f1_vs_k_by_collection", "layer_k_heatmaps", "k1_by_layer", "precision_recall_at_k1", "BASELINES"]
+from needle.errors import InputError
+from needle.report._tasks import R2_FLOOR, metric_label, primary_metric, r2_floor, tasks_present, with_score
+
+__all__ = ["f1_vs_k_by_collection", "layer_k_heatmaps", "k1_by_layer", "precision_recall_at_k1", "BASELINES",
+           "R2_FLOOR"]
 
 #: Methods that are baselines rather than neuron selections.
 BASELINES = ("dense", "random_directions")
+
+
+def _label(task: str) -> str:
+    return metric_label(primary_metric(task))
+
+
+def _score_limits(task: str, values) -> tuple[float, float]:
+    """Axis limits of a task's score: 0–1 for classification; for R² from 0 or lower, down to
+    :func:`~needle.report._tasks.r2_floor` of the values."""
+    if task != "regression":
+        return (0.0, 1.02)
+    return (min(0.0, math.floor(r2_floor(values) * 10) / 10) - 0.02, 1.02)
+
+
+def _mark_below(ax, x, y, low: float, **style) -> None:
+    """Values under the axis's lower limit as down-pointing markers on the bottom edge."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    below = y < low
+    if below.any():
+        ax.scatter(x[below], np.full(below.sum(), low), marker="v", s=28, clip_on=False, zorder=5, **style)
 
 
 def _figure(width: float, height: float):
@@ -59,31 +90,38 @@ def _k_ticks(ax, ks) -> None:
 
 
 def f1_vs_k_by_collection(results: pd.DataFrame) -> bytes:
-    """F1 against k per collection: max over layers, mean over features (Figure 2.4a / A.2).
+    """The primary metric against k per collection and task: max over layers, mean over features (Figure 2.4a / A.2).
 
-    One panel per collection, one line per method, the random-direction
-    baseline dashed and the dense probe as a dotted horizontal line.
+    One panel per (collection, task), so that F1, macro-F1 and R² are never averaged together; one line per
+    method, the random-direction baseline dashed and the dense probe as a dotted horizontal line.
     """
-    collections = list(dict.fromkeys(results["collection"]))
-    cols = min(3, len(collections))
-    rows = math.ceil(len(collections) / cols)
+    scored = with_score(results)
+    panels = [(c, t) for c in dict.fromkeys(scored["collection"]) for t in tasks_present(scored[scored["collection"]
+                                                                                                == c])]
+    single_task = len(tasks_present(scored)) == 1
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
     fig, plt = _figure(4.6 * cols, 3.4 * rows)
-    best = results.groupby(["collection", "feature", "method", "k"], as_index=False)["f1"].max()
-    mean = best.groupby(["collection", "method", "k"], as_index=False)["f1"].mean()
-    for i, collection in enumerate(collections):
+    best = scored.groupby(["collection", "task", "feature", "method", "k"], as_index=False)["score"].max()
+    mean = best.groupby(["collection", "task", "method", "k"], as_index=False)["score"].mean()
+    for i, (collection, task) in enumerate(panels):
         ax = fig.add_subplot(rows, cols, i + 1)
-        part = mean[mean["collection"] == collection]
-        for method in _selection_methods(results) + ["random_directions"]:
+        part = mean[(mean["collection"] == collection) & (mean["task"] == task)]
+        low, high = _score_limits(task, part["score"])
+        for j, method in enumerate(_selection_methods(results) + ["random_directions"]):
             line = part[part["method"] == method].sort_values("k")
             if len(line):
-                style = dict(ls="--", color="grey") if method == "random_directions" else dict(marker="o", ms=3)
-                ax.plot(line["k"], line["f1"], label=method.replace("_", " "), **style)
+                style = dict(ls="--", color="grey") if method == "random_directions" else dict(
+                    marker="o", ms=3, color=f"C{j}")
+                ax.plot(line["k"], line["score"], label=method.replace("_", " "), **style)
+                _mark_below(ax, line["k"], line["score"], low, color=style["color"])
         dense = part[part["method"] == "dense"]
         if len(dense):
-            ax.axhline(float(dense["f1"].mean()), ls=":", color="black", label="dense (all neurons)")
-        n_features = results.loc[results["collection"] == collection, "feature"].nunique()
-        ax.set(xscale="log", xlabel="k (neurons)", ylabel="F1 (best layer, mean over features)",
-               title=f"{collection} ({n_features} features)", ylim=(0, 1.02))
+            ax.axhline(float(dense["score"].mean()), ls=":", color="black", label="dense (all neurons)")
+        n_features = scored.loc[(scored["collection"] == collection) & (scored["task"] == task), "feature"].nunique()
+        title = f"{collection} ({n_features} features)" if single_task else f"{collection}, {task} ({n_features})"
+        ax.set(xscale="log", xlabel="k (neurons)", ylabel=f"{_label(task)} (best layer, mean over features)",
+               title=title, ylim=(low, high))
         _k_ticks(ax, sorted(part["k"].unique()))
         ax.grid(alpha=0.3)
         if i == 0:
@@ -93,17 +131,30 @@ def f1_vs_k_by_collection(results: pd.DataFrame) -> bytes:
 
 
 def layer_k_heatmaps(results: pd.DataFrame, method: str, *, columns: int = 4) -> bytes:
-    """One layer × k heatmap of test F1 per feature, for ``method``."""
-    part = results[results["method"] == method]
-    features = list(dict.fromkeys(part["feature"]))
+    """One layer × k heatmap of the test score per feature, for ``method``: F1, macro-F1 or R² by the feature's task.
+
+    All share one 0–1 colour scale; R² below 0 (worse than predicting the mean) is drawn grey, and each panel's
+    title names its metric where the results mix tasks.
+    """
+    import matplotlib
+
+    scored = with_score(results)
+    part = scored[scored["method"] == method]
+    tasks = tasks_present(part)
+    order = {t: i for i, t in enumerate(tasks)}
+    features = sorted(dict.fromkeys(part["feature"]),
+                      key=lambda f: order[part.loc[part["feature"] == f, "task"].iloc[0]])
     cols = min(columns, len(features))
     rows = math.ceil(len(features) / cols)
     fig, plt = _figure(3.3 * cols, 2.5 * rows)
+    cmap = matplotlib.colormaps["viridis"].with_extremes(under="#bbbbbb")
     image = None
     for i, feature in enumerate(features):
         ax = fig.add_subplot(rows, cols, i + 1)
-        grid = part[part["feature"] == feature].pivot_table(index="layer", columns="k", values="f1", aggfunc="max")
-        image = ax.imshow(grid.to_numpy(), aspect="auto", origin="lower", vmin=0, vmax=1, cmap="viridis")
+        rows_of = part[part["feature"] == feature]
+        task = rows_of["task"].iloc[0]
+        grid = rows_of.pivot_table(index="layer", columns="k", values="score", aggfunc="max")
+        image = ax.imshow(grid.to_numpy(), aspect="auto", origin="lower", vmin=0, vmax=1, cmap=cmap)
         ks = [int(k) for k in grid.columns]
         # Columns are evenly spaced while k is not: label a sparse set so 16…256 do not collide.
         shown = [j for j, k in enumerate(ks) if k in (1, 4, 8, 16, 64, 256)] if len(ks) > 8 else list(range(len(ks)))
@@ -111,38 +162,48 @@ def layer_k_heatmaps(results: pd.DataFrame, method: str, *, columns: int = 4) ->
         # Only the bottom row carries k labels, so they never collide with the titles below them.
         ax.set_xticks(shown, [str(ks[j]) for j in shown] if bottom_row else [], fontsize=7)
         ax.set_yticks(range(grid.shape[0]), [str(l) for l in grid.index], fontsize=7)
-        ax.set_title(feature, fontsize=9)
+        ax.set_title(feature if len(tasks) == 1 else f"{feature} ({_label(task)})", fontsize=9)
         if i % cols == 0:
             ax.set_ylabel("layer", fontsize=8)
         if bottom_row:
             ax.set_xlabel("k", fontsize=8)
     fig.subplots_adjust(hspace=0.35, wspace=0.25)
     if image is not None:
-        fig.colorbar(image, ax=fig.axes, shrink=0.6, label=f"test F1 ({method})")
+        # Several tasks: the panel titles name each metric, and a long label would overrun the bar.
+        label = f"test {_label(tasks[0])} ({method})" if len(tasks) == 1 else f"test score ({method})"
+        fig.colorbar(image, ax=fig.axes, shrink=0.6, label=label,
+                     extend="min" if "regression" in tasks else "neither")
     return _png(fig)
 
 
 def k1_by_layer(results: pd.DataFrame, *, columns: int = 4) -> bytes:
-    """F1 of the best single neuron (k = 1) by layer, per feature, one line per method."""
-    part = results[(results["k"] == 1) & ~results["method"].isin(BASELINES)]
-    features = list(dict.fromkeys(part["feature"]))
+    """The primary metric of the best single neuron (k = 1) by layer, per feature, one line per method."""
+    scored = with_score(results)
+    part = scored[(scored["k"] == 1) & ~scored["method"].isin(BASELINES)]
+    order = {t: i for i, t in enumerate(tasks_present(part))}
+    features = sorted(dict.fromkeys(part["feature"]),
+                      key=lambda f: order[part.loc[part["feature"] == f, "task"].iloc[0]])
     cols = min(columns, len(features))
     rows = math.ceil(len(features) / cols)
     fig, plt = _figure(3.3 * cols, 2.4 * rows)
     for i, feature in enumerate(features):
         ax = fig.add_subplot(rows, cols, i + 1)
-        for method in _selection_methods(part):
-            line = part[(part["feature"] == feature) & (part["method"] == method)].sort_values("layer")
-            ax.plot(line["layer"], line["f1"], marker="o", ms=3, label=method.replace("_", " "))
-        ax.set_ylim(0, 1.02)
+        rows_of = part[part["feature"] == feature]
+        task = rows_of["task"].iloc[0]
+        low, high = _score_limits(task, rows_of["score"])
+        for j, method in enumerate(_selection_methods(part)):
+            line = rows_of[rows_of["method"] == method].sort_values("layer")
+            ax.plot(line["layer"], line["score"], marker="o", ms=3, label=method.replace("_", " "), color=f"C{j}")
+            _mark_below(ax, line["layer"], line["score"], low, color=f"C{j}")
+        ax.set_ylim(low, high)
         ax.set_title(feature, fontsize=9)
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=7)
         ax.xaxis.set_major_locator(_integer_locator())
         if i == 0:
             ax.legend(fontsize=7)
-        if i % cols == 0:
-            ax.set_ylabel("F1 at k=1", fontsize=8)
+        if i % cols == 0 or len(order) > 1:
+            ax.set_ylabel(f"{_label(task)} at k=1", fontsize=8)
         if i >= len(features) - cols:
             ax.set_xlabel("layer", fontsize=8)
     fig.tight_layout()
@@ -154,8 +215,18 @@ def precision_recall_at_k1(results: pd.DataFrame) -> bytes:
 
     High precision with low recall is the signature of a neuron that fires
     for part of a feature (Section 2.5.4); the reverse, of a polysemantic one.
+    Binary features only: multiclass and regression probes have no single
+    precision and recall.
+
+    Raises
+    ------
+    InputError
+        The results have no binary feature.
     """
-    part = results[(results["k"] == 1) & ~results["method"].isin(BASELINES)]
+    scored = with_score(results)
+    part = results[(results["k"] == 1) & ~results["method"].isin(BASELINES) & (scored["task"] == "binary")]
+    if part.empty:
+        raise InputError("precision and recall are defined for binary features only; these results have none.")
     best = part.loc[part.groupby("feature")["f1"].idxmax()]
     fig, plt = _figure(5.2, 4.6)
     ax = fig.add_subplot(1, 1, 1)

@@ -12,6 +12,7 @@ from needle._io import atomic_file
 from needle._version import __version__
 from needle.errors import InputError
 from needle.report import figures
+from needle.report._tasks import SECONDARY_METRICS, metric_label, primary_metric, summary_by_task, tasks_present
 
 __all__ = ["build_report", "write_report"]
 
@@ -32,9 +33,9 @@ def build_report(results: pd.DataFrame, *, title: str = "needle sparse-probing r
     """
     import jinja2
 
-    from needle.probing import summarize
-
-    required = {"feature", "collection", "layer", "method", "k", "f1", "precision", "recall"}
+    required = {"feature", "collection", "layer", "method", "k"}
+    tasks = tasks_present(results) if required <= set(results.columns) else ["binary"]
+    required |= {primary_metric(t) for t in tasks} | ({"precision", "recall"} if "binary" in tasks else set())
     missing = required - set(results.columns)
     if missing:
         raise InputError(f"the results table lacks columns {sorted(missing)}; is it a needle results file?")
@@ -49,11 +50,23 @@ def build_report(results: pd.DataFrame, *, title: str = "needle sparse-probing r
     def encode(png: bytes) -> str:
         return base64.b64encode(png).decode("ascii")
 
-    summary = summarize(results).drop(columns=["model_id", "dataset_hash", "site"], errors="ignore")
+    summaries = []
+    for task, summary in summary_by_task(results).items():
+        metric = primary_metric(task)
+        summary = summary.drop(columns=["model_id", "dataset_hash", "site"], errors="ignore")
+        summaries.append({
+            "task": task, "metric": metric, "label": metric_label(metric),
+            "second": metric_label(SECONDARY_METRICS[task][0]) if task != "binary" else None,
+            "table": jinja2.utils.markupsafe.Markup(
+                summary.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="–", border=0)),
+        })
     environment = jinja2.Environment(loader=jinja2.PackageLoader("needle.report", "templates"),
                                      autoescape=jinja2.select_autoescape(["html", "j2"]))
     first = results.iloc[0]
+    labels = [metric_label(primary_metric(t)) for t in tasks]
     meta = {
+        "tasks": tasks,
+        "metrics": " / ".join(labels),
         "model_id": first.get("model_id", "?"),
         "site": first.get("site", "?"),
         "dataset_hash": str(first.get("dataset_hash", "")),
@@ -69,12 +82,11 @@ def build_report(results: pd.DataFrame, *, title: str = "needle sparse-probing r
         meta=meta,
         results_name=results_name,
         heatmap_method=heatmap_method,
-        summary_table=jinja2.utils.markupsafe.Markup(
-            summary.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="–", border=0)
-        ),
+        summaries=summaries,
+        r2_floor=figures.R2_FLOOR,
         figures={
             "f1_vs_k": encode(figures.f1_vs_k_by_collection(results)),
-            "precision_recall": encode(figures.precision_recall_at_k1(results)),
+            "precision_recall": encode(figures.precision_recall_at_k1(results)) if "binary" in tasks else None,
             "k1_by_layer": encode(figures.k1_by_layer(results)),
             "heatmaps": encode(figures.layer_k_heatmaps(results, heatmap_method)),
         },

@@ -32,6 +32,7 @@ from needle._io import atomic_directory
 from needle._version import __version__
 from needle.errors import InputError, NeedleError
 from needle.models.sites import site_id
+from needle.report._tasks import metric_label
 from needle.scope import svg
 from needle.scope.render import chips_html, context_html, display_token, environment
 from needle.scope.tables import (
@@ -303,7 +304,8 @@ def _neuron_analyses(model, cache, corpus, results, uses, options: SiteOptions, 
     histograms: dict[NeuronRef, list[dict]] = {}
     by_feature: dict[str, list[NeuronRef]] = {}
     for ref, use in uses.items():
-        for feature in dict.fromkeys(u["feature"] for u in use):
+        # Positives against negatives is a binary picture; the cache holds labels of binary features only.
+        for feature in dict.fromkeys(u["feature"] for u in use if u["task"] == "binary"):
             by_feature.setdefault(feature, []).append(ref)
     for feature, refs in by_feature.items():
         frame = cache_distributions(cache, feature, [(r.layer, r.index) for r in refs])
@@ -344,6 +346,16 @@ def _feature_errors(cache, results, record, splits, dataset, dataset_note, model
     """The error browser of a feature: the preferred method's probes at k = 1 and k = 8 at the best layer."""
     from needle.neurons import probe_errors
 
+    if record["task"] == "multiclass":
+        return {"note": "The error browser lists false positives and negatives, which a multiclass probe does not "
+                        "have; a confusion table of its classes is not built yet (the error browser, "
+                        "needle.neurons.probe_errors, scores binary probes only). The macro-F1 and accuracy above "
+                        "summarise it."}
+    if record["task"] == "regression":
+        return {"note": "The error browser lists false positives and negatives, which a regression probe does not "
+                        "have; a list of its largest residuals is not built yet (the error browser, "
+                        "needle.neurons.probe_errors, scores binary probes only). The R² and Spearman correlation "
+                        "above summarise it."}
     if splits is None:
         return {"note": "no splits table (results.splits.parquet beside the results) to tell test examples apart."}
     if dataset is None:
@@ -380,26 +392,59 @@ def _markup(html: str):
     return Markup(html)
 
 
+def _score_range(values, task: str) -> tuple[float, float]:
+    """The y range of a task's scores rounded out to tenths; for R² from 0 or lower, down to
+    :func:`~needle.report._tasks.r2_floor` (lower values are drawn on the edge)."""
+    from needle.report._tasks import r2_floor
+
+    values = [v for v in values if v is not None and not np.isnan(v)] or [0.0, 1.0]
+    low, high = float(np.floor(min(values) * 10) / 10), float(np.ceil(max(values) * 10) / 10)
+    if task == "regression":
+        low, high = min(0.0, float(np.floor(r2_floor(values) * 10) / 10)), max(high, 0.0)
+    return low, high
+
+
 def _render_index(env, index: list[dict], meta: dict) -> str:
-    values = [f for record in index for _, f in record["sparkline"]] or [0.0, 1.0]
-    spark_range = (float(np.floor(min(values) * 10) / 10), float(np.ceil(max(values) * 10) / 10))
-    collections: dict[str, list[dict]] = {}
+    tasks = list(dict.fromkeys(record["task"] for record in index))
+    ranges = {task: _score_range([f for r in index if r["task"] == task for _, f in r["sparkline"]], task)
+              for task in tasks}
+    groups: dict[tuple[str, str], list[dict]] = {}
     for record in index:
-        spark = svg.sparkline(record["sparkline"], y_range=spark_range)
-        collections.setdefault(record["collection"], []).append({**record, "spark": _markup(spark)})
+        spark = svg.sparkline(record["sparkline"], y_range=ranges[record["task"]], label=record["metric_label"])
+        groups.setdefault((record["collection"], record["task"]), []).append({**record, "spark": _markup(spark)})
+    sections = [{"collection": collection, "task": task, "label": rows[0]["metric_label"],
+                 "extras": [label for label, _ in rows[0]["extras"]], "rows": rows, "spark_range": ranges[task],
+                 "anchor": collection if len(tasks) == 1 else f"{collection}-{task}"}
+                for (collection, task), rows in groups.items()]
     return env.get_template("index.html.j2").render(
-        root="", meta=meta, collections=list(collections.items()), spark_range=spark_range,
+        root="", meta=meta, sections=sections, mixed=len(tasks) > 1,
+        labels=" / ".join(dict.fromkeys(r["metric_label"] for r in index)),
         viewer_hint="Interactive viewer: needle scope serve --model <model> --site <this directory>, then open "
                     "http://127.0.0.1:8765/ to type text and watch any neuron or probe fire.")
 
 
+def _metric_title(task: str, row) -> str:
+    """Hover text of a heatmap cell beyond its score: the task's secondary metrics."""
+    from needle.report._tasks import SECONDARY_METRICS, metric_label
+
+    return ", ".join(f"{metric_label(m)} {getattr(row, m, float('nan')):.3f}" for m in SECONDARY_METRICS[task])
+
+
 def _render_feature(env, record, results, meta, pages, options: SiteOptions, errors: dict) -> str:
-    feature, best = record["feature"], record["best_layer"]
+    from needle.report._tasks import SECONDARY_METRICS, with_score
+
+    feature, best, task, label = record["feature"], record["best_layer"], record["task"], record["metric_label"]
     rows = results[results["feature"] == feature]
-    sparse = sparse_rows(rows)
+    sparse = with_score(sparse_rows(rows))
     heatmaps = []
-    # Colours span this feature's own F1 range, so that where it lives shows even when every probe is mediocre.
-    low, high = float(sparse["f1"].min()), float(sparse["f1"].max())
+    # Colours span this feature's own score range, so that where it lives shows even when every probe is mediocre.
+    low, high = float(sparse["score"].min()), float(sparse["score"].max())
+    truncated = False
+    if task == "regression":
+        from needle.report._tasks import r2_floor
+
+        # Far-below-zero R² would wash the rest out; its cell keeps its number.
+        low, truncated = r2_floor(sparse["score"]), r2_floor(sparse["score"]) > low
     for method in dict.fromkeys(sparse["method"]):
         grid = f1_by_layer_k(results, feature, method)
         by_key = {(int(r.layer), int(r.k)): r for r in sparse[sparse["method"] == method].itertuples(index=False)}
@@ -414,26 +459,33 @@ def _render_feature(env, record, results, meta, pages, options: SiteOptions, err
                 dark = f1 is not None and (f1 - low) > 0.6 * ((high - low) or 1.0)
                 cells.append({"f1": f1, "colour": svg.heat_colour(f1, low, high), "dark": dark,
                               "best": k == 8 and layer == best_8,
-                              "title": (f"layer {layer}, k={k}: F1 {f1:.3f}, precision {r.precision:.3f}, "
-                                        f"recall {r.recall:.3f}") if r is not None and f1 is not None else ""})
+                              "title": (f"layer {layer}, k={k}: {label} {f1:.3f}, {_metric_title(task, r)}")
+                              if r is not None and f1 is not None else ""})
             heat_rows.append({"layer": int(layer), "cells": cells})
         heatmaps.append({"method": method, "ks": [int(k) for k in grid.columns], "rows": heat_rows})
     chosen = chosen_neurons(results, feature, max_k=options.max_k_table)
+    secondary = SECONDARY_METRICS[task]
     probe_layers = []
     for layer in sorted(chosen["layer"].unique(), key=lambda layer: (layer != best, layer)):
         part = chosen[chosen["layer"] == layer]
         methods = []
         for method in dict.fromkeys(part["method"]):
             methods.append({"method": method, "rows": [
-                {"k": r.k, "f1": r.f1, "precision": r.precision, "recall": r.recall,
+                {"k": r.k, "f1": r.score, "precision": r.metrics.get(secondary[0]),
+                 "recall": r.metrics.get(secondary[1]),
                  "chips": chips_html(r.neurons, "../", pages)}
                 for r in part[part["method"] == method].itertuples(index=False)]})
         probe_layers.append({"layer": int(layer), "open": int(layer) == best, "methods": methods})
     first = rows[rows["layer"] == best].iloc[0] if len(rows[rows["layer"] == best]) else rows.iloc[0]
     counts = {c: int(first[c]) for c in ("n_train", "n_test", "n_train_pos", "n_test_pos") if c in first}
+    curve_values = [f for c in f1_by_k(results, feature, best).values() for _, f in c]
+    curve_low = min(0.0, float(np.floor(_score_range(curve_values, task)[0] * 4) / 4))
     return env.get_template("feature.html.j2").render(
-        root="../", meta=meta, f=record, counts=counts,
-        curve=_markup(svg.f1_vs_k_chart(f1_by_k(results, feature, best))),
+        root="../", meta=meta, f=record, counts=counts, label=label,
+        columns=[metric_label(m) for m in secondary],
+        curve_floor=curve_low, curve_truncated=any(f < curve_low for f in curve_values), heat_truncated=truncated,
+        curve=_markup(svg.f1_vs_k_chart(f1_by_k(results, feature, best), label=label,
+                                        y_range=(curve_low, 1.0))),
         heatmaps=heatmaps, heat_range=(low, high), probe_layers=probe_layers, max_k_table=options.max_k_table,
         errors=errors.get("sections"), errors_note=errors.get("note", "no errors to show."))
 
@@ -481,6 +533,8 @@ def _render_neuron(env, ref: NeuronRef, use: list[dict], data: _NeuronData, meta
         "min": float(top[top["kind"] == "bottom"]["activation"].min()) if len(top) else None,
         "scale": scale,
         "uses": _group_uses(use),
+        "uses_binary": all(u["task"] == "binary" for u in use),
+        "unhistogrammed": list(dict.fromkeys(u["feature"] for u in use if u["task"] != "binary")),
         "top": examples("top"), "bottom": examples("bottom"), "bands": bands,
         "histograms": data.histograms.get(ref, []),
         "tokens": token_rows, "min_count": options.token_min_count,
@@ -501,7 +555,7 @@ def _neuron_scales(data: _NeuronData) -> dict[str, float]:
 
 def _group_uses(use: list[dict]) -> list[dict]:
     """One row per (feature, method): the k where the neuron is first chosen, every k that keeps it, and its
-    coefficient and the probe's F1 at the first k."""
+    coefficient and the probe's primary score (F1, macro-F1 or R², named by ``metric``) at the first k."""
     grouped: dict[tuple[str, str], list[dict]] = {}
     for u in use:
         grouped.setdefault((u["feature"], u["method"]), []).append(u)
@@ -509,7 +563,8 @@ def _group_uses(use: list[dict]) -> list[dict]:
     for (feature, method), items in grouped.items():
         items = sorted(items, key=lambda u: u["k"])
         rows.append({"feature": feature, "method": method, "page": feature_page_name(feature), "k": items[0]["k"],
-                     "ks": ", ".join(str(u["k"]) for u in items), "coef": items[0]["coef"], "f1": items[0]["f1"]})
+                     "ks": ", ".join(str(u["k"]) for u in items), "coef": items[0]["coef"],
+                     "f1": items[0]["score"], "metric": metric_label(items[0]["metric"])})
     rows.sort(key=lambda r: (r["k"], r["feature"], r["method"]))
     return rows
 

@@ -24,10 +24,12 @@ def _fmt(value: float) -> str:
 
 
 def sparkline(points: Sequence[tuple[int, float]], *, width: int = 140, height: int = 32,
-              y_range: tuple[float, float] = (0.0, 1.0)) -> str:
-    """F1 against k as a tiny line (k on a log scale, F1 over ``y_range``), with the k = 1 and last points marked.
+              y_range: tuple[float, float] = (0.0, 1.0), label: str = "F1") -> str:
+    """A score against k as a tiny line (k on a log scale, the score over ``y_range``, values outside it drawn on
+    its edge), with the k = 1 and last points marked.
 
-    Give every sparkline of a page the same ``y_range`` so that they compare.
+    Give every sparkline of a page (of one metric) the same ``y_range`` so that they compare; ``label`` names
+    the metric in the tooltip (``F1``, ``macro-F1``, ``R²``).
     """
     if not points:
         return ""
@@ -48,7 +50,7 @@ def sparkline(points: Sequence[tuple[int, float]], *, width: int = 140, height: 
                     for i, (a, (_, f)) in enumerate(zip(xs, points, strict=True)))
     title = escape(", ".join(f"k={k}: {f:.2f}" for k, f in points))
     return (f'<svg class="spark" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">'
-            f"<title>F1 against k (log scale): {title}</title>"
+            f"<title>{escape(label)} against k (log scale): {title}</title>"
             f'<line x1="{pad}" x2="{width - pad}" y1="{_fmt(y(1.0))}" y2="{_fmt(y(1.0))}" class="grid"/>'
             f'<line x1="{pad}" x2="{width - pad}" y1="{_fmt(y((low + high) / 2))}" '
             f'y2="{_fmt(y((low + high) / 2))}" class="grid"/>'
@@ -57,8 +59,13 @@ def sparkline(points: Sequence[tuple[int, float]], *, width: int = 140, height: 
             f'<circle cx="{_fmt(x(xs[-1]))}" cy="{_fmt(y(points[-1][1]))}" r="2" fill="{PALETTE[0]}"/></svg>')
 
 
-def f1_vs_k_chart(curves: dict[str, Sequence[tuple[int, float]]], *, width: int = 520, height: int = 260) -> str:
-    """F1 (0–1) against k (log scale) with one line per method; ``dense`` is drawn as a dashed level."""
+def f1_vs_k_chart(curves: dict[str, Sequence[tuple[int, float]]], *, width: int = 520, height: int = 260,
+                  label: str = "F1", y_range: tuple[float, float] = (0.0, 1.0)) -> str:
+    """A score against k (log scale) with one line per method; ``dense`` is drawn as a dashed level.
+
+    ``label`` names the score (``F1``, ``macro-F1``, ``R²``); ``y_range`` is the axis (default 0–1). Values
+    outside it are drawn on its edge, their own value in the point's tooltip.
+    """
     sparse = {m: c for m, c in curves.items() if m != "dense" and c}
     if not sparse:
         return ""
@@ -70,12 +77,16 @@ def f1_vs_k_chart(curves: dict[str, Sequence[tuple[int, float]]], *, width: int 
     def x(k: float) -> float:
         return left + (math.log2(k) - lo) / span * (width - left - right)
 
+    y_low, y_high = y_range
+    y_span = (y_high - y_low) or 1.0
+
     def y(f: float) -> float:
-        return top + (1 - max(0.0, min(1.0, f))) * (height - top - bottom)
+        return top + (1 - max(0.0, min(1.0, (f - y_low) / y_span))) * (height - top - bottom)
 
     parts = [f'<svg class="chart" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">',
-             "<title>F1 against k</title>"]
-    for f in (0.0, 0.25, 0.5, 0.75, 1.0):
+             f"<title>{escape(label)} against k</title>"]
+    per_unit = 4 if y_span <= 1.25 else 2  # gridlines every 0.25, or every 0.5 on a long R² axis
+    for f in (t / per_unit for t in range(math.ceil(y_low * per_unit), math.floor(y_high * per_unit) + 1)):
         parts.append(f'<line x1="{left}" x2="{width - right}" y1="{_fmt(y(f))}" y2="{_fmt(y(f))}" class="grid"/>'
                      f'<text x="{left - 6}" y="{_fmt(y(f) + 4)}" text-anchor="end">{f:.2f}</text>')
     shown = [k for i, k in enumerate(ks) if len(ks) <= 10 or i % 2 == 0 or k == ks[-1]]
@@ -84,7 +95,7 @@ def f1_vs_k_chart(curves: dict[str, Sequence[tuple[int, float]]], *, width: int 
     parts.append(f'<text x="{(left + width - right) / 2}" y="{height - 4}" text-anchor="middle">'
                  "k (neurons, log scale)</text>")
     parts.append(f'<text transform="translate(12,{(top + height - bottom) / 2}) rotate(-90)" '
-                 'text-anchor="middle">test F1</text>')
+                 f'text-anchor="middle">test {escape(label)}</text>')
     legend_y = top + 6
     for i, (method, curve) in enumerate(sorted(sparse.items())):
         colour = PALETTE[i % len(PALETTE)]
@@ -92,7 +103,7 @@ def f1_vs_k_chart(curves: dict[str, Sequence[tuple[int, float]]], *, width: int 
         parts.append(f'<path d="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
         for k, f in curve:
             parts.append(f'<circle cx="{_fmt(x(k))}" cy="{_fmt(y(f))}" r="2.5" fill="{colour}">'
-                         f"<title>{escape(method)}, k={k}: F1 {f:.3f}</title></circle>")
+                         f"<title>{escape(method)}, k={k}: {escape(label)} {f:.3f}</title></circle>")
         parts.append(f'<line x1="{width - right + 10}" x2="{width - right + 28}" y1="{legend_y}" y2="{legend_y}" '
                      f'stroke="{colour}" stroke-width="2"/><text x="{width - right + 32}" y="{legend_y + 4}">'
                      f"{escape(method)}</text>")
@@ -100,7 +111,7 @@ def f1_vs_k_chart(curves: dict[str, Sequence[tuple[int, float]]], *, width: int 
     if curves.get("dense"):
         f = max(v for _, v in curves["dense"])
         parts.append(f'<line x1="{left}" x2="{width - right}" y1="{_fmt(y(f))}" y2="{_fmt(y(f))}" stroke="#777" '
-                     f'stroke-dasharray="5,4"><title>dense probe (all neurons): F1 {f:.3f}</title></line>'
+                     f'stroke-dasharray="5,4"><title>dense probe (all neurons): {escape(label)} {f:.3f}</title></line>'
                      f'<line x1="{width - right + 10}" x2="{width - right + 28}" y1="{legend_y}" y2="{legend_y}" '
                      f'stroke="#777" stroke-dasharray="5,4"/><text x="{width - right + 32}" y="{legend_y + 4}">'
                      "dense</text>")

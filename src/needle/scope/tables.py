@@ -3,6 +3,10 @@
 Pure functions over a :func:`needle.probing.load_results` table: the index
 rows, a feature's layer × k grid and chosen neurons, and the set of neurons
 the results reference (the neurons that get a page).
+
+Scores are each feature's primary metric (F1 for binary features, macro-F1
+for multiclass, R² for regression; :mod:`needle.report._tasks`), named in
+every record by ``metric``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,15 @@ import pandas as pd
 
 from needle.errors import InputError
 from needle.neurons import ids
+from needle.report._tasks import (
+    SECONDARY_METRICS,
+    metric_label,
+    primary_metric,
+    summary_by_task,
+    task_of,
+    tasks_present,
+    with_score,
+)
 
 __all__ = [
     "NeuronRef",
@@ -31,6 +44,8 @@ __all__ = [
     "referenced_neurons",
     "probe_catalogue",
     "preferred_method",
+    "feature_task",
+    "neuron_coefficients",
 ]
 
 #: Methods preferred when one method must stand for a feature (first present wins).
@@ -91,8 +106,12 @@ def preferred_method(methods) -> str | None:
 
 
 def _check(results: pd.DataFrame) -> None:
-    required = {"feature", "collection", "layer", "method", "k", "f1", "precision", "recall", "neurons", "coef",
-                "intercept"}
+    required = {"feature", "collection", "layer", "method", "k", "neurons", "coef", "intercept"}
+    if required <= set(results.columns):
+        tasks = tasks_present(results)
+        required |= {primary_metric(t) for t in tasks} | ({"precision", "recall"} if "binary" in tasks else set())
+    else:
+        required |= {"f1", "precision", "recall"}
     missing = required - set(results.columns)
     if missing:
         raise InputError(f"the results table lacks columns {sorted(missing)}; is it a needle results file?")
@@ -103,8 +122,31 @@ def _check(results: pd.DataFrame) -> None:
                          "run a sweep with a selection method such as mean_diff.")
 
 
+def feature_task(results: pd.DataFrame, feature: str) -> str:
+    """The task of a feature's rows (``"binary"`` for tables without a ``task`` column)."""
+    tasks = task_of(results[results["feature"] == feature])
+    return str(tasks.iloc[0]) if len(tasks) else "binary"
+
+
+def neuron_coefficients(row) -> np.ndarray:
+    """One coefficient per neuron of a probe row: its own for binary and regression probes; for a multiclass
+    probe (``coef`` the (n_classes × k) matrix flattened row-major) the class coefficient largest in magnitude.
+
+    Returns
+    -------
+    ndarray of shape (k,)
+    """
+    neurons = np.asarray(row.neurons)
+    coef = np.asarray(row.coef, dtype=np.float64)
+    if neurons.size and coef.size != neurons.size and coef.size % neurons.size == 0:
+        matrix = coef.reshape(-1, neurons.size)
+        return matrix[np.abs(matrix).argmax(axis=0), np.arange(neurons.size)]
+    return coef
+
+
 def f1_by_layer_k(results: pd.DataFrame, feature: str, method: str | None = None) -> pd.DataFrame:
-    """F1 of a feature's probes as a layer × k grid (best over selection methods, or of one ``method``).
+    """The primary score (F1, macro-F1 or R²) of a feature's probes as a layer × k grid (best over selection
+    methods, or of one ``method``).
 
     Returns
     -------
@@ -112,63 +154,82 @@ def f1_by_layer_k(results: pd.DataFrame, feature: str, method: str | None = None
         Index: layer; columns: k; NaN where no probe was fitted.
     """
     rows = sparse_rows(results)
-    rows = rows[rows["feature"] == feature]
+    rows = with_score(rows[rows["feature"] == feature])
     if method is not None:
         rows = rows[rows["method"] == method]
-    return rows.pivot_table(index="layer", columns="k", values="f1", aggfunc="max").sort_index().sort_index(axis=1)
+    return rows.pivot_table(index="layer", columns="k", values="score", aggfunc="max").sort_index().sort_index(axis=1)
 
 
 def f1_by_k(results: pd.DataFrame, feature: str, layer: int) -> dict[str, list[tuple[int, float]]]:
-    """F1 against k at one layer: per method (and the dense baseline as ``dense``), sorted by k."""
-    rows = results[(results["feature"] == feature) & (results["layer"] == layer)]
+    """The primary score against k at one layer: per method (and the dense baseline as ``dense``), sorted by k."""
+    rows = with_score(results[(results["feature"] == feature) & (results["layer"] == layer)])
     curves: dict[str, list[tuple[int, float]]] = {}
     for method, frame in rows.groupby("method", sort=True):
         if method == "random_directions":
             continue
         frame = frame.sort_values("k")
-        curves[str(method)] = [(int(k), float(f)) for k, f in zip(frame["k"], frame["f1"])]
+        curves[str(method)] = [(int(k), float(f)) for k, f in zip(frame["k"], frame["score"])]
     return curves
 
 
+#: The two numbers beside the primary score on the index, per task: (column, k of the probe).
+INDEX_EXTRAS = {"binary": (("precision", 1), ("recall", 1)), "multiclass": (("accuracy", 1), ("accuracy", 8)),
+                "regression": (("spearman", 1), ("spearman", 8))}
+
+
 def feature_index(results: pd.DataFrame, descriptions: dict[str, str] | None = None) -> list[dict]:
-    """One record per feature for the index page, sorted by collection then feature.
+    """One record per feature for the index page, sorted by collection, task, then feature.
 
-    Each record: ``feature, collection, level, description, best_layer, f1_k1, f1_k8, f1_dense,
-    precision_k1, recall_k1`` (of the best 1-sparse probe at the best layer), ``neuron`` (its id, the best
-    single neuron over all layers), ``neuron_f1``, ``sparkline`` (F1 against k at the best layer, best
-    over methods: list of ``(k, f1)``) and ``page`` (path of the feature page).
+    Each record: ``feature, collection, level, task, metric`` (the primary metric's column: ``f1``,
+    ``f1_macro`` or ``r2``), ``metric_label`` (``F1``, ``macro-F1``, ``R²``), ``description, best_layer,
+    score_k1, score_k8, score_dense`` (the primary metric), ``extras`` (two ``(label, value)`` pairs shown
+    beside it: precision and recall of the best 1-sparse probe at the best layer for binary features, its
+    accuracy or Spearman correlation at k = 1 and 8 otherwise), ``neuron`` (the id of the best single neuron
+    over all layers), ``neuron_score``, ``sparkline`` (the score against k at the best layer, best over
+    methods: list of ``(k, score)``) and ``page`` (path of the feature page). Binary records also carry
+    the score under its old names ``f1_k1, f1_k8, f1_dense, neuron_f1, precision_k1, recall_k1``.
     """
-    from needle.probing import summarize
-
     _check(results)
-    summary = summarize(results)
     descriptions = descriptions or {}
-    sparse = sparse_rows(results)
+    sparse = with_score(sparse_rows(results))
     records = []
-    for row in summary.itertuples(index=False):
-        feature = row.feature
-        frame = sparse[(sparse["feature"] == feature) & (sparse["layer"] == row.best_layer)]
-        curve = frame.groupby("k")["f1"].max().sort_index()
-        ones = frame[frame["k"] == 1].sort_values(["f1", "method"], ascending=[False, True], kind="stable")
-        best_one = ones.iloc[0] if len(ones) else None
-        level = results.loc[results["feature"] == feature, "level"].iloc[0] if "level" in results else ""
-        records.append({
-            "feature": feature,
-            "collection": row.collection,
-            "level": level,
-            "description": descriptions.get(feature, ""),
-            "best_layer": int(row.best_layer),
-            "f1_k1": _float(row.f1_k1),
-            "f1_k8": _float(row.f1_k8),
-            "f1_dense": _float(row.f1_dense),
-            "precision_k1": _float(best_one["precision"]) if best_one is not None else None,
-            "recall_k1": _float(best_one["recall"]) if best_one is not None else None,
-            "neuron": neuron_id(row.neuron_layer, row.neuron) if not pd.isna(row.neuron) else None,
-            "neuron_f1": _float(row.neuron_f1),
-            "sparkline": [(int(k), float(f)) for k, f in curve.items()],
-            "page": feature_page_name(feature),
-        })
-    records.sort(key=lambda r: (r["collection"], r["feature"]))
+    for task, summary in summary_by_task(results).items():
+        metric = primary_metric(task)
+        for row in summary.to_dict("records"):
+            feature = row["feature"]
+            frame = sparse[(sparse["feature"] == feature) & (sparse["layer"] == row["best_layer"])]
+            curve = frame.groupby("k")["score"].max().sort_index()
+            extras = []
+            for column, k in INDEX_EXTRAS.get(task, ()):
+                probes = frame[frame["k"] == k].sort_values(["score", "method"], ascending=[False, True],
+                                                            kind="stable")
+                value = probes[column].iloc[0] if len(probes) and column in probes else None
+                extras.append((f"{metric_label(column)} k={k}", _float(value)))
+            level = results.loc[results["feature"] == feature, "level"].iloc[0] if "level" in results else ""
+            record = {
+                "feature": feature,
+                "collection": row["collection"],
+                "level": level,
+                "task": task,
+                "metric": metric,
+                "metric_label": metric_label(metric),
+                "description": descriptions.get(feature, ""),
+                "best_layer": int(row["best_layer"]),
+                "score_k1": _float(row.get(f"{metric}_k1")),
+                "score_k8": _float(row.get(f"{metric}_k8")),
+                "score_dense": _float(row.get(f"{metric}_dense")),
+                "extras": extras,
+                "neuron": neuron_id(row["neuron_layer"], row["neuron"]) if not pd.isna(row["neuron"]) else None,
+                "neuron_score": _float(row.get(f"neuron_{metric}")),
+                "sparkline": [(int(k), float(f)) for k, f in curve.items()],
+                "page": feature_page_name(feature),
+            }
+            if task == "binary":
+                record.update(f1_k1=record["score_k1"], f1_k8=record["score_k8"], f1_dense=record["score_dense"],
+                              neuron_f1=record["neuron_score"], precision_k1=extras[0][1], recall_k1=extras[1][1])
+            records.append(record)
+    order = {task: i for i, task in enumerate(tasks_present(results))}
+    records.sort(key=lambda r: (r["collection"], order[r["task"]], r["feature"]))
     return records
 
 
@@ -178,22 +239,29 @@ def chosen_neurons(results: pd.DataFrame, feature: str, *, max_k: int | None = N
     Returns
     -------
     DataFrame
-        Columns ``layer, method, k, f1, precision, recall, intercept, neurons`` where ``neurons`` is a list
-        of ``(NeuronRef, coefficient)`` ordered by decreasing |coefficient|; sorted by layer, method, k.
+        Columns ``layer, method, k, f1, precision, recall, intercept, neurons, task, score, metrics`` where
+        ``neurons`` is a list of ``(NeuronRef, coefficient)`` ordered by decreasing |coefficient| (for a
+        multiclass probe, each neuron's largest class coefficient, :func:`neuron_coefficients`), ``score`` the
+        primary metric and ``metrics`` the task's secondary metrics as ``{column: value}``; sorted by layer,
+        method, k.
     """
     rows = sparse_rows(results)
-    rows = rows[rows["feature"] == feature]
+    rows = with_score(rows[rows["feature"] == feature])
     if max_k is not None:
         rows = rows[rows["k"] <= max_k]
+    columns = ["layer", "method", "k", "f1", "precision", "recall", "intercept", "neurons", "task", "score",
+               "metrics"]
     out = []
     for row in rows.sort_values(["layer", "method", "k"], kind="stable").itertuples(index=False):
-        neurons, coef = np.asarray(row.neurons, dtype=np.int64), np.asarray(row.coef, dtype=np.float64)
+        neurons, coef = np.asarray(row.neurons, dtype=np.int64), neuron_coefficients(row)
         order = np.argsort(-np.abs(coef), kind="stable")
-        out.append({"layer": int(row.layer), "method": row.method, "k": int(row.k), "f1": float(row.f1),
-                    "precision": float(row.precision), "recall": float(row.recall),
-                    "intercept": float(row.intercept),
-                    "neurons": [(NeuronRef(int(row.layer), int(neurons[i])), float(coef[i])) for i in order]})
-    return pd.DataFrame(out, columns=["layer", "method", "k", "f1", "precision", "recall", "intercept", "neurons"])
+        metrics = {m: _float(getattr(row, m, None)) for m in SECONDARY_METRICS.get(row.task, ())}
+        out.append({"layer": int(row.layer), "method": row.method, "k": int(row.k),
+                    "f1": _nan(getattr(row, "f1", None)), "precision": _nan(getattr(row, "precision", None)),
+                    "recall": _nan(getattr(row, "recall", None)), "intercept": _nan(row.intercept),
+                    "neurons": [(NeuronRef(int(row.layer), int(neurons[i])), float(coef[i])) for i in order],
+                    "task": row.task, "score": _nan(row.score), "metrics": metrics})
+    return pd.DataFrame(out, columns=columns)
 
 
 def referenced_neurons(results: pd.DataFrame, *, max_k: int | None = 8) -> dict[NeuronRef, list[dict]]:
@@ -202,32 +270,37 @@ def referenced_neurons(results: pd.DataFrame, *, max_k: int | None = 8) -> dict[
     Returns
     -------
     dict of NeuronRef to list of dict
-        Sorted by neuron; each use is ``feature, collection, method, k, coef, f1``, sorted by k then feature.
+        Sorted by neuron; each use is ``feature, collection, method, k, coef, f1, task, metric, score``
+        (``score`` the probe's primary metric, named by ``metric``), sorted by k then feature.
     """
     _check(results)
-    rows = sparse_rows(results)
+    rows = with_score(sparse_rows(results))
     if max_k is not None:
         rows = rows[rows["k"] <= max_k]
     uses: dict[NeuronRef, list[dict]] = {}
     for row in rows.itertuples(index=False):
-        for neuron, coef in zip(np.asarray(row.neurons).tolist(), np.asarray(row.coef).tolist()):
+        metric = primary_metric(row.task) if row.task in ("binary", "multiclass", "regression") else "score"
+        for neuron, coef in zip(np.asarray(row.neurons).tolist(), neuron_coefficients(row).tolist()):
             uses.setdefault(NeuronRef(int(row.layer), int(neuron)), []).append(
                 {"feature": row.feature, "collection": row.collection, "method": row.method, "k": int(row.k),
-                 "coef": float(coef), "f1": float(row.f1)})
+                 "coef": float(coef), "f1": _nan(getattr(row, "f1", None)), "task": row.task, "metric": metric,
+                 "score": _nan(row.score)})
     for value in uses.values():
         value.sort(key=lambda u: (u["k"], u["feature"], u["method"]))
     return dict(sorted(uses.items()))
 
 
 def probe_catalogue(results: pd.DataFrame, *, ks: Sequence[int] | None = (1, 2, 4, 8)) -> list[dict]:
-    """Sparse probes a viewer can apply to text: one dict per (feature, layer, method, k) with k in ``ks``
+    """Binary sparse probes a viewer can apply to text: one dict per (feature, layer, method, k) with k in ``ks``
     (None: every k).
 
     Each dict: ``id`` (``feature/L{layer}/{method}/k{k}``), ``feature, layer, method, k, f1, neurons``
     (list of int), ``coef`` (list of float, raw activation units), ``intercept``. The probe's score on an
     activation vector ``a`` of the layer is ``a[neurons] @ coef + intercept``; positive means predicted.
+    Multiclass and regression probes are left out: neither has a "positive" for the viewer to highlight.
     """
     rows = sparse_rows(results)
+    rows = rows[task_of(rows) == "binary"]
     if ks is not None:
         rows = rows[rows["k"].isin(list(ks))]
     catalogue = []
@@ -239,6 +312,10 @@ def probe_catalogue(results: pd.DataFrame, *, ks: Sequence[int] | None = (1, 2, 
             "coef": [float(c) for c in np.asarray(row.coef)], "intercept": float(row.intercept),
         })
     return catalogue
+
+
+def _nan(value) -> float:
+    return float("nan") if value is None or pd.isna(value) else float(value)
 
 
 def _float(value) -> float | None:
