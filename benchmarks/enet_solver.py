@@ -88,8 +88,8 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS
 
 import argparse
 import math
-import resource
 import multiprocessing
+import resource
 import sys
 import tempfile
 import time
@@ -394,9 +394,10 @@ def main() -> None:
     args = parser.parse_args()
     CD_MAX_EPOCHS, CELER_INTERCEPT_WEIGHT = args.cd_max_epochs, args.celer_intercept_weight
 
+    from threadpoolctl import threadpool_limits
+
     import needle
     from _ewt_cache import ewt_dev_cache
-    from threadpoolctl import threadpool_limits
 
     solvers = [s for s in args.solvers.split(",") if s]
     kinds = set(args.problems.split(","))

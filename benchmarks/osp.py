@@ -137,10 +137,9 @@ def certification(osp: pd.DataFrame, time_limit: float) -> str:
 def heuristic_gaps(source, heuristics: pd.DataFrame, osp: pd.DataFrame, splits_file: Path, gamma: float) -> pd.DataFrame:
     """Per heuristic: how its support's training objective compares with the certified optimum."""
     from needle.probing import load_splits
-    from needle.probing.preprocessing import candidate_neurons
-    from needle.probing.preprocessing import standardization
     from needle.probing.osp._inner import fit_support
     from needle.probing.osp._problem import make_problem
+    from needle.probing.preprocessing import candidate_neurons, standardization
 
     splits = load_splits(splits_file)
     certified = osp[osp["status"] == "optimal"]

@@ -169,7 +169,7 @@ def test_token_statistics_equal_direct_computation(neox, corpus, everything):
 
 
 def test_bad_requests_are_refused(neox, corpus, bpe_tokenizer):
-    with pytest.raises(InputError, match="L1N999"):
+    with pytest.raises(InputError, match="L1.N999"):
         top_activations(neox, corpus, [(1, 999)])
     with pytest.raises(InputError, match="layer 7"):
         token_statistics(neox, corpus, [(7, 0)])

@@ -419,9 +419,7 @@ def test_osp_selector_prefilter_solves_over_the_top_candidates_by_mean_differenc
 
 
 def test_sparse_probe_osp_exposes_its_certificate_for_the_data_given():
-    from needle.probing import SparseProbe
-
-    from needle.probing import OSPSelector
+    from needle.probing import OSPSelector, SparseProbe
     from needle.probing.preprocessing import standardization
 
     X, y = activation_problem(19, d=10)

@@ -134,7 +134,8 @@ def test_metrics_match_sklearn_with_ties():
         }
         for name in METRICS:
             assert batch[name][j] == pytest.approx(expected[name], abs=1e-12), name
-        assert binary_metrics(y, scores[j]) == pytest.approx({n: batch[n][j] for n in METRICS})
+        assert binary_metrics(y, scores[j]) == pytest.approx({n: batch[n][j] for n in batch})
+        assert batch["f1_weighted"][j] == pytest.approx(skm.f1_score(y, pred, average="weighted"), abs=1e-12)
 
 
 def test_metrics_zero_division_and_auc_from_scores():

@@ -13,10 +13,10 @@ from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef, mean_ab
 
 from needle.errors import InputError
 from needle.probing import (
+    L2,
     ArraySource,
     CrossValidatedC,
     ElasticNet,
-    L2,
     MeanDiff,
     Multinomial,
     Quadratic,

@@ -6,6 +6,7 @@ import gzip
 
 import pytest
 
+from needle.datasets.builder import find_files
 from needle.datasets.readers.text import (
     normalize_newlines,
     read_lines,
@@ -13,7 +14,6 @@ from needle.datasets.readers.text import (
     read_text,
     read_text_documents,
 )
-from needle.datasets.builder import find_files
 from needle.errors import InputError
 
 

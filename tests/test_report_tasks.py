@@ -10,8 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from needle.report import build_report
-from needle.report import figures
+from needle.report import build_report, figures
 from needle.report._tasks import primary_metric, summary_by_task, task_of, with_score
 from task_tables import old_schema, task_results
 

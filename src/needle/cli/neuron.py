@@ -179,7 +179,7 @@ def errors_command(
     from needle.errors import InputError
     from needle.neurons import plot_probe_errors, probe_errors
     from needle.probing import load_results, splits_path
-    from needle.probing.results import BASELINE_METHODS
+    from needle.probing.constants import BASELINE_METHODS
 
     table = load_results(results)
     rows = table[(table["feature"] == feature) & (table["k"] == k) & ~table["method"].isin(BASELINE_METHODS)]

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,7 +32,7 @@ import numpy as np
 from needle.datasets.alignment import encode
 from needle.datasets.assembler import DatasetAssembler
 from needle.datasets.format import TASKS, ProbeDataset
-from needle.datasets.readers.tables import TABLE_SUFFIXES, hf_kind, is_frame, read_table
+from needle.datasets.readers.tables import hf_kind, is_frame, read_table
 from needle.datasets.tokenizer_info import fast_tokenizer, tokenizer_info
 from needle.errors import InputError
 

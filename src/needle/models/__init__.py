@@ -2,11 +2,19 @@
 
 from needle.models.base import ModelAdapter
 from needle.models.families import ADAPTERS, BertAdapter, GatedMLPAdapter, GPT2Adapter, GPTNeoXAdapter
-from needle.models.loading import (ALIASES, DEFAULT_MODEL, adapt, adapter_class, load_model, load_tokenizer,
-                                   resolve_model, supported_model_types, weights_fingerprint)
+from needle.models.loading import (
+                                   ALIASES,
+                                   DEFAULT_MODEL,
+                                   adapt,
+                                   adapter_class,
+                                   load_model,
+                                   load_tokenizer,
+                                   resolve_model,
+                                   supported_model_types,
+                                   weights_fingerprint,
+)
 from needle.models.sites import ALIASES as SITE_ALIASES
-from needle.models.sites import (SITES, LinearMap, Site, Transform, get_site, normalize_site, site_hook_name,
-                                 site_id)
+from needle.models.sites import SITES, LinearMap, Site, Transform, get_site, normalize_site, site_hook_name, site_id
 
 __all__ = [
     "ADAPTERS",

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,43 +12,9 @@ import torch
 from needle.errors import InputError
 from needle.models.base import ModelAdapter, normalize_site
 from needle.neurons.corpus import Batch, Corpus
+from needle.neurons.ids import NeuronLike, format_neuron_id, parse_neurons
 
 __all__ = ["NeuronLike", "parse_neurons", "NeuronSet", "stream_activations"]
-
-#: A neuron: ``(layer, index)``, or a string ``"L3N120"`` / ``"3:120"``.
-NeuronLike = Union[tuple[int, int], Sequence[int], str]
-
-_PATTERN = re.compile(r"^\s*(?:L|l)?(\d+)\s*(?:N|n|:|/|\.)\s*(\d+)\s*$")
-
-
-def parse_neurons(neurons: NeuronLike | Sequence[NeuronLike]) -> list[tuple[int, int]]:
-    """Normalise neurons to a list of distinct ``(layer, index)`` pairs, in the order given.
-
-    Accepts one neuron or a sequence of them; each is a pair of ints or a
-    string ``"L3N120"`` / ``"3:120"``.
-    """
-    if isinstance(neurons, str) or (isinstance(neurons, (tuple, list)) and len(neurons) == 2
-                                     and all(isinstance(v, (int, np.integer)) for v in neurons)):
-        neurons = [neurons]
-    out: list[tuple[int, int]] = []
-    for item in neurons:
-        if isinstance(item, str):
-            match = _PATTERN.match(item)
-            if not match:
-                raise InputError(f"neuron {item!r}: write it as L3N120 or 3:120 (layer, then index).")
-            pair = (int(match.group(1)), int(match.group(2)))
-        else:
-            try:
-                layer, index = item
-                pair = (int(layer), int(index))
-            except (TypeError, ValueError):
-                raise InputError(f"neuron {item!r}: give (layer, index) pairs or strings like L3N120.") from None
-        if pair not in out:
-            out.append(pair)
-    if not out:
-        raise InputError("no neurons given.")
-    return out
-
 
 @dataclass(frozen=True)
 class NeuronSet:
@@ -75,7 +40,7 @@ class NeuronSet:
         for layer, index in neurons:
             model._check_layer(layer)
             if not 0 <= index < width:
-                raise InputError(f"neuron L{layer}N{index} does not exist; {model.model_id} has neurons "
+                raise InputError(f"neuron {format_neuron_id(layer, index)} does not exist; {model.model_id} has neurons "
                                  f"0..{width - 1} per layer at site {normalize_site(site)!r}.")
         layers = sorted({layer for layer, _ in neurons})
         # Columns are laid out layer by layer in the order of ``neurons`` within each layer.

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from needle.probing.metrics import PRIMARY_METRIC
+
 __all__ = [
     "PRIMARY_METRIC",
     "SECONDARY_METRICS",
@@ -24,9 +26,6 @@ __all__ = [
     "r2_floor",
 ]
 
-# TODO(merge): import from needle.probing.metrics once PRIMARY_METRIC is there.
-#: The metric a task's probes are ranked by.
-PRIMARY_METRIC = {"binary": "f1", "multiclass": "f1_macro", "regression": "r2"}
 #: Metrics shown beside the primary one, per task (binary pages show precision and recall as before).
 SECONDARY_METRICS = {"binary": ("precision", "recall"), "multiclass": ("accuracy", "mcc"),
                      "regression": ("spearman", "mae")}
@@ -160,6 +159,11 @@ def summary_by_task(results: pd.DataFrame, *, ks: tuple[int, int] = (1, 8)) -> d
         else:
             summary = summarize(part.assign(f1=part["score"]).drop(columns=["score"]), ks=ks)
         summary = summary.drop(columns=["task", "metric"], errors="ignore")
+        if task != "regression":
+            summary = summary.drop(columns=["neuron_spearman"], errors="ignore")
+        if task != "binary":  # summarize's binary-only aliases of the score columns
+            summary = summary.drop(columns=[c for c in summary.columns
+                                            if c.startswith("f1_k") or c in ("f1_dense", "neuron_f1")])
         scores = [c for c in summary.columns if "score" in c]
         if scores:  # summarize reports per task: its score columns are the primary metric's
             renames = {c: c.replace("score", metric, 1) for c in scores}
@@ -179,7 +183,7 @@ def summary_by_task(results: pd.DataFrame, *, ks: tuple[int, int] = (1, 8)) -> d
 
 def _at_best(part: pd.DataFrame, summary: pd.DataFrame, column: str, k: int) -> list[float]:
     """``column`` of the best ``k``-sparse probe (by score, best over methods) at each feature's best layer."""
-    from needle.probing.results import BASELINE_METHODS
+    from needle.probing.constants import BASELINE_METHODS
 
     values = []
     if column not in part.columns:

@@ -21,13 +21,14 @@ import numpy as np
 import pandas as pd
 
 from needle.errors import InputError
+from needle.probing.constants import BASELINE_METHODS
 from needle.report._tasks import R2_FLOOR, metric_label, primary_metric, r2_floor, tasks_present, with_score
 
 __all__ = ["f1_vs_k_by_collection", "layer_k_heatmaps", "k1_by_layer", "precision_recall_at_k1", "BASELINES",
            "R2_FLOOR"]
 
 #: Methods that are baselines rather than neuron selections.
-BASELINES = ("dense", "random_directions")
+BASELINES = BASELINE_METHODS  # kept under its old name for importers
 
 
 def _label(task: str) -> str:

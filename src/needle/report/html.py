@@ -11,12 +11,12 @@ import pandas as pd
 from needle._io import atomic_file
 from needle._version import __version__
 from needle.errors import InputError
+from needle.probing.constants import HEATMAP_METHOD_PREFERENCE
 from needle.report import figures
 from needle.report._tasks import SECONDARY_METRICS, metric_label, primary_metric, summary_by_task, tasks_present
 
 __all__ = ["build_report", "write_report"]
 
-_PREFERRED_HEATMAP_METHODS = ("adaptive", "osp", "mean_diff", "f_stat", "l1", "mutual_info", "random")
 
 
 def build_report(results: pd.DataFrame, *, title: str = "needle sparse-probing report",
@@ -43,7 +43,7 @@ def build_report(results: pd.DataFrame, *, title: str = "needle sparse-probing r
         raise InputError("the results table is empty; run a sweep first (needle probe).")
     methods = [m for m in dict.fromkeys(results["method"]) if m not in figures.BASELINES]
     if heatmap_method is None:
-        heatmap_method = next((m for m in _PREFERRED_HEATMAP_METHODS if m in methods), methods[0] if methods else "dense")
+        heatmap_method = next((m for m in HEATMAP_METHOD_PREFERENCE if m in methods), methods[0] if methods else "dense")
     elif heatmap_method not in set(results["method"]):
         raise InputError(f"heatmap method {heatmap_method!r} is not in the results ({', '.join(methods)}).")
 

@@ -20,6 +20,7 @@ import pandas as pd
 
 from needle.errors import InputError
 from needle.neurons import ids
+from needle.probing.constants import BASELINE_METHODS
 from needle.report._tasks import (
     SECONDARY_METRICS,
     metric_label,
@@ -50,7 +51,6 @@ __all__ = [
 
 #: Methods preferred when one method must stand for a feature (first present wins).
 PREFERRED_METHODS = ("adaptive", "osp", "mean_diff", "f_stat", "l1", "mutual_info", "random")
-_BASELINES = ("dense", "random_directions")
 
 
 @dataclass(frozen=True, order=True)
@@ -96,12 +96,12 @@ def _short_hash(text: str) -> str:
 
 def sparse_rows(results: pd.DataFrame) -> pd.DataFrame:
     """The rows of selection methods (baselines ``dense`` and ``random_directions`` left out)."""
-    return results[~results["method"].isin(_BASELINES)]
+    return results[~results["method"].isin(BASELINE_METHODS)]
 
 
 def preferred_method(methods) -> str | None:
     """The method that stands for a feature: the first of :data:`PREFERRED_METHODS` present, else the first."""
-    methods = [m for m in dict.fromkeys(methods) if m not in _BASELINES]
+    methods = [m for m in dict.fromkeys(methods) if m not in BASELINE_METHODS]
     return next((m for m in PREFERRED_METHODS if m in methods), methods[0] if methods else None)
 
 
