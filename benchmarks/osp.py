@@ -139,7 +139,7 @@ def heuristic_gaps(source, heuristics: pd.DataFrame, osp: pd.DataFrame, splits_f
     from needle.probing import load_splits
     from needle.probing.osp._inner import fit_support
     from needle.probing.osp._problem import make_problem
-    from needle.probing.preprocessing import candidate_neurons, standardization
+    from needle.probing.template import candidate_neurons, standardization
 
     splits = load_splits(splits_file)
     certified = osp[osp["status"] == "optimal"]

@@ -291,7 +291,7 @@ class _BareSource:
 
 def test_osp_in_a_sweep_has_its_own_prefilter_and_certificate_columns(tmp_path):
     from needle.probing.osp import solve_osp
-    from needle.probing.preprocessing import candidate_neurons, standardization
+    from needle.probing.template import candidate_neurons, standardization
 
     source = make_source()
     out = tmp_path / "osp.parquet"

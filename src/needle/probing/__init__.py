@@ -43,7 +43,7 @@ from needle.probing.metrics import (
     regression_metrics_batch,
 )
 from needle.probing.penalties import L0, L2, ElasticNet
-from needle.probing.preprocessing import candidate_neurons, method_candidates, normalize_columns, standardization
+from needle.probing.preprocessing import normalize_columns, standardization
 from needle.probing.results import load_results, summarize
 from needle.probing.scoring import f_stat_score, l1_score, mean_diff_score, mutual_info_score, rank_by_score
 from needle.probing.selection import (
@@ -64,7 +64,7 @@ from needle.probing.solvers import solve, solve_path
 from needle.probing.source import ArraySource, ProbeSource
 from needle.probing.splits import group_train_test_split, load_splits, splits_path
 from needle.probing.sweep import ProbeTask, SweepConfig, plan_tasks, run_task, sweep
-from needle.probing.template import CrossValidatedC, fit_path, prepare
+from needle.probing.template import CrossValidatedC, candidate_neurons, fit_path, method_candidates, prepare
 
 # Registers the "osp" method (an import, not a plugin lookup: it is part of the engine).
 from needle.probing.osp import OSPSelector  # noqa: E402  isort: skip

@@ -1,9 +1,8 @@
-"""The fit template's first steps: prefilter candidates, standardise them, normalise them for ranking.
+"""Column statistics the probes share: standardisation, and the units a score ranks in.
 
-- :func:`candidate_neurons` — the paper's prefilter: the top ``prefilter``
-  columns by (raw) mean difference, in decreasing order, which is also the
-  tie-break order of every ranking method;
-- :func:`method_candidates` — the part of the candidates a method looks at;
+(The prefilter, :func:`needle.probing.template.candidate_neurons`, is the
+template's first step.)
+
 - :func:`standardization` — training mean and standard deviation per column,
   constant columns guarded;
 - :func:`normalize_columns` — the units a score-based selector ranks in
@@ -16,7 +15,7 @@ import numpy as np
 
 from needle.errors import InputError
 
-__all__ = ["NORMALIZATIONS", "candidate_neurons", "method_candidates", "standardization", "normalize_columns"]
+__all__ = ["NORMALIZATIONS", "standardization", "normalize_columns"]
 
 #: Units a score-based selector may rank in (see :func:`normalize_columns`).
 NORMALIZATIONS = ("raw", "standardized", "mean_abs")
@@ -58,47 +57,6 @@ def standardization(X: np.ndarray, *, eps: float = 1e-6) -> tuple[np.ndarray, np
     constant = scale <= eps * np.maximum(magnitude, 1e-300)
     scale[constant] = 1.0
     return mean, scale
-
-
-def candidate_neurons(X: np.ndarray, y: np.ndarray, prefilter: int | None, *, task: str = "binary") -> np.ndarray:
-    """The columns selection may choose from: the top ``prefilter`` by mean difference.
-
-    The paper prefilters to the 1024 neurons with the largest class-mean
-    difference before any more expensive method (Appendix A.2.4); for other
-    tasks the mean difference is its task form (:func:`~needle.probing.scoring.mean_diff_score`).
-    The candidates are returned in decreasing order of that score (ties to
-    the lower index), which is also the tie-break order of every ranking
-    method (see :func:`needle.probing.scoring.rank_by_score`).
-
-    Parameters
-    ----------
-    X : ndarray of shape (n_examples, n_columns)
-        Training activations.
-    y : ndarray of shape (n_examples,)
-        Targets of ``task``.
-    prefilter : int or None
-        How many to keep; None keeps all (still ordered).
-    task : str, default "binary"
-
-    Returns
-    -------
-    ndarray of shape (min(prefilter, n_columns),), int64
-    """
-    from needle.probing.scoring import mean_diff_score, rank_by_score
-
-    order = rank_by_score(mean_diff_score(X, y, task=task))
-    return order if prefilter is None else order[:prefilter]
-
-
-def method_candidates(candidates: np.ndarray, selector) -> np.ndarray:
-    """The part of ``candidates`` a selection method looks at: the first ``selector.candidate_limit()``.
-
-    ``candidates`` are in decreasing order of mean difference
-    (:func:`candidate_neurons`), so a method with its own, smaller prefilter
-    (osp: 50) gets the top ones.
-    """
-    limit = selector.candidate_limit()
-    return candidates if limit is None else candidates[:limit]
 
 
 def normalize_columns(X: np.ndarray, normalization: str) -> np.ndarray:

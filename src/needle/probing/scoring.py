@@ -18,6 +18,7 @@ import warnings
 import numpy as np
 
 from needle.errors import InputError
+from needle.probing.preprocessing import standardization
 
 __all__ = [
     "mean_diff_score",
@@ -226,7 +227,6 @@ def l1_score(X: np.ndarray, y: np.ndarray, *, task: str = "binary", C: float = 0
 
     from needle.probing.datafits import datafit_for_task
     from needle.probing.penalties import ElasticNet
-    from needle.probing.preprocessing import standardization
     from needle.probing.solvers import solve
 
     X, target = _check(X, y, task)

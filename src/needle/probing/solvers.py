@@ -19,7 +19,7 @@ scikit-learn where the problem is solved well there):
 (Multinomial, ElasticNet)     scikit-learn's ``LogisticRegression`` (saga)
 (Quadratic, L2)               closed form: a Cholesky solve per support
 (Quadratic, ElasticNet)       scikit-learn's ``ElasticNet`` (coordinate descent)
-(Logistic, L0)                certified branch-and-bound (:func:`~needle.probing.osp.solve_osp`)
+(Logistic, L0)                certified branch-and-bound (:func:`~needle.probing.osp.solve_osp`; registered by that package)
 ============================  ==================================================================
 
 A new pair is one function registered with :func:`register_solver`.
@@ -35,7 +35,7 @@ import numpy as np
 
 from needle.errors import InputError
 from needle.probing.datafits import Datafit, Logistic, Multinomial, Quadratic
-from needle.probing.penalties import L0, L2, ElasticNet, Penalty
+from needle.probing.penalties import L2, ElasticNet, Penalty
 
 __all__ = ["Solution", "PathSolution", "solve", "solve_path", "register_solver"]
 
@@ -165,16 +165,6 @@ def _logistic_enet(X, y, datafit, penalty, *, tol=1e-6, max_iter=200, coef_init=
     fit = fit_elastic_net_logistic(X, y, C=penalty.C, l1_ratio=penalty.l1_ratio, sample_weight=weight, tol=tol,
                                    max_iter=max_iter, coef_init=coef_init, intercept_init=intercept_init)
     return Solution(fit.coef, fit.intercept, fit.n_iter, fit.converged)
-
-
-@register_solver(Logistic, L0)
-def _logistic_l0(X, y, datafit, penalty, *, time_limit=60.0, tol=1e-6):
-    from needle.probing.osp import solve_osp
-
-    if not datafit.balanced:
-        raise InputError("the certified L0 solver fits the class-balanced logistic loss only.")
-    result = solve_osp(X, y, penalty.k, gamma=penalty.gamma, time_limit=time_limit, tol=tol)
-    return Solution(result.coef, result.intercept, result.n_nodes, result.status == "optimal")
 
 
 # --------------------------------------------------------------------------------------------- multinomial

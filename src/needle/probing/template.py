@@ -32,11 +32,12 @@ import numpy as np
 from needle.errors import InputError
 from needle.probing.datafits import datafit_for_task
 from needle.probing.penalties import L2, check_C
-from needle.probing.preprocessing import candidate_neurons, method_candidates, standardization
+from needle.probing.preprocessing import standardization
+from needle.probing.scoring import mean_diff_score, rank_by_score
 from needle.probing.selection import SelectionPath, Selector, method_name
 from needle.probing.solvers import solve_path
 
-__all__ = ["Prepared", "ProbePath", "CrossValidatedC", "AllColumns", "FirstColumns", "prepare", "fit_path",
+__all__ = ["candidate_neurons", "method_candidates", "Prepared", "ProbePath", "CrossValidatedC", "AllColumns", "FirstColumns", "prepare", "fit_path",
            "check_task_support"]
 
 
@@ -175,6 +176,45 @@ def check_task_support(selector: Selector, task: str, feature: str = "") -> None
         where = f" ({feature!r} is a {task} feature)" if feature else ""
         raise InputError(f"method {method_name(selector)!r} selects for {', '.join(selector.tasks)} targets only"
                          f"{where}; use one of the methods that supports {task}, e.g. mean_diff or f_stat.")
+
+
+def candidate_neurons(X: np.ndarray, y: np.ndarray, prefilter: int | None, *, task: str = "binary") -> np.ndarray:
+    """The columns selection may choose from: the top ``prefilter`` by mean difference.
+
+    The paper prefilters to the 1024 neurons with the largest class-mean
+    difference before any more expensive method (Appendix A.2.4); for other
+    tasks the mean difference is its task form (:func:`~needle.probing.scoring.mean_diff_score`).
+    The candidates are returned in decreasing order of that score (ties to
+    the lower index), which is also the tie-break order of every ranking
+    method (see :func:`needle.probing.scoring.rank_by_score`).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_examples, n_columns)
+        Training activations.
+    y : ndarray of shape (n_examples,)
+        Targets of ``task``.
+    prefilter : int or None
+        How many to keep; None keeps all (still ordered).
+    task : str, default "binary"
+
+    Returns
+    -------
+    ndarray of shape (min(prefilter, n_columns),), int64
+    """
+    order = rank_by_score(mean_diff_score(X, y, task=task))
+    return order if prefilter is None else order[:prefilter]
+
+
+def method_candidates(candidates: np.ndarray, selector) -> np.ndarray:
+    """The part of ``candidates`` a selection method looks at: the first ``selector.candidate_limit()``.
+
+    ``candidates`` are in decreasing order of mean difference
+    (:func:`candidate_neurons`), so a method with its own, smaller prefilter
+    (osp: 50) gets the top ones.
+    """
+    limit = selector.candidate_limit()
+    return candidates if limit is None else candidates[:limit]
 
 
 def prepare(X: np.ndarray, y: np.ndarray, *, task: str = "binary", prefilter: int | None = None,

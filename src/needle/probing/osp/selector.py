@@ -1,7 +1,8 @@
 """The ``osp`` selection method: optimal sparse probing as a :class:`~needle.probing.selection.Selector`.
 
 Importing this module registers ``"osp"`` with the selection registry, so
-``SparseProbe(method="osp")`` and ``sweep(methods=["osp"])`` find it.
+``SparseProbe(selector="osp")`` and ``sweep(methods=["osp"])`` find it, and
+the certified solver as the (Logistic, L0) pair of :func:`needle.probing.solvers.solve`.
 """
 
 from __future__ import annotations
@@ -9,9 +10,12 @@ from __future__ import annotations
 import numpy as np
 
 from needle.errors import InputError
-from needle.probing.osp._solve import DEFAULT_GAMMA, solve_osp_path
+from needle.probing.datafits import Logistic
+from needle.probing.osp._solve import DEFAULT_GAMMA, solve_osp, solve_osp_path
+from needle.probing.penalties import L0
 from needle.probing.scoring import mean_diff_score, rank_by_score
 from needle.probing.selection import SelectionPath, Selector, register_method
+from needle.probing.solvers import Solution, register_solver
 
 __all__ = ["OSPSelector"]
 
@@ -111,3 +115,12 @@ class OSPSelector(Selector):
 
 
 register_method("osp", OSPSelector)
+
+
+@register_solver(Logistic, L0)
+def _logistic_l0(X, y, datafit, penalty, *, time_limit=60.0, tol=1e-6):
+    if not datafit.balanced:
+        raise InputError("the certified L0 solver fits the class-balanced logistic loss only.")
+    result = solve_osp(X, y, penalty.k, gamma=penalty.gamma, time_limit=time_limit, tol=tol)
+    return Solution(result.coef, result.intercept, result.n_nodes, result.status == "optimal")
+
