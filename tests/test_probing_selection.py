@@ -159,7 +159,7 @@ def test_bad_method_parameters_are_reported():
         get_selector("mean_diff", C=1.0)
     with pytest.raises(InputError, match="accepts"):
         get_selector("adaptive", nonsense=3)
-    assert get_selector("l1", C=0.5).get_params() == {"C": 0.5}
+    assert get_selector("l1", C=0.5).get_params() == {"C": 0.5, "tol": 1e-9, "max_iter": 200}  # defaults recorded too
 
 
 def test_registering_a_method_makes_it_usable_everywhere(monkeypatch):
@@ -184,11 +184,28 @@ def test_registering_a_method_makes_it_usable_everywhere(monkeypatch):
         register_method("dense", LastColumns)
 
 
-def test_osp_is_looked_up_lazily(monkeypatch):
-    # Without a needle.probing.osp module, "osp" is simply unknown (and listed nowhere);
-    # with one, importing it registers the method.
+def test_installed_packages_register_methods_through_entry_points(monkeypatch):
+    # A package declaring a Selector in the "needle.selectors" entry-point group makes it available by name,
+    # with no edit to needle; osp is part of the engine and registered on import.
+    import importlib.metadata
+
+    class FirstTwo(Selector):
+        def select_path(self, X, y, ks, *, task="binary", random_state=None):
+            return SelectionPath(ks=list(ks), supports=[np.arange(k) for k in ks])
+
+    class Point:
+        name = "first_two"
+
+        @staticmethod
+        def load():
+            return FirstTwo
+
     monkeypatch.setattr(selection_module, "_REGISTRY", dict(selection_module._REGISTRY))
-    monkeypatch.setattr(selection_module, "_PLUGINS", {"fake_osp": "needle_tests_no_such_module"})
+    monkeypatch.setattr(selection_module, "_entry_points_loaded", False)
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda group=None: [Point] if group == selection_module.ENTRY_POINT_GROUP else [])
+    assert "first_two" in available_methods() and "osp" in available_methods()
+    assert isinstance(get_selector("first_two"), FirstTwo)
     with pytest.raises(InputError, match="unknown selection method 'fake_osp'"):
         get_selector("fake_osp")
 
