@@ -7,35 +7,20 @@ independent solution (scikit-learn's SAGA run to convergence) and not elsewhere.
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
+from benchmark_scripts import load_benchmark
 from needle.probing.fitting import balanced_sample_weight
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture(scope="module")
 def enet_solver():
-    """The benchmark script as a module (it sets thread variables at import: restored afterwards)."""
-    saved = dict(os.environ)
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        spec = importlib.util.spec_from_file_location("enet_solver_benchmark", BENCHMARKS / "enet_solver.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-        os.environ.clear()
-        os.environ.update(saved)
-    return module
+    """The benchmark script as a module."""
+    return load_benchmark("enet_solver.py")
 
 
 def _problem(seed: int = 0, n: int = 300, m: int = 20):

@@ -7,35 +7,20 @@ reaches the same optimum as scikit-learn's SAGA run to convergence.
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
+from benchmark_scripts import load_benchmark
 from needle.probing.fitting import fit_elastic_net_logistic
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture(scope="module")
 def probe_speed():
-    """The benchmark script as a module (it sets thread variables at import: restored afterwards)."""
-    saved = dict(os.environ)
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        spec = importlib.util.spec_from_file_location("probe_speed_benchmark", BENCHMARKS / "probe_speed.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-        os.environ.clear()
-        os.environ.update(saved)
-    return module
+    """The benchmark script as a module."""
+    return load_benchmark("probe_speed.py")
 
 
 def _problem(seed: int, n: int = 300, m: int = 25):

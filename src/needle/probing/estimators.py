@@ -171,7 +171,37 @@ class _ProbeClassifier(ClassifierMixin, _LinearProbe):
         return np.log(self.predict_proba(X))
 
 
-class SparseProbe(_ProbeClassifier):
+class _SparseEstimator(_LinearProbe):
+    """The parameters and the fit the sparse probes share (one ``k``, one selector, the template)."""
+
+    def __init__(self, k=1, *, selector="mean_diff", C=DEFAULT_C, prefilter=None, random_state=None, tol=1e-8,
+                 max_iter=100):
+        self.k = k
+        self.selector = selector
+        self.C = C
+        self.prefilter = prefilter
+        self.random_state = random_state
+        self.tol = tol
+        self.max_iter = max_iter
+
+    def fit(self, X, y):
+        """Select the neurons and fit the probe.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_examples, n_features)
+        y : array-like of shape (n_examples,)
+            Classes (two, or more when the selector supports multiclass), or values for a regression probe.
+
+        Returns
+        -------
+        self
+        """
+        _fit_sparse(self, X, y)
+        return self
+
+
+class SparseProbe(_ProbeClassifier, _SparseEstimator):
     """A k-sparse probe: select ``k`` neurons with a selector, then fit a logistic regression on them.
 
     ``fit`` runs the fit template (:mod:`needle.probing.template`): (1)
@@ -243,32 +273,6 @@ class SparseProbe(_ProbeClassifier):
     array([7])
     """
 
-    def __init__(self, k=1, *, selector="mean_diff", C=DEFAULT_C, prefilter=None, random_state=None, tol=1e-8,
-                 max_iter=100):
-        self.k = k
-        self.selector = selector
-        self.C = C
-        self.prefilter = prefilter
-        self.random_state = random_state
-        self.tol = tol
-        self.max_iter = max_iter
-
-    def fit(self, X, y):
-        """Select the neurons and fit the probe.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_examples, n_features)
-        y : array-like of shape (n_examples,)
-            Two classes (``classes_[1]`` is the positive one), or more when the selector supports multiclass.
-
-        Returns
-        -------
-        self
-        """
-        _fit_sparse(self, X, y)
-        return self
-
     def __sklearn_tags__(self):
         from needle.probing.selection import get_selector
 
@@ -280,7 +284,7 @@ class SparseProbe(_ProbeClassifier):
         return tags
 
 
-class SparseRegressionProbe(RegressorMixin, _LinearProbe):
+class SparseRegressionProbe(RegressorMixin, _SparseEstimator):
     """A k-sparse ridge probe of a continuous target: select ``k`` neurons, then fit a ridge regression on them.
 
     The regression form of :class:`SparseProbe`: the same template, with the
@@ -302,21 +306,6 @@ class SparseRegressionProbe(RegressorMixin, _LinearProbe):
     """
 
     _task_kind = "regression"
-
-    def __init__(self, k=1, *, selector="mean_diff", C=DEFAULT_C, prefilter=None, random_state=None, tol=1e-8,
-                 max_iter=100):
-        self.k = k
-        self.selector = selector
-        self.C = C
-        self.prefilter = prefilter
-        self.random_state = random_state
-        self.tol = tol
-        self.max_iter = max_iter
-
-    def fit(self, X, y):
-        """Select the neurons and fit the ridge probe (``X`` (n_examples, n_features), ``y`` (n_examples,))."""
-        _fit_sparse(self, X, y)
-        return self
 
     def predict(self, X):
         """Predicted targets, ndarray of shape (n_examples,)."""
