@@ -242,3 +242,31 @@ def test_group_splits_stratify_every_class_and_never_straddle():
     values = rng.normal(size=400)
     is_test = group_train_test_split(groups, values, test_size=0.3, seed=1, task="regression")
     assert 0.25 < is_test.mean() < 0.35
+
+
+def test_tables_written_before_tasks_load_as_binary_and_can_be_appended_to(tmp_path):
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from needle.probing.results import RESULT_SCHEMA
+
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(300, 12)).astype(np.float16)
+    y = (X[:, 5].astype(float) + 0.5 * rng.normal(size=300) > 0).astype(np.int8)
+    source = ArraySource({0: X}, {"f": (np.arange(300), y)}, groups=np.arange(300) // 3)
+    out = tmp_path / "old.parquet"
+    sweep(source, out=out, methods=["mean_diff"], ks=[1, 2], progress=False)
+    # What an older needle wrote: no task or per-task metric columns, method parameters without defaults.
+    old_columns = [f.name for f in RESULT_SCHEMA if f.name not in
+                   ("task", "f1_weighted", "f1_macro", "r2", "spearman", "pearson", "mae", "class_intercepts")]
+    table = pq.read_table(out).select(old_columns)
+    params = [json.dumps({**json.loads(p), "method_params": {"mean_diff": {}}}) for p in table.column("params").to_pylist()]
+    table = table.set_column(old_columns.index("params"), "params", pa.array(params, pa.string()))
+    pq.write_table(table, out)
+    old = load_results(out)
+    assert set(old["task"]) == {"binary"} and old["r2"].isna().all() and old["f1"].notna().all()
+    assert summarize(old)["metric"].tolist() == ["f1"]
+    both = sweep(source, out=out, methods=["mean_diff", "f_stat"], ks=[1, 2], progress=False)
+    assert set(both["method"]) >= {"mean_diff", "f_stat"} and len(both) == len(old) + 2
