@@ -239,10 +239,13 @@ def prepare(X: np.ndarray, y: np.ndarray, *, task: str = "binary", prefilter: in
     Prepared
     """
     candidates = candidate_neurons(X, y, prefilter, task=task) if ordered else np.arange(X.shape[1])
-    X_cand = X[:, candidates]
+    X_cand = X[:, candidates]  # column-major, like Z below; its statistics are summed column by column
     mean, scale = standardization(X_cand)
-    # Fortran order: the batched refit gathers columns, which are then contiguous.
-    Z = np.asfortranarray((X_cand - mean) / scale)
+    # Fortran order: the batched refit gathers columns, which are then contiguous. Written in place, the
+    # standardised copy is made once (the same values as np.asfortranarray((X_cand - mean) / scale)).
+    Z = np.empty(X_cand.shape, dtype=np.float64, order="F")
+    np.subtract(X_cand, mean, out=Z)
+    Z /= scale
     n_classes = int(np.max(y)) + 1 if task == "multiclass" else 0
     return Prepared(task, np.asarray(y), candidates, X_cand, Z, mean, scale, groups, n_classes)
 
