@@ -15,12 +15,13 @@ not change when a neuron is rescaled, so its three rows must be identical.
 
 Collections: UD English-EWT dev part of speech (the probing benchmarks' cache,
 ``_ewt_cache.py``) and, with ``--python-code``, the python-code collection of
-the standard library (built once under ``--work``: ``--max-files`` files).
+the standard library (built once under ``--work``: ``--max-files`` files,
+``--max-positives`` positives per feature with the collection's 0.2 positive ratio).
 
 Examples::
 
     python benchmarks/ranking_units.py --cache /tmp/needle-probe-speed/cache-minilm-ewt-dev --jobs 2
-    python benchmarks/ranking_units.py --python-code --max-files 150 --jobs 2
+    python benchmarks/ranking_units.py --no-ewt --python-code --max-files 120 --max-positives 2000 --jobs 2
 """
 
 from __future__ import annotations
@@ -48,19 +49,20 @@ NORMALIZATIONS = ("raw", "standardized", "mean_abs")
 KS = (1, 2, 3, 4, 8, 16, 32)
 
 
-def python_code_cache(work: Path, max_files: int, model: str) -> Path:
+def python_code_cache(work: Path, max_files: int, model: str, max_positives: int) -> Path:
     """MiniLM neurons on the python-code collection of the standard library, built once under ``work``."""
     import needle
     from needle.datasets.registry import build_collection
     from needle.models import load_tokenizer
 
-    cache = work / f"cache-{model}-python-code-{max_files}"
+    cache = work / f"cache-{model}-python-code-{max_files}-maxpos{max_positives}"
     if (cache / "manifest.json").is_file():
         return cache
-    dataset_dir = work / f"python-code-{max_files}"
+    dataset_dir = work / f"python-code-{max_files}-maxpos{max_positives}"
     if not (dataset_dir / "manifest.json").is_file():
         started = time.perf_counter()
-        build_collection("python-code", None, load_tokenizer(model), max_files=max_files).save(dataset_dir)
+        build_collection("python-code", None, load_tokenizer(model), max_files=max_files,
+                         max_positives=max_positives).save(dataset_dir)
         print(f"built {dataset_dir} in {time.perf_counter() - started:.0f} s", flush=True)
     started = time.perf_counter()
     needle.extract(model, dataset_dir, cache, progress=False)
@@ -115,6 +117,7 @@ def main() -> None:
     parser.add_argument("--python-code", action="store_true", help="Also the python-code collection.")
     parser.add_argument("--no-ewt", action="store_true", help="Skip the EWT part of speech.")
     parser.add_argument("--max-files", type=int, default=150, help="python-code: standard-library files.")
+    parser.add_argument("--max-positives", type=int, default=2000, help="python-code: positives kept per feature.")
     parser.add_argument("--jobs", type=int, default=1)
     args = parser.parse_args()
     work = Path(args.work)
@@ -126,7 +129,7 @@ def main() -> None:
         pos = [f for f in load_cache(cache).feature_names if f.startswith("pos:")]
         report(run(cache, pos, work, "EWT dev part of speech", args.jobs), "EWT dev part of speech")
     if args.python_code:
-        cache = python_code_cache(work, args.max_files, args.model)
+        cache = python_code_cache(work, args.max_files, args.model, args.max_positives)
         report(run(cache, None, work, "python-code", args.jobs), "python-code (standard library)")
 
 
