@@ -258,14 +258,14 @@ def plan_tasks(
     done = done or set()
     model, dataset, site = manifest["model_id"], manifest["dataset_hash"], manifest["site"]
     widths = {l: int(source.layer(l).shape[1]) for l in layers}
-    limits = {m: get_selector(m, **config.method_params.get(m, {})).candidate_limit() for m in methods}
+    selectors = {m: get_selector(m, **config.method_params.get(m, {})) for m in methods}
+    limits = {m: selector.candidate_limit() for m, selector in selectors.items()}
     if config.ks and max(config.ks) > max(widths.values(), default=0):
         too_big = [k for k in config.ks if k > max(widths.values())]
         warnings.warn(f"k = {too_big} exceed the {max(widths.values())} columns of every layer and are skipped.",
                       stacklevel=2)
     row_groups = np.asarray(source.row_groups)
     tasks, split_frames, skipped = [], [], []
-    selectors = {m: get_selector(m, **config.method_params.get(m, {})) for m in methods}
     for feature in features:
         rows, y = source.feature(feature)
         task = feature_task(source, feature)
@@ -273,14 +273,8 @@ def plan_tasks(
         y = np.asarray(y, dtype=np.int8 if task == "binary" else np.int64 if task == "multiclass" else np.float64)
         groups = row_groups[rows]
         try:
-            for method, selector in selectors.items():
-                try:
-                    check_task_support(selector, task, feature)
-                except InputError:
-                    if explicit:
-                        raise
-                    raise InputError(f"feature {feature!r}: method {method!r} does not select for {task} "
-                                     "targets") from None
+            for selector in selectors.values():
+                check_task_support(selector, task, feature)
             given = feature_split(source, feature)
             if given is not None:
                 is_test = user_split(groups, y, given, task=task, name=feature)
@@ -356,25 +350,27 @@ def _rows_for_path(common, method, path, X_test, y_test) -> list[dict[str, Any]]
         stored.append((neurons, coef, intercept))
         scores.append(_scores(task, X_test, neurons, coef, intercept))
     metrics = metrics_batch(task, y_test, np.stack(scores))
-    rows = []
-    for j, k in enumerate(path.ks):
-        neurons, coef, intercept = stored[j]
-        row = dict(common)
-        row.update(method=method, k=int(k))
-        row.update(_metric_columns(task, metrics, j))
-        row.update(
-            neurons=neurons.astype(np.int64),
-            coef=coef.ravel(),
-            intercept=float(intercept) if task != "multiclass" else np.nan,
-            class_intercepts=np.asarray(intercept, dtype=np.float64) if task == "multiclass" else None,
-            converged=bool(path.converged[j]),
-            n_iter=int(path.n_iter[j]),
-            fit_seconds=path.seconds / len(path.ks),
-            selection_info=json.dumps(path.info[j], sort_keys=True, default=float),
-            **certificate_columns(path.info[j]),
-        )
-        rows.append(row)
-    return rows
+    return [_row(common, method, path, j, metrics, *stored[j], path.info[j]) for j in range(len(path.ks))]
+
+
+def _row(common, method, path, j, metrics, neurons, coef, intercept, info, *, certificate=True) -> dict[str, Any]:
+    """The result row of probe ``j`` of a fitted path (``info`` is what its ``selection_info`` records)."""
+    task = common["task"]
+    row = dict(common)
+    row.update(method=method, k=int(path.ks[j]))
+    row.update(_metric_columns(task, metrics, j))
+    row.update(
+        neurons=np.asarray(neurons, dtype=np.int64),
+        coef=np.asarray(coef, dtype=np.float64).ravel(),
+        intercept=float(intercept) if task != "multiclass" else np.nan,
+        class_intercepts=np.asarray(intercept, dtype=np.float64) if task == "multiclass" else None,
+        converged=bool(path.converged[j]),
+        n_iter=int(path.n_iter[j]),
+        fit_seconds=path.seconds / len(path.ks),
+        selection_info=json.dumps(info, sort_keys=True, default=float),
+        **(certificate_columns(info) if certificate else {}),
+    )
+    return row
 
 
 def run_task(source: ProbeSource, task: ProbeTask, config: SweepConfig, *, params_json: str = "{}") -> pd.DataFrame:
@@ -454,22 +450,10 @@ def run_task(source: ProbeSource, task: ProbeTask, config: SweepConfig, *, param
             P = P_test[:, :k].astype(np.float64)
             scores.append(P @ np.asarray(w).T + b if task.task == "multiclass" else P @ w + b)
         metrics = metrics_batch(task.task, y_test, np.stack(scores))
-        for j, k in enumerate(path.ks):
-            w, b = path.design_coef[j], path.design_intercept[j]
-            row = dict(common)
-            row.update(method="random_directions", k=int(k))
-            row.update(_metric_columns(task.task, metrics, j))
-            row.update(
-                neurons=np.zeros(0, dtype=np.int64),
-                coef=np.asarray(w, dtype=np.float64).ravel(),
-                intercept=float(b) if task.task != "multiclass" else np.nan,
-                class_intercepts=np.asarray(b, dtype=np.float64) if task.task == "multiclass" else None,
-                converged=bool(path.converged[j]),
-                n_iter=int(path.n_iter[j]),
-                fit_seconds=path.seconds / len(path.ks),
-                selection_info=json.dumps({"directions_seed": seed, "n_directions_drawn": int(max(ks))}),
-            )
-            rows.append(row)
+        info = {"directions_seed": seed, "n_directions_drawn": int(max(ks))}
+        # Rows keep the coefficients of the projections (no neurons): the directions are re-drawn from the seed.
+        rows += [_row(common, "random_directions", path, j, metrics, np.zeros(0, dtype=np.int64), path.design_coef[j],
+                      path.design_intercept[j], info, certificate=False) for j in range(len(path.ks))]
     return pd.DataFrame(rows)
 
 

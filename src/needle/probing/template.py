@@ -239,7 +239,9 @@ def prepare(X: np.ndarray, y: np.ndarray, *, task: str = "binary", prefilter: in
     Prepared
     """
     candidates = candidate_neurons(X, y, prefilter, task=task) if ordered else np.arange(X.shape[1])
-    X_cand = X[:, candidates]  # column-major, like Z below; its statistics are summed column by column
+    # A gather of columns is column-major, like Z below, and its statistics are summed column by column;
+    # every column in input order keeps the input's own layout (and so its summation order).
+    X_cand = X[:, candidates] if ordered else X
     mean, scale = standardization(X_cand)
     # Fortran order: the batched refit gathers columns, which are then contiguous. Written in place, the
     # standardised copy is made once (the same values as np.asfortranarray((X_cand - mean) / scale)).
@@ -293,7 +295,8 @@ def fit_path(prepared: Prepared, selector: Selector, ks: Sequence[int], *, C: fl
     if rotation is None:
         n_columns = method_candidates(prepared.candidates, selector).size
         inputs = prepared.Z[:, :n_columns] if selector.standardized_input else prepared.X[:, :n_columns]
-        design = prepared.Z if design_dtype == np.float64 else prepared.Z.astype(design_dtype)
+        # A narrower copy is row-major, as the dense baseline's L-BFGS always saw it (its sums run in that order).
+        design = prepared.Z if design_dtype == np.float64 else np.ascontiguousarray(prepared.Z, dtype=design_dtype)
     else:
         Z32 = np.asarray(prepared.Z, dtype=np.float32)
         design = np.asfortranarray(Z32 @ rotation.astype(np.float32), dtype=np.float64)
@@ -365,15 +368,11 @@ def _cross_validate_C(design, prepared: Prepared, support, cv: CrossValidatedC, 
         if prepared.task != "regression" and (np.unique(y_train).size < 2 or np.unique(y_valid).size < 2):
             continue  # a fold without both classes says nothing about C
         D_train = np.asfortranarray(design[train])
+        D_valid = design[valid][:, support]
         for j, c in enumerate(cv.Cs):
             fit = solve_path(D_train, y_train, [support], datafit, L2(c), **options)
-            w, b = fit.coef[0], fit.intercept[0]
-            if prepared.task == "multiclass":
-                s = design[valid][:, support] @ np.asarray(w).T + b
-                value = metrics_batch("multiclass", y_valid, s[None])[metric][0]
-            else:
-                s = design[valid][:, support] @ w + b
-                value = metrics_batch(prepared.task, y_valid, s[None])[metric][0]
+            valid_scores = D_valid @ np.asarray(fit.coef[0]).T + fit.intercept[0]
+            value = metrics_batch(prepared.task, y_valid, valid_scores[None])[metric][0]
             if np.isfinite(value):
                 scores[j] += value
                 counted[j] += 1
