@@ -78,7 +78,7 @@ def test_streamed_top_and_bottom_equal_a_full_sort(neox, corpus, everything, bat
     acts, where, ids, _ = everything
     n_top = 7
     table = top_activations(neox, corpus, NEURONS, n_top=n_top, n_bottom=n_top, bands=(), batch_tokens=batch_tokens,
-                            context=(3, 2))
+                            context=(3, 2), one_per_group=False)
     assert corpus.lengths.sum() > 3 * 24  # several batches in the small-batch case
     for neuron in NEURONS:
         values = acts[neuron]
@@ -91,6 +91,35 @@ def test_streamed_top_and_bottom_equal_a_full_sort(neox, corpus, everything, bat
             np.testing.assert_array_equal(got[["sequence", "position"]].to_numpy(), where[expected])
             np.testing.assert_allclose(got["activation"], values[expected], rtol=1e-5, atol=1e-6)
             np.testing.assert_array_equal(got["token_id"], ids[expected])
+
+
+@pytest.mark.parametrize("batch_tokens", [24, 10_000])
+@pytest.mark.parametrize("n_top", [3, 10])
+def test_one_example_per_group_equals_each_groups_maximum_by_brute_force(neox, corpus, everything, batch_tokens,
+                                                                         n_top):
+    acts, where, ids, _ = everything
+    groups = corpus.groups[where[:, 0]]
+    assert len(set(groups)) < len(corpus)  # texts span several sequences, so groups span batches
+    table = top_activations(neox, corpus, NEURONS, n_top=n_top, n_bottom=n_top, bands=(), batch_tokens=batch_tokens,
+                            context=(3, 2))
+    for neuron in NEURONS:
+        for kind, sign in (("top", 1.0), ("bottom", -1.0)):
+            values = sign * acts[neuron]
+            # Each group's maximum by hand; the streamed values differ from the hand ones in the last bits,
+            # so a group is matched to its maximum up to that tolerance.
+            group_max = {g: values[groups == g].max() for g in set(groups)}
+            expected = sorted(group_max.values(), reverse=True)[:n_top]
+            got = table[(table["layer"] == neuron[0]) & (table["neuron"] == neuron[1]) & (table["kind"] == kind)]
+            got = got.sort_values("rank")
+            assert len(got) == min(n_top, len(group_max)) and not got["group"].duplicated().any()
+            np.testing.assert_allclose(sign * got["activation"].to_numpy(), expected, rtol=1e-5, atol=1e-6)
+            for row in got.itertuples():
+                at = np.flatnonzero((where[:, 0] == row.sequence) & (where[:, 1] == row.position))[0]
+                assert groups[at] == row.group
+                assert values[at] >= group_max[row.group] - 1e-6  # the chosen token is its group's maximum
+            if n_top < len(group_max):  # no group left out beats the last one kept
+                left_out = set(group_max) - set(got["group"])
+                assert max(group_max[g] for g in left_out) <= sign * got["activation"].iloc[-1] + 1e-6
 
 
 def test_contexts_surround_the_chosen_token(neox, corpus, everything):
@@ -139,10 +168,13 @@ def test_special_tokens_are_skipped(neox, bpe_tokenizer):
     eos = bpe_tokenizer.eos_token_id
     text_ids = bpe_tokenizer("the lazy dog jumps")["input_ids"]
     corpus = Corpus([np.array([eos] + text_ids), np.array(text_ids + [eos])], ["a", "b"], tokenizer=bpe_tokenizer)
-    kept = top_activations(neox, corpus, [(0, 1)], n_top=50, n_bottom=0, bands=())
+    kept = top_activations(neox, corpus, [(0, 1)], n_top=50, n_bottom=0, bands=(), one_per_group=False)
     assert eos not in kept["token_id"].tolist() and len(kept) == 2 * len(text_ids)
-    allowed = top_activations(neox, corpus, [(0, 1)], n_top=50, n_bottom=0, bands=(), exclude_special=False)
+    allowed = top_activations(neox, corpus, [(0, 1)], n_top=50, n_bottom=0, bands=(), exclude_special=False,
+                              one_per_group=False)
     assert (allowed["token_id"] == eos).sum() == 2
+    one_each = top_activations(neox, corpus, [(0, 1)], n_top=50, n_bottom=0, bands=())
+    assert sorted(one_each["group"]) == ["a", "b"] and eos not in one_each["token_id"].tolist()
 
 
 def test_token_statistics_equal_direct_computation(neox, corpus, everything):

@@ -109,6 +109,9 @@ def top_command(
     context: Annotated[str, typer.Option(help="Tokens before,after the chosen one.")] = "16,4",
     batch_tokens: Annotated[int, typer.Option(help="Padded tokens per forward pass.")] = 8192,
     seed: Annotated[int, typer.Option(help="Seed of the band samples.")] = 0,
+    one_per_group: Annotated[bool, typer.Option(
+        "--one-per-group/--all-windows",
+        help="At most one top and one bottom example per document (corpus group), or every token.")] = True,
     device: _Device = "cpu", plot: _Plot = True,
 ) -> None:
     """Max- and min-activating tokens with context, and random tokens from activation quantile bands."""
@@ -118,7 +121,8 @@ def top_command(
     corpus = _corpus(adapter, dataset, file, label, context_length, max_sequences)
     chosen = _neurons(neurons)
     table = top_activations(adapter, corpus, chosen, site=site, n_top=n_top, n_bottom=n_bottom, per_band=per_band,
-                            context=_pair(context), batch_tokens=batch_tokens, seed=seed, progress=True)
+                            context=_pair(context), one_per_group=one_per_group, batch_tokens=batch_tokens,
+                            seed=seed, progress=True)
     _write(table, out, _figure(lambda: plot_top_activations(table, *chosen[0], site=site), plot), plot)
     for layer, index in chosen:
         best = table[(table["layer"] == layer) & (table["neuron"] == index) & (table["kind"] == "top")].head(5)

@@ -40,28 +40,86 @@ TOP_COLUMNS = ["layer", "neuron", "kind", "band", "band_low", "band_high", "rank
 
 
 class _Extremes:
-    """The ``size`` largest values per neuron with their (sequence, position), ordered by value then token."""
+    """The ``size`` largest values per neuron with their (sequence, position), ordered by value then token.
 
-    def __init__(self, n_neurons: int, size: int):
+    With ``one_per_group``, a group (a document, file or text of the corpus)
+    holds at most one place: its largest value, ties going to the first token
+    by (sequence, position). Each batch is first reduced to its per-group
+    maxima, and the buffer keeps the best entry of each group, so the result
+    is exactly the ``size`` groups with the largest maxima, however the
+    groups fall across batches.
+    """
+
+    def __init__(self, n_neurons: int, size: int, *, one_per_group: bool = False):
         self.size = size
+        self.one_per_group = one_per_group
         self.value = np.full((n_neurons, size), -np.inf, np.float64)
         self.seq = np.full((n_neurons, size), np.iinfo(np.int64).max, np.int64)
         self.pos = np.full((n_neurons, size), np.iinfo(np.int64).max, np.int64)
+        self.group = np.full((n_neurons, size), -1, np.int64)
 
-    def push(self, values: torch.Tensor, seq: np.ndarray, pos: np.ndarray) -> None:
-        """Merge a batch: ``values`` of shape (n_tokens, n_neurons), ``seq``/``pos`` of shape (n_tokens,)."""
+    def push(self, values: torch.Tensor, seq: np.ndarray, pos: np.ndarray, group: np.ndarray) -> None:
+        """Merge a batch: ``values`` of shape (n_tokens, n_neurons); ``seq``, ``pos``, ``group`` of shape (n_tokens,).
+
+        ``group`` holds integer group codes (>= 0) of the tokens' sequences.
+        """
         if self.size == 0 or values.shape[0] == 0:
             return
-        k = min(self.size, values.shape[0])
-        cand_value, cand_index = torch.topk(values.T, k, dim=1, sorted=False)
-        cand_index = cand_index.numpy()
+        if self.one_per_group:
+            # A batch holds few groups: keep all their maxima, so that ties at the cut-off go to the first token.
+            cand_value, cand_seq, cand_pos, cand_group = _group_maxima(values, seq, pos, group)
+        else:
+            k = min(self.size, values.shape[0])
+            cand_value, cand_index = torch.topk(values.T, k, dim=1, sorted=False)
+            cand_index = cand_index.numpy()
+            cand_seq, cand_pos, cand_group = seq[cand_index], pos[cand_index], group[cand_index]
         value = np.concatenate([self.value, cand_value.double().numpy()], axis=1)
-        s = np.concatenate([self.seq, seq[cand_index]], axis=1)
-        p = np.concatenate([self.pos, pos[cand_index]], axis=1)
+        s = np.concatenate([self.seq, cand_seq], axis=1)
+        p = np.concatenate([self.pos, cand_pos], axis=1)
+        g = np.concatenate([self.group, cand_group], axis=1)
+        if self.one_per_group:
+            value, s, p, g = _best_per_group(value, s, p, g)
         order = np.lexsort((p, s, -value), axis=-1)[:, : self.size]
         self.value = np.take_along_axis(value, order, 1)
         self.seq = np.take_along_axis(s, order, 1)
         self.pos = np.take_along_axis(p, order, 1)
+        self.group = np.take_along_axis(g, order, 1)
+
+
+def _group_maxima(values: torch.Tensor, seq: np.ndarray, pos: np.ndarray, group: np.ndarray):
+    """Each group's largest value per neuron in one batch, and the first token (by sequence, position) holding it.
+
+    values (n_tokens, n_neurons); seq, pos, group (n_tokens,). Returns values of shape (n_neurons, n_groups)
+    and the seq, pos and group of each, as int64 arrays of the same shape.
+    """
+    n_tokens, n_neurons = values.shape
+    codes, inverse = np.unique(group, return_inverse=True)
+    order = np.lexsort((pos, seq))
+    token_rank = np.empty(n_tokens, np.int64)
+    token_rank[order] = np.arange(n_tokens)
+    index = torch.from_numpy(inverse.astype(np.int64))[:, None].expand(n_tokens, n_neurons)
+    maxima = torch.full((codes.size, n_neurons), -torch.inf, dtype=values.dtype)
+    maxima.scatter_reduce_(0, index, values, reduce="amax")
+    at_max = values == maxima.gather(0, index)
+    rank = torch.from_numpy(token_rank)[:, None].expand(n_tokens, n_neurons)
+    first = torch.full((codes.size, n_neurons), n_tokens, dtype=torch.int64)
+    first.scatter_reduce_(0, index, torch.where(at_max, rank, n_tokens), reduce="amin")
+    token = order[first.T.numpy()]  # (n_neurons, n_groups)
+    return maxima.T.contiguous(), seq[token], pos[token], np.broadcast_to(codes, token.shape)
+
+
+def _best_per_group(value: np.ndarray, seq: np.ndarray, pos: np.ndarray, group: np.ndarray):
+    """Keep, in every row, only the best entry (value, then first token) of each group; the others become empty."""
+    order = np.lexsort((pos, seq, -value, group), axis=-1)
+    sorted_group = np.take_along_axis(group, order, 1)
+    repeat = np.zeros(sorted_group.shape, bool)
+    repeat[:, 1:] = sorted_group[:, 1:] == sorted_group[:, :-1]
+    drop = np.zeros(value.shape, bool)
+    np.put_along_axis(drop, order, repeat, 1)
+    drop &= group >= 0
+    empty = np.iinfo(np.int64).max
+    return (np.where(drop, -np.inf, value), np.where(drop, empty, seq), np.where(drop, empty, pos),
+            np.where(drop, -1, group))
 
 
 class _Reservoir:
@@ -101,6 +159,7 @@ def top_activations(
     band_pool: int = 4096,
     context: tuple[int, int] = (16, 4),
     exclude_special: bool = True,
+    one_per_group: bool = True,
     batch_tokens: int = 8192,
     seed: int = 0,
     progress: bool = False,
@@ -134,6 +193,12 @@ def top_activations(
     exclude_special : bool, default True
         Skip the tokenizer's special tokens ([CLS], [SEP], BOS…), whose
         activations are often extreme and uninformative.
+    one_per_group : bool, default True
+        At most one top and one bottom example per corpus group (a document,
+        file or text): its most extreme token. Without it, a long document
+        whose tokens all fire fills the list with overlapping windows of one
+        passage. False keeps the plain top-``n_top`` tokens. Band samples
+        are random tokens either way.
     batch_tokens : int, default 8192
         Padded tokens per forward pass.
     seed : int, default 0
@@ -153,7 +218,9 @@ def top_activations(
         context token) and ``focus`` (index of the chosen token in the
         context). Rows of one kind are ordered by activation, then by
         (sequence, position); which of several exactly equal activations at
-        the cut-off is kept is not specified.
+        the cut-off is kept is not specified. With ``one_per_group`` the
+        ``group`` column has no repeats within one neuron's top (or bottom)
+        rows.
     """
     site = normalize_site(site)
     if site == "resid":
@@ -165,7 +232,9 @@ def top_activations(
     context = check_context(context)
     nset = NeuronSet.build(model, parse_neurons(neurons), site)
     n = len(nset)
-    top, bottom = _Extremes(n, int(n_top)), _Extremes(n, int(n_bottom))
+    top = _Extremes(n, int(n_top), one_per_group=one_per_group)
+    bottom = _Extremes(n, int(n_bottom), one_per_group=one_per_group)
+    group_code = pd.factorize(corpus.groups)[0].astype(np.int64)  # per sequence
     pool = _Reservoir(n, int(band_pool) if bands and per_band else 0, seed)
     special = torch.from_numpy(corpus.special_ids()) if exclude_special else torch.zeros(0, dtype=torch.long)
 
@@ -176,8 +245,8 @@ def top_activations(
         values = acts[rows, pos]  # (n_tokens, n_neurons)
         seq = batch.sequences[rows.numpy()]
         pos = pos.numpy().astype(np.int64)
-        top.push(values, seq, pos)
-        bottom.push(-values, seq, pos)
+        top.push(values, seq, pos, group_code[seq])
+        bottom.push(-values, seq, pos, group_code[seq])
         pool.push(values, seq, pos)
 
     records = []
