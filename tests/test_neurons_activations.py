@@ -212,3 +212,26 @@ def test_bad_requests_are_refused(neox, corpus, bpe_tokenizer):
     big = Corpus([np.array([0, 10_000])], ["g"], tokenizer=bpe_tokenizer)
     with pytest.raises(InputError, match="token id 10000"):
         top_activations(neox, big, [(0, 0)])
+
+
+def test_table_entries_keep_word_starts_and_continuations_apart(minilm_tokenizer, bpe_tokenizer):
+    from needle.neurons.corpus import TokenNames
+
+    wordpiece = TokenNames(minilm_tokenizer)
+    start, continuation = minilm_tokenizer.convert_tokens_to_ids(["5", "##5"])
+    # The readable names differ only by a leading space, which a table cell trims.
+    assert wordpiece(start).strip() == wordpiece(continuation).strip() == "5"
+    assert (wordpiece.entry(start), wordpiece.entry(continuation)) == ("5", "##5")
+    bpe = TokenNames(bpe_tokenizer)
+    ids = bpe_tokenizer("the the", add_special_tokens=False)["input_ids"]
+    names = [bpe(i) for i in ids]
+    entries = [bpe.entry(i) for i in ids]
+    starts = [n.startswith(" ") for n in names]
+    assert starts == [e.startswith("␣") for e in entries] and set(starts) == {False, True}
+    assert [e.lstrip("␣") for e in entries] == [n.lstrip(" ") for n in names]
+
+
+def test_token_statistics_list_each_tokens_table_entry(neox, corpus):
+    table = token_statistics(neox, corpus, NEURONS[:1])
+    names = corpus.names
+    assert table["entry"].tolist() == [names.entry(t) for t in table["token_id"]]

@@ -311,6 +311,22 @@ class TokenNames:
     def many(self, ids: Sequence[int] | np.ndarray) -> list[str]:
         return [self(i) for i in ids]
 
+    def entry(self, token_id: int) -> str:
+        """The token as a table lists it, one distinct string per id where the vocabulary allows.
+
+        A readable name drops what tells a word start from a continuation
+        (WordPiece's ``"5"`` and ``"##5"`` read ``" 5"`` and ``"5"``, alike once
+        a table trims spaces), so a table shows WordPiece's own piece, ``##``
+        kept, and any other tokenizer's name with a leading space drawn as
+        ``␣``.
+        """
+        if self._wordpiece and self.tokenizer is not None:
+            piece = self.tokenizer.convert_ids_to_tokens(int(token_id))
+            if piece is not None:
+                return piece
+        name = self(token_id)
+        return "␣" + name[1:] if name.startswith(" ") and name.strip() else name
+
 
 def special_affixes(tokenizer: Any) -> tuple[list[int], list[int]]:
     """The special tokens the tokenizer puts before and after one sequence (``[CLS]``, ``[SEP]``; none for GPT-NeoX)."""

@@ -53,9 +53,12 @@ def token_statistics(
     Returns
     -------
     DataFrame
-        Columns ``layer, neuron, token_id, token, [label,] count, mean,
-        std, max, min``, sorted by neuron, then mean activation descending.
-        ``std`` is the population standard deviation.
+        Columns ``layer, neuron, token_id, token, entry, [label,] count,
+        mean, std, max, min``, sorted by neuron, then mean activation
+        descending. ``token`` is the readable string, ``entry`` the string a
+        table shows (:meth:`TokenNames.entry`: WordPiece's ``##`` kept, so
+        ``"5"`` and ``"##5"`` stay apart). ``std`` is the population
+        standard deviation.
     """
     site = normalize_site(site)
     if site == "resid":
@@ -97,15 +100,16 @@ def token_statistics(
     label_of = np.asarray(label_names, dtype=object)[(seen % n_labels).numpy()]
     names = corpus.names
     token_strings = np.asarray([names(t) for t in token_ids], dtype=object)
+    entries = np.asarray([names.entry(t) for t in token_ids], dtype=object)
     frames = []
     for j, (layer, index) in enumerate(nset.neurons):
-        part = {"layer": layer, "neuron": index, "token_id": token_ids, "token": token_strings}
+        part = {"layer": layer, "neuron": index, "token_id": token_ids, "token": token_strings, "entry": entries}
         if by_label:
             part["label"] = label_of
         part.update(count=count[seen].numpy().astype(np.int64), mean=mean[:, j].numpy(), std=std[:, j].numpy(),
                     max=high[seen, j].double().numpy(), min=low[seen, j].double().numpy())
         frames.append(pd.DataFrame(part))
-    columns = ["layer", "neuron", "token_id", "token"] + (["label"] if by_label else []) + \
+    columns = ["layer", "neuron", "token_id", "token", "entry"] + (["label"] if by_label else []) + \
         ["count", "mean", "std", "max", "min"]
     if not frames:
         return pd.DataFrame(columns=columns)

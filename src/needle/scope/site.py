@@ -516,7 +516,7 @@ def _render_neuron(env, ref: NeuronRef, use: list[dict], data: _NeuronData, meta
     tokens = data.tokens_of.get(ref, data.tokens.iloc[:0])
     if len(tokens):
         tokens = tokens.sort_values(["mean", "token_id"], ascending=[False, True], kind="stable")
-    token_rows = [{"token": display_token(str(r.token)), "id": int(r.token_id), "count": int(r.count),
+    token_rows = [{"token": display_token(str(getattr(r, "entry", r.token))), "id": int(r.token_id), "count": int(r.count),
                    "mean": float(r.mean), "std": float(r.std), "max": float(r.max)}
                   for r in tokens.head(options.token_rows).itertuples(index=False)]
     effects = data.logits.get(ref)
