@@ -136,6 +136,21 @@ def test_contexts_surround_the_chosen_token(neox, corpus, everything):
         assert row.label == corpus.labels[row.sequence] and row.group == corpus.groups[row.sequence]
 
 
+def test_layer_rank_counts_the_layers_more_active_neurons_by_hand(neox, corpus):
+    table = top_activations(neox, corpus, NEURONS, n_top=4, n_bottom=2, bands=((0.0, 1.0),), per_band=2,
+                            context=(1, 1))
+    assert len(table) and table["layer_rank"].dtype == np.int64
+    for row in table.itertuples():
+        t = torch.from_numpy(corpus.tokens[row.sequence])[None]
+        layer = hand_activations(neox, t, row.layer)["post"].numpy()[row.position]  # every neuron of the layer
+        mine = layer[row.neuron]
+        # One plus the neurons strictly above; the hand pass differs from the batched one in the last bits.
+        above, tied = (layer > mine + 1e-6).sum(), (np.abs(layer - mine) <= 1e-6).sum()
+        assert 1 + above <= row.layer_rank <= above + tied
+    # The ranks are not all 1, so the bounds above are tested away from the trivial case.
+    assert (table["layer_rank"] >= 1).all() and table["layer_rank"].max() > 1
+
+
 def test_band_samples_lie_in_their_quantile_bands(neox, corpus, everything):
     acts, where, _, _ = everything
     bands = ((0.0, 0.5), (0.5, 0.9), (0.9, 1.0))

@@ -126,7 +126,8 @@ def top_command(
     _write(table, out, _figure(lambda: plot_top_activations(table, *chosen[0], site=site), plot), plot)
     for layer, index in chosen:
         best = table[(table["layer"] == layer) & (table["neuron"] == index) & (table["kind"] == "top")].head(5)
-        shown = ", ".join(f"{t!r} {a:.2f}" for t, a in zip(best["token"], best["activation"]))
+        shown = ", ".join(f"{t!r} {a:.2f} (#{r} in layer)"
+                          for t, a, r in zip(best["token"], best["activation"], best["layer_rank"]))
         typer.echo(f"{format_neuron_id(layer, index)} top: {shown}")
 
 

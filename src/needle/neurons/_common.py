@@ -58,8 +58,15 @@ class NeuronSet:
 
 def stream_activations(model: ModelAdapter, corpus: Corpus, neurons: NeuronSet, *, site: str = "post",
                        batch_tokens: int = 8192, max_batch_size: int = 64, sequences: Sequence[int] | None = None,
-                       progress: bool = False, desc: str = "activations") -> Iterator[tuple[Batch, torch.Tensor]]:
+                       progress: bool = False, desc: str = "activations",
+                       layer_rank: bool = False) -> Iterator[tuple[Batch, torch.Tensor]]:
     """Run the model over the corpus and yield each batch with its activations at ``neurons``.
+
+    Parameters
+    ----------
+    layer_rank : bool, default False
+        Also yield, for each neuron and token, its activation's rank among
+        all neurons of its layer on that token (1: the layer's most active).
 
     Yields
     ------
@@ -67,6 +74,8 @@ def stream_activations(model: ModelAdapter, corpus: Corpus, neurons: NeuronSet, 
     acts : Tensor of float32 on the CPU, shape (batch, pos, n_neurons)
         Columns in ``neurons.neurons`` order; padding positions hold garbage
         (mask them with ``batch.valid``).
+    ranks : LongTensor of shape (batch, pos, n_neurons), only with ``layer_rank``
+        One plus the number of the layer's neurons with a strictly larger activation.
     """
     from tqdm.auto import tqdm
 
@@ -75,13 +84,22 @@ def stream_activations(model: ModelAdapter, corpus: Corpus, neurons: NeuronSet, 
     total = corpus.n_tokens if sequences is None else int(corpus.lengths[np.unique(sequences)].sum())
     device = model.device
 
-    def reduce(layer: int, acts: torch.Tensor) -> torch.Tensor:
-        return acts[..., neurons.index[layer].to(device)].float().cpu()
+    def reduce(layer: int, acts: torch.Tensor):
+        chosen = acts[..., neurons.index[layer].to(device)].float()
+        if not layer_rank:
+            return chosen.cpu()
+        ordered = acts.float().sort(dim=-1).values.contiguous()
+        at_most = torch.searchsorted(ordered, chosen.contiguous(), right=True)
+        return chosen.cpu(), (acts.shape[-1] - at_most + 1).cpu()
 
     with tqdm(total=total, unit="tok", unit_scale=True, desc=desc, disable=not progress) as bar:
         for batch in corpus.batches(batch_tokens, max_batch_size, sequences):
             captured = model.capture(batch.input_ids, batch.attention_mask, neurons.layers, site, reduce=reduce)
-            yield batch, neurons.concat(captured)
+            if layer_rank:
+                yield (batch, neurons.concat({layer: c[0] for layer, c in captured.items()}),
+                       neurons.concat({layer: c[1] for layer, c in captured.items()}))
+            else:
+                yield batch, neurons.concat(captured)
             bar.update(int(batch.attention_mask.sum()))
 
 

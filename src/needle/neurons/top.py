@@ -35,8 +35,9 @@ __all__ = ["top_activations", "DEFAULT_BANDS", "TOP_COLUMNS"]
 #: Quantile bands sampled by default: the bulk, the shoulder, the upper tail, the top percent.
 DEFAULT_BANDS: tuple[tuple[float, float], ...] = ((0.0, 0.5), (0.5, 0.9), (0.9, 0.99), (0.99, 1.0))
 
-TOP_COLUMNS = ["layer", "neuron", "kind", "band", "band_low", "band_high", "rank", "activation", "sequence",
-               "position", "token_id", "token", "group", "label", "context_tokens", "context_activations", "focus"]
+TOP_COLUMNS = ["layer", "neuron", "kind", "band", "band_low", "band_high", "rank", "activation", "layer_rank",
+               "sequence", "position", "token_id", "token", "group", "label", "context_tokens", "context_activations",
+               "focus"]
 
 
 class _Extremes:
@@ -212,7 +213,11 @@ def top_activations(
         "bottom" or "band"); ``band`` (e.g. ``"q0.9-0.99"``, empty for
         top/bottom) with its estimated activation range ``band_low,
         band_high``; ``rank`` (0 = most extreme; for bands, draw order);
-        ``activation``; ``sequence, position, token_id, token`` (readable
+        ``activation``; ``layer_rank``, the activation's rank among all
+        neurons of the layer on that token (1: no neuron of the layer is more
+        active there — the Neuroscope question of whether a neuron's top
+        example is also the layer's top neuron); ``sequence, position,
+        token_id, token`` (readable
         string); ``group, label`` of the sequence; ``context_tokens`` (list of
         str), ``context_activations`` (list of float, the neuron on each
         context token) and ``focus`` (index of the chosen token in the
@@ -303,12 +308,17 @@ def _with_context(model, corpus: Corpus, nset: NeuronSet, site: str, frame: pd.D
     frame["label"] = [None if corpus.labels is None else corpus.labels[s] for s in frame["sequence"]]
     needed = np.unique(frame["sequence"].to_numpy(np.int64)) if len(frame) else np.zeros(0, np.int64)
     seq_acts: dict[int, np.ndarray] = {}
+    seq_ranks: dict[int, np.ndarray] = {}
     if needed.size:
-        for batch, acts in stream_activations(model, corpus, nset, site=site, batch_tokens=batch_tokens,
-                                              sequences=needed):
+        for batch, acts, ranks in stream_activations(model, corpus, nset, site=site, batch_tokens=batch_tokens,
+                                                     sequences=needed, layer_rank=True):
             lengths = batch.attention_mask.sum(1)
             for row, seq in enumerate(batch.sequences):
                 seq_acts[int(seq)] = acts[row, : int(lengths[row])].numpy()
+                seq_ranks[int(seq)] = ranks[row, : int(lengths[row])].numpy()
+    frame["layer_rank"] = np.asarray([int(seq_ranks[int(s)][int(p), int(c)])
+                                      for c, s, p in zip(frame["column"], frame["sequence"], frame["position"])],
+                                     dtype=np.int64)
     tokens_col, acts_col, focus_col = [], [], []
     for column, seq, pos in zip(frame["column"], frame["sequence"], frame["position"]):
         a, b = context_window(corpus.tokens[seq], int(pos), context)
