@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from needle.neurons.ablation import ablate, ablated, ablation_losses, neuron_means
     from needle.neurons.corpus import Corpus
+    from needle.neurons.dla import LogitAttribution, logit_attribution
     from needle.neurons.distributions import cache_distributions, class_distributions
     from needle.neurons.errors_browser import probe_errors
     from needle.neurons.ids import parse_neurons
@@ -70,6 +71,8 @@ __all__ = [
     "logit_statistics",
     "neuron_logit_vector",
     "LogitEffects",
+    "logit_attribution",
+    "LogitAttribution",
     "ablate",
     "ablation_losses",
     "ablated",
@@ -98,7 +101,7 @@ _HOME = {
     "parse_neurons": "ids", "Corpus": "corpus", "top_activations": "top", "DEFAULT_BANDS": "top",
     "token_statistics": "token_stats", "class_distributions": "distributions", "cache_distributions": "distributions",
     "probe_errors": "errors_browser", "logit_effects": "logits", "logit_statistics": "logits",
-    "neuron_logit_vector": "logits", "LogitEffects": "logits", "ablate": "ablation", "ablation_losses": "ablation",
+    "neuron_logit_vector": "logits", "LogitEffects": "logits", "logit_attribution": "dla", "LogitAttribution": "dla", "ablate": "ablation", "ablation_losses": "ablation",
     "ablated": "ablation", "neuron_means": "ablation", "weight_statistics": "weights",
     "compound_activation": "superposition", "rotation_comparison": "superposition", "random_basis": "superposition",
 }
