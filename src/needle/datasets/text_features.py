@@ -40,6 +40,7 @@ import numpy as np
 from needle.datasets.alignment import EncodedText
 from needle.datasets.assembler import DatasetAssembler
 from needle.datasets.builder import as_source_list, check_context_length, check_min_positives, unique_stems
+from needle.datasets.context_features import CONTEXT_FEATURES, context_feature_labels
 from needle.datasets.format import ProbeDataset
 from needle.datasets.packing import pack_texts, split_long_units
 from needle.datasets.readers.conllu import is_conllu, read_conllu
@@ -207,6 +208,32 @@ def _documents(paths: list[Path]) -> Iterator[tuple[str, list[str], str]]:
 
 # --------------------------------------------------------------------------- builder
 
+#: Feature sets of :func:`build_text_features`, in the order their columns are laid out.
+FEATURE_SETS = ("paper", "context", "previous")
+
+
+def _feature_sets(features: str) -> tuple[str, ...]:
+    asked = [part.strip() for part in str(features).split(",") if part.strip()]
+    unknown = [part for part in asked if part not in FEATURE_SETS]
+    if unknown or not asked:
+        raise InputError(f"features={features!r}: give a comma-separated choice of {', '.join(FEATURE_SETS)} "
+                         "(e.g. features=paper,context).")
+    return tuple(name for name in FEATURE_SETS if name in asked)
+
+
+def _feature_descriptions(chosen: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(name, description) of every feature of the chosen sets, in column order."""
+    out = []
+    if "paper" in chosen:
+        out += [(name, f"the token's string: {description}") for name, (_, description) in TEXT_FEATURES.items()]
+    if "context" in chosen:
+        out += [(name, f"in context: {description}") for name, (_, description) in CONTEXT_FEATURES.items()]
+    if "previous" in chosen:
+        out += [(f"prev:{name}", f"the previous token's string: {description}")
+                for name, (_, description) in TEXT_FEATURES.items()]
+    return out
+
+
 
 def build_text_features(
     sources: str | os.PathLike | Iterable[str | os.PathLike],
@@ -218,8 +245,9 @@ def build_text_features(
     min_positives: int = 20,
     max_positives: int | None = None,
     max_sequences: int | None = None,
+    features: str = "paper",
 ) -> ProbeDataset:
-    """Build the 11 plain-text token features of the paper from any text.
+    """Build the 11 plain-text token features of the paper from any text, and optionally context features.
 
     Every non-special token is labelled by each predicate of
     :data:`TEXT_FEATURES` applied to its string (:func:`token_strings`):
@@ -249,12 +277,21 @@ def build_text_features(
         follow ``positive_ratio``). Bounds probing time on large sources.
     max_sequences : int, optional
         Stop after this many sequences (in source order).
+    features : str, default "paper"
+        Comma-separated feature sets: ``paper`` (the 11 of
+        :data:`TEXT_FEATURES`), ``context`` (the Neuroscope post's
+        regex-checkable features of
+        :data:`~needle.datasets.context_features.CONTEXT_FEATURES`: year,
+        date, phone number, base64, hexadecimal, end of sentence, the word
+        before 't, start of line, duplicated token) and ``previous`` (each
+        paper feature of the *previous* token, ``prev:<name>``, for
+        previous-token neurons).
 
     Returns
     -------
     ProbeDataset
-        Token examples of the features ``TEXT_FEATURES`` (collection
-        ``text``); ``extra["token_style"]`` says how token strings were read.
+        Token examples of the chosen features (collection ``text``);
+        ``extra["token_style"]`` says how token strings were read.
 
     Raises
     ------
@@ -268,6 +305,7 @@ def build_text_features(
     check_min_positives(min_positives)
     if max_sequences is not None and max_sequences < 1:
         raise InputError(f"max_sequences must be at least 1 (or None for all), not {max_sequences}")
+    chosen = _feature_sets(features)
     strings = _TokenStrings(tokenizer)
     params = {
         "sources": sources,
@@ -278,10 +316,13 @@ def build_text_features(
         "max_positives": max_positives,
         "max_sequences": max_sequences,
         "token_style": strings.style,
+        **({} if chosen == ("paper",) else {"features": ",".join(chosen)}),
     }
     assembler = DatasetAssembler("text_features", params, tokenizer_info(tokenizer))
-    for name, (_, description) in TEXT_FEATURES.items():
-        assembler.add_feature(name, description=f"the token's string: {description}", collection="text")
+    names = []
+    for name, description in _feature_descriptions(chosen):
+        assembler.add_feature(name, description=description, collection="text")
+        names.append(name)
     budget = context_length - tokenizer.num_special_tokens_to_add(pair=False)
     cache: dict[str, tuple[bool, ...]] = {}
     sequences, positions, labels = [], [], []
@@ -295,20 +336,28 @@ def build_text_features(
         dropped_units += len(dropped)
         for pack in packs[: None if max_sequences is None else max_sequences - assembler.n_sequences]:
             seq = assembler.add_sequence(pack.encoded.ids, group, pack.text)
+            context = context_feature_labels(pack.text, pack.encoded) if "context" in chosen else None
+            previous = (False,) * len(TEXT_FEATURES)
             for position, string in enumerate(strings(pack.encoded, pack.text)):
                 if pack.encoded.special[position]:
                     continue
                 if string not in cache:
                     cache[string] = text_feature_labels(string)
+                row = cache[string] if "paper" in chosen else ()
+                if context is not None:
+                    row = row + tuple(context[position].tolist())
+                if "previous" in chosen:
+                    row = row + previous
+                previous = cache[string]
                 sequences.append(seq)
                 positions.append(position)
-                labels.append(cache[string])
+                labels.append(row)
     if not labels:
         raise InputError(f"{', '.join(map(str, paths))}: no token to label (an empty collection).")
     sequences_a = np.array(sequences, np.int32)
     positions_a = np.array(positions, np.int32)
     labels_a = np.array(labels, bool)
-    for index, name in enumerate(TEXT_FEATURES):
+    for index, name in enumerate(names):
         assembler.add_examples(name, sequences_a, positions_a, labels_a[:, index])
     dataset = assembler.build(
         positive_ratio=positive_ratio,
