@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from needle.neurons.ablation import ablate, ablated, ablation_losses, neuron_means
     from needle.neurons.corpus import Corpus
-    from needle.neurons.dla import LogitAttribution, logit_attribution
     from needle.neurons.distributions import cache_distributions, class_distributions
+    from needle.neurons.dla import LogitAttribution, logit_attribution
     from needle.neurons.errors_browser import probe_errors
     from needle.neurons.ids import parse_neurons
     from needle.neurons.logits import LogitEffects, logit_effects, logit_statistics, neuron_logit_vector
