@@ -138,6 +138,29 @@ def test_neuron_page_shows_what_the_api_computes(tiny):
     assert float(value) == pytest.approx(first["activation"], rel=1e-5, abs=1e-6)
 
 
+def test_neuron_page_lists_direct_logit_attribution_and_layer_ranks_as_the_api_computes(tiny):
+    from needle.neurons import Corpus, logit_attribution, top_activations
+
+    site, adapter, cache = tiny["site"], tiny["adapter"], tiny["cache"]
+    page = sorted((site / "neurons").rglob("*.html"))[0]
+    layer, index = (int(v) for v in re.fullmatch(r"L(\d+)\.N(\d+)\.html", page.name).groups())
+    html = page.read_text()
+    corpus = Corpus.from_dataset(cache.dataset(), tokenizer=adapter.tokenizer)
+    found = logit_attribution(adapter, corpus, [(layer, index)], n_top=8)
+    assert "Examples by direct logit attribution" in html
+    tables = re.findall(r'<table class="data examples attribution">(.*?)</table>', html, re.S)
+    for table, kind in zip(tables, ("raises", "lowers")):
+        shown = [float(v) for v in re.findall(r'<tr><td class="num">\d+</td><td class="num">([-\d.]+)</td>', table)]
+        expected = found.examples[found.examples["kind"] == kind].sort_values("rank")["attribution"]
+        assert shown == pytest.approx(expected.round(4).tolist(), abs=1e-4)
+    mean = float(found.summary["mean_attribution"].iloc[0])
+    assert f"mean attribution is {mean:.4f}" in html or f"mean attribution is {mean:.4g}" in html
+    top = top_activations(adapter, corpus, [(layer, index)], n_top=8, n_bottom=4, per_band=2)
+    table = re.search(r'<table class="data examples top">(.*?)</table>', html, re.S).group(1)
+    ranks = [int(v) for v in re.findall(r'<td class="hint">[^<]*</td><td class="num">(\d+)</td></tr>', table)]
+    assert ranks == top[top["kind"] == "top"].sort_values("rank")["layer_rank"].tolist()
+
+
 def test_histograms_and_logit_effects_match_the_cache_and_weights(tiny):
     from needle.neurons import neuron_logit_vector
 

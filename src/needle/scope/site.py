@@ -16,6 +16,7 @@ stays fast: no page loads another page's data.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -272,11 +273,16 @@ class _NeuronData:
     histograms: dict[NeuronRef, list[dict]]
     logits: dict[NeuronRef, Any]
     logits_note: str
+    attribution: pd.DataFrame = dataclasses.field(default_factory=lambda: pd.DataFrame(columns=["layer", "neuron"]))
+    attribution_summary: pd.DataFrame = dataclasses.field(
+        default_factory=lambda: pd.DataFrame(columns=["layer", "neuron"]))
 
     def __post_init__(self) -> None:
         # One groupby up front: filtering the long tables once per neuron page is quadratic.
         self.top_of = _split_by_neuron(self.top)
         self.tokens_of = _split_by_neuron(self.tokens)
+        self.attribution_of = _split_by_neuron(self.attribution)
+        self.attribution_summary_of = _split_by_neuron(self.attribution_summary)
 
 
 def _split_by_neuron(frame: pd.DataFrame) -> dict[NeuronRef, pd.DataFrame]:
@@ -319,10 +325,40 @@ def _neuron_analyses(model, cache, corpus, results, uses, options: SiteOptions, 
                 logits[ref] = logit_effects(model, ref.layer, ref.index, top=options.logit_rows)
         except NeedleError as exc:
             logits, note = {}, str(exc)
+        if logits and neurons:
+            from needle.neurons import logit_attribution
+
+            say("  examples by direct logit attribution …")
+            found = logit_attribution(model, corpus, neurons, n_top=options.n_top, context=options.context,
+                                      batch_tokens=options.batch_tokens, progress=progress)
+            return _NeuronData(top, tokens, histograms, logits, note, found.examples, found.summary)
     else:
         note = (f"{model.model_id} is an encoder ({model.family}): it has no unembedding, so its neurons have no "
                 "direct effect on next-token logits.")
     return _NeuronData(top, tokens, histograms, logits, note)
+
+
+def _attribution_view(data: _NeuronData, ref: NeuronRef, top: pd.DataFrame, scale: float) -> dict | None:
+    """The neuron page's direct-logit-attribution lists, their overlap with the top examples, and the mean."""
+    table = data.attribution_of.get(ref)
+    summary = data.attribution_summary_of.get(ref)
+    if table is None or summary is None or not len(summary):
+        return None
+    lists = {}
+    for kind in ("raises", "lowers"):
+        part = table[table["kind"] == kind].sort_values("rank")
+        lists[kind] = [{"rank": int(r.rank), "attribution": float(r.attribution), "activation": float(r.activation),
+                        "next": display_token(str(r.next_token)), "group": r.group,
+                        "html": context_html(list(r.context_tokens), list(r.context_activations), int(r.focus),
+                                             scale)}
+                       for r in part.itertuples(index=False)]
+    top_positions = set(zip(top[top["kind"] == "top"]["sequence"], top[top["kind"] == "top"]["position"]))
+    raised = table[table["kind"] == "raises"]
+    shared = len(set(zip(raised["sequence"], raised["position"])) & top_positions)
+    row = summary.iloc[0]
+    return {"raises": lists["raises"], "lowers": lists["lowers"], "shared": shared, "n_top": len(top_positions),
+            "mean": float(row["mean_attribution"]), "fraction_negative": float(row["fraction_negative"]),
+            "n_tokens": int(row["n_tokens"]), "lowers_correct_token": bool(row["lowers_correct_token"])}
 
 
 def _histogram(feature: str, values: pd.DataFrame, bins: int = 40) -> dict:
@@ -501,6 +537,7 @@ def _render_neuron(env, ref: NeuronRef, use: list[dict], data: _NeuronData, meta
             return []
         part = top[top["kind"] == kind].sort_values("rank")
         return [{"rank": int(r.rank), "activation": float(r.activation), "group": r.group,
+                 "layer_rank": int(getattr(r, "layer_rank", 0)),
                  "html": context_html(list(r.context_tokens), list(r.context_activations), int(r.focus), scale)}
                 for r in part.itertuples(index=False)]
 
@@ -539,6 +576,7 @@ def _render_neuron(env, ref: NeuronRef, use: list[dict], data: _NeuronData, meta
         "histograms": data.histograms.get(ref, []),
         "tokens": token_rows, "min_count": options.token_min_count,
         "logits": logits, "logits_note": data.logits_note,
+        "attribution": _attribution_view(data, ref, top, scale),
     }
     return env.get_template("neuron.html.j2").render(root="../../", meta=meta, n=n)
 
