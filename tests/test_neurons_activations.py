@@ -13,7 +13,7 @@ import torch
 from model_zoo import build_model, hand_activations
 from needle.errors import InputError
 from needle.models import adapt
-from needle.neurons import Corpus, parse_neurons, token_statistics, top_activations
+from needle.neurons import Corpus, firing_statistics, parse_neurons, token_statistics, top_activations
 
 TEXTS = [
     "def add(a, b):\n    return a + b  # sum\n",
@@ -250,3 +250,23 @@ def test_token_statistics_list_each_tokens_table_entry(neox, corpus):
     table = token_statistics(neox, corpus, NEURONS[:1])
     names = corpus.names
     assert table["entry"].tolist() == [names.entry(t) for t in table["token_id"]]
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.05])
+def test_firing_statistics_and_whole_corpus_histogram_by_hand(neox, corpus, everything, threshold):
+    acts, _, _, _ = everything
+    table = firing_statistics(neox, corpus, NEURONS, threshold=threshold, bins=7, batch_tokens=30)
+    assert len(table) == len(NEURONS)
+    for row in table.itertuples():
+        values = acts[(row.layer, row.neuron)].astype(np.float64)
+        assert row.n_tokens == len(values) and row.n_firing == int((values > threshold).sum())
+        assert row.firing_density == pytest.approx((values > threshold).mean())
+        assert row.per_thousand == pytest.approx(1000 * (values > threshold).mean())
+        np.testing.assert_allclose([row.mean, row.std, row.min, row.max],
+                                   [values.mean(), values.std(), values.min(), values.max()], rtol=1e-5, atol=1e-6)
+        assert sum(row.counts) == len(values) and len(row.edges) == 8
+        # The hand pass differs from the batched one in the last bits: the extremes may fall just outside the edges.
+        inside = np.clip(values, row.edges[0], row.edges[-1])
+        assert np.abs(inside - values).max() <= 1e-5
+        expected, _ = np.histogram(inside, bins=np.asarray(row.edges))
+        np.testing.assert_array_equal(row.counts, expected)

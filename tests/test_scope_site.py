@@ -161,6 +161,22 @@ def test_neuron_page_lists_direct_logit_attribution_and_layer_ranks_as_the_api_c
     assert ranks == top[top["kind"] == "top"].sort_values("rank")["layer_rank"].tolist()
 
 
+def test_neuron_page_states_firing_density_over_the_corpus(tiny):
+    from needle.neurons import Corpus, firing_statistics
+
+    site, adapter, cache = tiny["site"], tiny["adapter"], tiny["cache"]
+    page = sorted((site / "neurons").rglob("*.html"))[0]
+    layer, index = (int(v) for v in re.fullmatch(r"L(\d+)\.N(\d+)\.html", page.name).groups())
+    html = page.read_text()
+    corpus = Corpus.from_dataset(cache.dataset(), tokenizer=adapter.tokenizer)
+    row = firing_statistics(adapter, corpus, [(layer, index)]).iloc[0]
+    shown = re.search(r"Fires \(activation &gt; 0\) on <strong>([\d.]+) %</strong> of the corpus's\s+(\d+) tokens "
+                      r"\((\d+) tokens", html)
+    assert float(shown.group(1)) == pytest.approx(100 * row["firing_density"], abs=0.01)
+    assert (int(shown.group(2)), int(shown.group(3))) == (row["n_tokens"], row["n_firing"])
+    assert '<div class="hist whole"><svg' in html
+
+
 def test_histograms_and_logit_effects_match_the_cache_and_weights(tiny):
     from needle.neurons import neuron_logit_vector
 

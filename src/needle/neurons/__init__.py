@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from needle.neurons.distributions import cache_distributions, class_distributions
     from needle.neurons.dla import LogitAttribution, logit_attribution
     from needle.neurons.errors_browser import probe_errors
+    from needle.neurons.firing import firing_statistics
     from needle.neurons.ids import parse_neurons
     from needle.neurons.logits import LogitEffects, logit_effects, logit_statistics, neuron_logit_vector
     from needle.neurons.plots import (
@@ -63,6 +64,7 @@ __all__ = [
     "top_activations",
     "DEFAULT_BANDS",
     "token_statistics",
+    "firing_statistics",
     "class_distributions",
     "cache_distributions",
     "probe_errors",
@@ -99,7 +101,7 @@ __all__ = [
 # Where each public name lives: the package imports a module only when one of its names is asked for.
 _HOME = {
     "parse_neurons": "ids", "Corpus": "corpus", "top_activations": "top", "DEFAULT_BANDS": "top",
-    "token_statistics": "token_stats", "class_distributions": "distributions", "cache_distributions": "distributions",
+    "token_statistics": "token_stats", "firing_statistics": "firing", "class_distributions": "distributions", "cache_distributions": "distributions",
     "probe_errors": "errors_browser", "logit_effects": "logits", "logit_statistics": "logits",
     "neuron_logit_vector": "logits", "LogitEffects": "logits", "logit_attribution": "dla", "LogitAttribution": "dla", "ablate": "ablation", "ablation_losses": "ablation",
     "ablated": "ablation", "neuron_means": "ablation", "weight_statistics": "weights",

@@ -276,6 +276,7 @@ class _NeuronData:
     attribution: pd.DataFrame = dataclasses.field(default_factory=lambda: pd.DataFrame(columns=["layer", "neuron"]))
     attribution_summary: pd.DataFrame = dataclasses.field(
         default_factory=lambda: pd.DataFrame(columns=["layer", "neuron"]))
+    firing: pd.DataFrame = dataclasses.field(default_factory=lambda: pd.DataFrame(columns=["layer", "neuron"]))
 
     def __post_init__(self) -> None:
         # One groupby up front: filtering the long tables once per neuron page is quadratic.
@@ -283,6 +284,7 @@ class _NeuronData:
         self.tokens_of = _split_by_neuron(self.tokens)
         self.attribution_of = _split_by_neuron(self.attribution)
         self.attribution_summary_of = _split_by_neuron(self.attribution_summary)
+        self.firing_of = _split_by_neuron(self.firing)
 
 
 def _split_by_neuron(frame: pd.DataFrame) -> dict[NeuronRef, pd.DataFrame]:
@@ -292,11 +294,11 @@ def _split_by_neuron(frame: pd.DataFrame) -> dict[NeuronRef, pd.DataFrame]:
 
 
 def _neuron_analyses(model, cache, corpus, results, uses, options: SiteOptions, say, progress) -> _NeuronData:
-    from needle.neurons import cache_distributions, logit_effects, token_statistics, top_activations
+    from needle.neurons import cache_distributions, firing_statistics, logit_effects, token_statistics, top_activations
 
     neurons = [(ref.layer, ref.index) for ref in uses]
     empty = pd.DataFrame(columns=["layer", "neuron"])
-    top, tokens = empty, empty
+    top, tokens, firing = empty, empty, empty
     if neurons:
         t0 = time.perf_counter()
         say(f"  max-activating examples of {len(neurons)} neurons on {corpus!r} …")
@@ -306,6 +308,8 @@ def _neuron_analyses(model, cache, corpus, results, uses, options: SiteOptions, 
         say(f"  per-token statistics … ({time.perf_counter() - t0:.0f} s so far)")
         tokens = token_statistics(model, corpus, neurons, site=cache.site, min_count=options.token_min_count,
                                   batch_tokens=options.batch_tokens, progress=progress)
+        firing = firing_statistics(model, corpus, neurons, site=cache.site, batch_tokens=options.batch_tokens,
+                                   progress=progress)
         say(f"  corpus passes done in {time.perf_counter() - t0:.0f} s")
     histograms: dict[NeuronRef, list[dict]] = {}
     by_feature: dict[str, list[NeuronRef]] = {}
@@ -331,11 +335,23 @@ def _neuron_analyses(model, cache, corpus, results, uses, options: SiteOptions, 
             say("  examples by direct logit attribution …")
             found = logit_attribution(model, corpus, neurons, n_top=options.n_top, context=options.context,
                                       batch_tokens=options.batch_tokens, progress=progress)
-            return _NeuronData(top, tokens, histograms, logits, note, found.examples, found.summary)
+            return _NeuronData(top, tokens, histograms, logits, note, found.examples, found.summary, firing)
     else:
         note = (f"{model.model_id} is an encoder ({model.family}): it has no unembedding, so its neurons have no "
                 "direct effect on next-token logits.")
-    return _NeuronData(top, tokens, histograms, logits, note)
+    return _NeuronData(top, tokens, histograms, logits, note, firing=firing)
+
+
+def _firing_view(data: _NeuronData, ref: NeuronRef) -> dict | None:
+    """Firing density and the whole-corpus histogram of a neuron page."""
+    part = data.firing_of.get(ref)
+    if part is None or not len(part) or not int(part["n_tokens"].iloc[0]):
+        return None
+    row = part.iloc[0]
+    return {"n_tokens": int(row["n_tokens"]), "n_firing": int(row["n_firing"]),
+            "density": float(row["firing_density"]), "per_thousand": float(row["per_thousand"]),
+            "mean": float(row["mean"]), "std": float(row["std"]), "min": float(row["min"]), "max": float(row["max"]),
+            "svg": _markup(svg.histogram_chart(list(row["edges"]), {"all tokens": list(row["counts"])}))}
 
 
 def _attribution_view(data: _NeuronData, ref: NeuronRef, top: pd.DataFrame, scale: float) -> dict | None:
@@ -577,6 +593,7 @@ def _render_neuron(env, ref: NeuronRef, use: list[dict], data: _NeuronData, meta
         "tokens": token_rows, "min_count": options.token_min_count,
         "logits": logits, "logits_note": data.logits_note,
         "attribution": _attribution_view(data, ref, top, scale),
+        "firing": _firing_view(data, ref),
     }
     return env.get_template("neuron.html.j2").render(root="../../", meta=meta, n=n)
 

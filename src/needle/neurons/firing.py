@@ -1,0 +1,116 @@
+"""How often a neuron fires over a whole corpus, and the histogram of all its activations.
+
+The per-class histograms of a neuron page show its activations on one
+feature's labelled examples. These show all of them: every non-special
+token of the corpus. That is the picture Neuroscope and Neuronpedia lead
+with. A neuron *fires* on a token when its activation exceeds
+``threshold`` (0 by default, the usual choice for GELU and ReLU neurons).
+The firing density is the fraction of tokens on which it fires. The
+frequency is the same thing per thousand tokens.
+
+Two streaming passes keep memory at ``O(n_neurons × bins)``. The first
+counts tokens and firings and finds each neuron's range. The second fills
+``bins`` equal-width bins over that range, so the histogram is exact, not
+estimated from a sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import torch
+
+from needle.errors import InputError
+from needle.models.base import ModelAdapter, normalize_site
+from needle.neurons._common import NeuronLike, NeuronSet, stream_activations
+from needle.neurons.corpus import Corpus
+from needle.neurons.ids import parse_neurons
+
+__all__ = ["firing_statistics", "FIRING_COLUMNS"]
+
+FIRING_COLUMNS = ["layer", "neuron", "n_tokens", "n_firing", "firing_density", "per_thousand", "mean", "std",
+                  "min", "max", "edges", "counts"]
+
+
+def firing_statistics(
+    model: ModelAdapter,
+    corpus: Corpus,
+    neurons: NeuronLike | Sequence[NeuronLike],
+    *,
+    site: str = "post",
+    threshold: float = 0.0,
+    bins: int = 40,
+    exclude_special: bool = True,
+    batch_tokens: int = 8192,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Firing density and the whole-corpus activation histogram of each neuron.
+
+    Parameters
+    ----------
+    model : ModelAdapter
+    corpus : Corpus
+    neurons : (layer, index) pairs or ids like ``"L3.N120"``
+    site : {"post", "pre"}, default "post"
+    threshold : float, default 0.0
+        A neuron fires on a token when its activation is strictly above this.
+    bins : int, default 40
+        Equal-width histogram bins between the neuron's smallest and largest activation.
+    exclude_special : bool, default True
+        Leave out the tokenizer's special tokens.
+    batch_tokens : int, default 8192
+    progress : bool, default False
+
+    Returns
+    -------
+    DataFrame
+        Columns :data:`FIRING_COLUMNS`, one row per neuron. ``edges`` (``bins + 1``
+        floats) and ``counts`` (``bins`` ints, summing to ``n_tokens``) are lists;
+        the last bin includes its right edge.
+    """
+    site = normalize_site(site)
+    if site == "resid":
+        raise InputError("firing_statistics reads neurons: use site 'post' or 'pre'.")
+    if int(bins) < 1:
+        raise InputError(f"bins must be at least 1, got {bins}.")
+    nset = NeuronSet.build(model, parse_neurons(neurons), site)
+    n = len(nset)
+    special = torch.from_numpy(corpus.special_ids()) if exclude_special else torch.zeros(0, dtype=torch.long)
+
+    def tokens():
+        for batch, acts in stream_activations(model, corpus, nset, site=site, batch_tokens=batch_tokens,
+                                              progress=progress, desc="firing"):
+            yield acts[batch.valid & ~torch.isin(batch.input_ids, special)].double()  # (n_tokens, n)
+
+    count = 0
+    firing = torch.zeros(n, dtype=torch.float64)
+    total = torch.zeros(n, dtype=torch.float64)
+    squares = torch.zeros(n, dtype=torch.float64)
+    low = torch.full((n,), torch.inf, dtype=torch.float64)
+    high = torch.full((n,), -torch.inf, dtype=torch.float64)
+    for values in tokens():
+        count += values.shape[0]
+        firing += (values > threshold).double().sum(0)
+        total += values.sum(0)
+        squares += (values**2).sum(0)
+        if values.shape[0]:
+            low = torch.minimum(low, values.min(0).values)
+            high = torch.maximum(high, values.max(0).values)
+    bins = int(bins)
+    width = torch.where(high > low, (high - low) / bins, torch.ones_like(high))
+    counts = torch.zeros((n, bins), dtype=torch.float64)
+    if count:
+        for values in tokens():
+            index = ((values - low) / width).floor().clamp(0, bins - 1).long()  # the top edge joins the last bin
+            counts.scatter_add_(1, index.T, torch.ones_like(values.T))
+    mean = total / max(count, 1)
+    std = (squares / max(count, 1) - mean**2).clamp(min=0).sqrt()
+    rows = []
+    for j, (layer, index) in enumerate(nset.neurons):
+        edges = (low[j] + width[j] * torch.arange(bins + 1, dtype=torch.float64)).tolist() if count else []
+        density = float(firing[j]) / count if count else float("nan")
+        rows.append((layer, index, count, int(firing[j]), density, 1000.0 * density, float(mean[j]), float(std[j]),
+                     float(low[j]) if count else float("nan"), float(high[j]) if count else float("nan"),
+                     edges, counts[j].long().tolist()))
+    return pd.DataFrame(rows, columns=FIRING_COLUMNS)
