@@ -161,6 +161,37 @@ def test_neuron_page_lists_direct_logit_attribution_and_layer_ranks_as_the_api_c
     assert ranks == top[top["kind"] == "top"].sort_values("rank")["layer_rank"].tolist()
 
 
+def test_neuron_pages_link_each_probes_other_neurons(tiny):
+    from needle.probing import load_results
+    from needle.scope.tables import referenced_neurons
+
+    site = tiny["site"]
+    uses = referenced_neurons(load_results(tiny["results"]), max_k=2)
+    checked = 0
+    for ref, use in uses.items():
+        html = _neuron_page(site, ref.layer, ref.index)
+        linked = set(re.findall(r'<a class="partner" href="[^"]*?(L\d+\.N\d+)\.html">', html))
+        first = {}
+        for u in use:  # the partners shown are those of each (feature, method)'s first k
+            first.setdefault((u["feature"], u["method"]), u)
+        expected = {p.id for u in first.values() for p in u["partners"]}
+        assert linked == expected
+        for partner in linked:
+            layer, index = (int(v) for v in re.fullmatch(r"L(\d+)\.N(\d+)", partner).groups())
+            assert _neuron_page(site, layer, index)  # the link's page exists
+        checked += bool(expected)
+    assert checked  # some probe with k >= 2 chose this neuron with others
+
+
+def test_a_floor_of_equal_negative_activations_is_named():
+    import pandas as pd
+
+    from needle.scope.site import _tied
+
+    assert _tied(pd.Series([-0.16997, -0.16991, -0.17002])) == pytest.approx(-0.16997, abs=1e-4)
+    assert _tied(pd.Series([-0.170, -0.160])) is None and _tied(pd.Series([-0.17])) is None
+
+
 def test_neuron_page_states_firing_density_over_the_corpus(tiny):
     from needle.neurons import Corpus, firing_statistics
 

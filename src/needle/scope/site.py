@@ -342,6 +342,13 @@ def _neuron_analyses(model, cache, corpus, results, uses, options: SiteOptions, 
     return _NeuronData(top, tokens, histograms, logits, note, firing=firing)
 
 
+def _tied(values: pd.Series, precision: float = 5e-4) -> float | None:
+    """The shared value when every listed activation rounds alike at the page's 3 decimals (a floor), else None."""
+    if len(values) < 2 or float(values.max() - values.min()) >= precision:
+        return None
+    return float(values.mean())
+
+
 def _firing_view(data: _NeuronData, ref: NeuronRef) -> dict | None:
     """Firing density and the whole-corpus histogram of a neuron page."""
     part = data.firing_of.get(ref)
@@ -585,10 +592,11 @@ def _render_neuron(env, ref: NeuronRef, use: list[dict], data: _NeuronData, meta
         "max": float(top[top["kind"] == "top"]["activation"].max()) if len(top) else None,
         "min": float(top[top["kind"] == "bottom"]["activation"].min()) if len(top) else None,
         "scale": scale,
-        "uses": _group_uses(use),
+        "uses": _group_uses(use), "max_k_pages": options.max_k_pages,
         "uses_binary": all(u["task"] == "binary" for u in use),
         "unhistogrammed": list(dict.fromkeys(u["feature"] for u in use if u["task"] != "binary")),
         "top": examples("top"), "bottom": examples("bottom"), "bands": bands,
+        "bottom_tied": _tied(top[top["kind"] == "bottom"]["activation"] if len(top) else pd.Series(dtype=float)),
         "histograms": data.histograms.get(ref, []),
         "tokens": token_rows, "min_count": options.token_min_count,
         "logits": logits, "logits_note": data.logits_note,
@@ -619,7 +627,8 @@ def _group_uses(use: list[dict]) -> list[dict]:
         items = sorted(items, key=lambda u: u["k"])
         rows.append({"feature": feature, "method": method, "page": feature_page_name(feature), "k": items[0]["k"],
                      "ks": ", ".join(str(u["k"]) for u in items), "coef": items[0]["coef"],
-                     "f1": items[0]["score"], "metric": metric_label(items[0]["metric"])})
+                     "f1": items[0]["score"], "metric": metric_label(items[0]["metric"]),
+                     "partners": [{"id": p.id, "page": neuron_page_name(p)} for p in items[0].get("partners", [])]})
     rows.sort(key=lambda r: (r["k"], r["feature"], r["method"]))
     return rows
 

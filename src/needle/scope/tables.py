@@ -270,8 +270,9 @@ def referenced_neurons(results: pd.DataFrame, *, max_k: int | None = 8) -> dict[
     Returns
     -------
     dict of NeuronRef to list of dict
-        Sorted by neuron; each use is ``feature, collection, method, k, coef, f1, task, metric, score``
-        (``score`` the probe's primary metric, named by ``metric``), sorted by k then feature.
+        Sorted by neuron; each use is ``feature, collection, method, k, coef, f1, task, metric, score,
+        partners`` (``score`` the probe's primary metric, named by ``metric``; ``partners`` the other neurons
+        of the same probe, as NeuronRefs), sorted by k then feature.
     """
     _check(results)
     rows = with_score(sparse_rows(results))
@@ -280,11 +281,13 @@ def referenced_neurons(results: pd.DataFrame, *, max_k: int | None = 8) -> dict[
     uses: dict[NeuronRef, list[dict]] = {}
     for row in rows.itertuples(index=False):
         metric = primary_metric(row.task) if row.task in ("binary", "multiclass", "regression") else "score"
-        for neuron, coef in zip(np.asarray(row.neurons).tolist(), neuron_coefficients(row).tolist()):
+        chosen = [int(n) for n in np.asarray(row.neurons).tolist()]
+        for neuron, coef in zip(chosen, neuron_coefficients(row).tolist()):
             uses.setdefault(NeuronRef(int(row.layer), int(neuron)), []).append(
                 {"feature": row.feature, "collection": row.collection, "method": row.method, "k": int(row.k),
                  "coef": float(coef), "f1": _nan(getattr(row, "f1", None)), "task": row.task, "metric": metric,
-                 "score": _nan(row.score)})
+                 "score": _nan(row.score),
+                 "partners": [NeuronRef(int(row.layer), other) for other in chosen if other != neuron]})
     for value in uses.values():
         value.sort(key=lambda u: (u["k"], u["feature"], u["method"]))
     return dict(sorted(uses.items()))
