@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from model_zoo import build_model
@@ -41,6 +43,11 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, tiny_model_dir):
     index = paths["site"] / "index.html"
     assert index.is_file() and all(f'data-feature="{f}"' in index.read_text() for f in set(results["feature"]))
     assert any(line.startswith("site: ") for line in lines) and any("needle scope serve" in line for line in lines)
+    from needle.demo import GUIDE
+
+    assert GUIDE in lines  # and every output the guide names exists
+    for named in re.findall(r"\b(report\.html|site/index\.html)", GUIDE):
+        assert (paths["report"].parent / named).is_file(), named
     lines.clear()
     run_demo(tmp_path / "demo", model=str(tiny_model_dir), max_files=6, max_sequences_per_file=1,
              max_positives=40, methods=["mean_diff"], ks=[1, 2], n_jobs=1, echo=lines.append)

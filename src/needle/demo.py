@@ -11,9 +11,22 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-__all__ = ["run_demo", "DEMO_METHODS"]
+__all__ = ["run_demo", "DEMO_METHODS", "GUIDE"]
 
 DEMO_METHODS = ("mean_diff", "f_stat", "adaptive")
+
+#: Printed at the end of the demo: what each output shows and where to look first.
+GUIDE = """\
+What you are looking at
+  The table above: per feature of Python code (comments, strings, keywords, brackets, indentation, …), the layer
+    where a probe reads it best, its test F1 from one neuron (k = 1), from 8, and from all of them (dense), and the
+    single best neuron. k = 1 close to dense means one neuron carries the feature.
+  report.html: test F1 against k per feature and layer (how sparsely each feature is stored), the methods side by
+    side, and the baselines a reading must beat (random directions of the same size).
+  site/: a page per feature (its best probes, the neurons they chose, the errors they make) and per neuron
+    (how often it fires over the corpus, its top examples one per document, random examples from each
+    activation band, its activation on the feature's positives against negatives, its per-token table).
+  Start at site/index.html, open the feature with the largest F1 at k = 1, then its first neuron."""
 
 
 def run_demo(
@@ -121,6 +134,8 @@ def run_demo(
         echo(f"viewer: needle scope serve --model {model} --site {site_dir}")
         echo("        then open http://127.0.0.1:8765/ and type text to see any neuron or probe fire")
         paths["site"] = site_dir
+    echo("")
+    echo(GUIDE)
     echo(f"done in {time.perf_counter() - started:.0f} s")
     return paths
 
