@@ -119,6 +119,14 @@ def test_cli_commands_write_tables_and_plots(model_dir, tmp_path):
                                  "--out", str(tmp_path / "logits.parquet"), "--no-plot"])
     assert result.exit_code == 0 and "kurtosis" in result.output, result.output
     assert len(pd.read_parquet(tmp_path / "logits.parquet")) == 8 and not (tmp_path / "logits.png").exists()
+    result = runner.invoke(app, ["neuron", "attribution", *common, *files, "--n-top", "3",
+                                 "--out", str(tmp_path / "attribution.parquet")])
+    assert result.exit_code == 0 and "mean attribution" in result.output, result.output
+    attribution = pd.read_parquet(tmp_path / "attribution.parquet")
+    assert set(attribution["kind"]) == {"raises", "lowers"} and not attribution["attribution"].isna().any()
+    for command in ("logits", "logit-stats", "ablate", "attribution"):  # no encoder default that they would refuse
+        result = runner.invoke(app, ["neuron", command, "--help"])
+        assert "causal LM" in result.output and "minilm" not in result.output.lower(), command
     result = runner.invoke(app, ["neuron", "weights", "--model", str(model_dir), "--layers", "0,2",
                                  "--out", str(tmp_path / "weights.parquet")])
     assert result.exit_code == 0 and len(pd.read_parquet(tmp_path / "weights.parquet")) == 2 * 64
@@ -142,5 +150,10 @@ def test_cli_errors_are_one_line(model_dir, tmp_path, monkeypatch, capsys):
     code, err = run("top", "--model", str(model_dir), "--neurons", "nonsense", "--file", __file__,
                     "--out", str(tmp_path / "x.parquet"))
     assert code == 2 and "L3N120" in err
+    code, err = run("logits", "--neuron", "L1N2", "--out", str(tmp_path / "x.parquet"))
+    assert code == 2 and "Missing option '--model'" in err and err.count("\n") == 1
+    assert "needle neuron logits --help" in err
+    code, err = run("top", "--modle", "x")
+    assert code == 2 and "--modle" in err and err.count("\n") == 1
     code, err = run("weights", "--model", str(model_dir), "--out", str(tmp_path / "x.txt"))
     assert code == 2 and ".parquet or .csv" in err

@@ -29,10 +29,26 @@ def run(app: typer.Typer) -> None:
     except Exception as exc:  # click's usage errors
         import click
 
-        if isinstance(exc, click.ClickException):
-            exc.show()
+        # typer >= 0.20 raises its vendored copy of click's exceptions, which are not click's own classes.
+        if isinstance(exc, (click.ClickException, _vendored_click_exception())):
+            # One line: what is wrong, and where the command's help is (click's own usage block is three).
+            context = getattr(exc, "ctx", None)
+            where = f" (see '{context.command_path} --help')" if context is not None else ""
+            message = exc.format_message()
+            if message:  # none when the help was shown instead (a command group called without a command)
+                typer.secho(f"error: {message}{where}", fg=typer.colors.RED, err=True)
             sys.exit(exc.exit_code)
         raise
+
+
+def _vendored_click_exception() -> type:
+    try:
+        from typer._click.exceptions import ClickException
+    except ImportError:  # a typer that uses click itself
+        import click
+
+        return click.ClickException
+    return ClickException
 
 
 def _quiet_transformers() -> None:

@@ -19,6 +19,9 @@ from needle.neurons.ids import format_neuron_id, parse_neuron_list
 app = typer.Typer(no_args_is_help=True, help="Zoom in on single neurons: examples, tokens, logits, ablations, weights.")
 
 _Model = Annotated[str, typer.Option(help="Alias, directory or hub id (id@revision pins a revision).")]
+# No default: the default elsewhere, MiniLM, is an encoder with no unembedding, which these commands refuse.
+_CausalModel = Annotated[str, typer.Option(
+    "--model", help="A causal LM: directory or hub id (e.g. a `needle toy train` output, EleutherAI/pythia-70m).")]
 _Neurons = Annotated[str, typer.Option(
     "--neurons", help="Comma-separated neurons, e.g. L3.N120,L4.N7 (L3N120 and 3:120 work too).")]
 _Out = Annotated[Path, typer.Option("--out", help="Table to write (.parquet or .csv); the plot goes beside it (.png).")]
@@ -208,7 +211,7 @@ def errors_command(
 @app.command("logits")
 def logits_command(
     neuron: Annotated[str, typer.Option("--neuron", help="One neuron, e.g. L3.N120.")],
-    out: _Out, model: _Model = "minilm",
+    out: _Out, model: _CausalModel,
     top: Annotated[int, typer.Option(help="Tokens listed at each end.")] = 20,
     device: _Device = "cpu", plot: _Plot = True,
 ) -> None:
@@ -229,9 +232,35 @@ def logits_command(
     _write(effects.table, out, _figure(lambda: plot_logit_effects(effects), plot), plot)
 
 
+@app.command("attribution")
+def attribution_command(
+    neurons: _Neurons, out: _Out, model: _CausalModel, dataset: _Dataset = None, file: _Files = None,
+    label: _Label = None, context_length: _ContextLength = 128, max_sequences: _MaxSequences = None,
+    n_top: Annotated[int, typer.Option(help="Positions kept at each end per neuron.")] = 20,
+    context: Annotated[str, typer.Option(help="Tokens before,after the chosen one.")] = "16,4",
+    one_per_group: Annotated[bool, typer.Option(
+        "--one-per-group/--all-windows", help="At most one position per document at each end, or every token.")] = True,
+    batch_tokens: Annotated[int, typer.Option(help="Padded tokens per forward pass.")] = 8192,
+    device: _Device = "cpu",
+) -> None:
+    """Positions where neurons most raise and most lower the true next token's logit (direct logit attribution)."""
+    from needle.neurons import logit_attribution
+
+    adapter = _load(model, device)
+    corpus = _corpus(adapter, dataset, file, label, context_length, max_sequences)
+    chosen = _neurons(neurons)
+    found = logit_attribution(adapter, corpus, chosen, n_top=n_top, context=_pair(context),
+                              one_per_group=one_per_group, batch_tokens=batch_tokens, progress=True)
+    _write(found.examples, out, None, False)
+    for row in found.summary.itertuples(index=False):
+        note = ": on average it lowers the correct next token" if row.lowers_correct_token else ""
+        typer.echo(f"{format_neuron_id(row.layer, row.neuron)}: mean attribution {row.mean_attribution:.4g} over "
+                   f"{row.n_tokens} tokens, below zero on {100 * row.fraction_negative:.1f} %{note}")
+
+
 @app.command("logit-stats")
 def logit_stats_command(
-    out: _Out, model: _Model = "minilm",
+    out: _Out, model: _CausalModel,
     layers: Annotated[Optional[str], typer.Option(help="e.g. 0,2,4 or 0-5 (default: all).")] = None,
     device: _Device = "cpu", plot: _Plot = True,
 ) -> None:
@@ -245,7 +274,7 @@ def logit_stats_command(
 
 @app.command("ablate")
 def ablate_command(
-    neurons: _Neurons, out: _Out, model: _Model = "minilm", dataset: _Dataset = None, file: _Files = None,
+    neurons: _Neurons, out: _Out, model: _CausalModel, dataset: _Dataset = None, file: _Files = None,
     label: _Label = None, context_length: _ContextLength = 128, max_sequences: _MaxSequences = None,
     mode: Annotated[str, typer.Option(help="zero, mean, or a number.")] = "zero",
     site: Annotated[str, typer.Option(help="post or pre.")] = "post",
