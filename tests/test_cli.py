@@ -88,3 +88,38 @@ def test_dataset_list_names_every_registered_builder():
     result = runner.invoke(app, ["dataset", "list"])
     assert result.exit_code == 0, result.output
     assert [line.split()[0] for line in result.output.splitlines()] == list(BUILDERS)
+
+
+def test_help_and_usage_errors_load_no_heavy_library():
+    """`needle … --help` and argument errors answer without importing numpy, pandas, torch or transformers."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from needle.cli import main\n"
+        "for argv in (['needle', '--help'], ['needle', 'probe', '--help'], ['needle', 'neuron', 'top', '--bogus'],\n"
+        "             ['needle', 'dataset', 'build', '--help'], ['needle', '--version']):\n"
+        "    sys.argv = argv\n"
+        "    try:\n"
+        "        main()\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "heavy = ('torch', 'transformers', 'pandas', 'numpy', 'sklearn', 'scipy', 'pyarrow')\n"
+        "print('HEAVY', sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert "HEAVY []" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+def test_version_prints_the_package_version(capsys, monkeypatch):
+    from needle import __version__
+    from needle.cli import main
+
+    monkeypatch.setattr("sys.argv", ["needle", "--version"])
+    code = 0
+    try:
+        main()
+    except SystemExit as exited:
+        code = exited.code
+    assert code in (0, None) and capsys.readouterr().out.strip() == f"needle {__version__}"

@@ -1,13 +1,16 @@
 """needle: find the neurons of transformer language models that encode features, by sparse probing."""
 
 from needle._version import __version__
-from needle.datasets.format import ProbeDataset, load_dataset
 
 __all__ = ["__version__", "ProbeDataset", "load_dataset", "load_model", "extract", "load_cache"]
 
 
 def __getattr__(name: str):
-    # Heavy modules (torch, transformers) load only when asked for.
+    # Heavy modules (numpy, pandas, torch, transformers) load only when asked for, so `needle --help` is quick.
+    if name in ("ProbeDataset", "load_dataset"):
+        from needle.datasets import format as _format
+
+        return getattr(_format, name)
     if name == "load_model":
         from needle.models import load_model
 

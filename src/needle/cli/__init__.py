@@ -30,6 +30,20 @@ app.add_typer(_scope.app, name="scope")
 app.add_typer(_toy.app, name="toy")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from needle._version import __version__
+
+        typer.echo(f"needle {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                        help="Print needle's version and exit.")) -> None:
+    """needle: find the neurons that encode features, by sparse probing."""
+
+
 def main() -> None:
     """Entry point of the ``needle`` script."""
     run(app)

@@ -52,13 +52,18 @@ def _vendored_click_exception() -> type:
 
 
 def _quiet_transformers() -> None:
-    """needle draws its own progress bars; transformers' weight-loading bar is noise on a CLI."""
-    try:
+    """needle draws its own progress bars; transformers' weight-loading bar is noise on a CLI.
+
+    Said through the environment, which transformers and huggingface_hub read when they load: importing
+    transformers here would cost every command, ``--help`` included, a few seconds.
+    """
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:  # already loaded (the CLI called in-process): tell it directly
         from transformers.utils import logging as hf_logging
-    except ImportError:
-        return
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
 
 
 def parse_params(pairs: list[str] | None) -> dict[str, Any]:
