@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from needle._io import atomic_file
 from needle.errors import FormatError
+from needle.probing.bootstrap import CI_COLUMNS
 from needle.probing.constants import BASELINE_METHODS
 from needle.probing.metrics import PRIMARY_METRIC
 
@@ -59,10 +60,12 @@ RESULT_SCHEMA = pa.schema(
         ("spearman", pa.float64()),
         ("pearson", pa.float64()),
         ("mae", pa.float64()),
+        *[(name, pa.float64()) for name in CI_COLUMNS],
         ("n_train", pa.int64()),
         ("n_test", pa.int64()),
         ("n_train_pos", pa.int64()),
         ("n_test_pos", pa.int64()),
+        ("n_test_groups", pa.int64()),
         ("neurons", pa.list_(pa.int64())),
         ("coef", pa.list_(pa.float64())),
         ("intercept", pa.float64()),
@@ -79,6 +82,9 @@ RESULT_SCHEMA = pa.schema(
         ("needle_version", pa.string()),
         ("params", pa.string()),
         ("manifest", pa.string()),
+        ("splits_mean", pa.float64()),
+        ("splits_sd", pa.float64()),
+        ("n_splits", pa.int64()),
     ]
 )
 _COLUMNS = [field.name for field in RESULT_SCHEMA]
@@ -88,7 +94,10 @@ CERTIFICATE_COLUMNS = ("objective", "bound", "gap", "status")
 #: Columns added after the first tables were written, with the value an older table gets: every feature was binary.
 _ADDED_COLUMNS = {"task": "binary", "f1_weighted": np.nan, "f1_macro": np.nan, "r2": np.nan, "spearman": np.nan,
                   "pearson": np.nan, "mae": np.nan, "class_intercepts": None,
-                  **{name: (None if name == "status" else np.nan) for name in CERTIFICATE_COLUMNS}}
+                  **{name: (None if name == "status" else np.nan) for name in CERTIFICATE_COLUMNS},
+                  # Uncertainty (bootstrap over test groups, repeated splits): unknown for older tables.
+                  **{name: np.nan for name in CI_COLUMNS}, "n_test_groups": pd.NA,
+                  "splits_mean": np.nan, "splits_sd": np.nan, "n_splits": 1}
 
 
 def certificate_columns(info: dict) -> dict:
