@@ -31,6 +31,7 @@ __all__ = [
     "merge_results",
     "write_results",
     "summarize",
+    "MIN_TEST_POSITIVES",
 ]
 
 #: Columns that identify a row; a results file never holds two rows with the same key.
@@ -175,7 +176,26 @@ def write_results(path: str | os.PathLike, frame: pd.DataFrame) -> None:
         pq.write_table(table, handle)
 
 
-def summarize(results: pd.DataFrame, *, ks: tuple[int, int] = (1, 8)) -> pd.DataFrame:
+#: Below this many test positives a feature's scores are flagged as fragile (``few_positives``).
+MIN_TEST_POSITIVES = 50
+
+
+def _best_row(rows: pd.DataFrame, metric: str):
+    """The row with the highest ``metric`` (ties: the first method by name), or None."""
+    rows = rows[rows[metric].notna()]
+    if not len(rows):
+        return None
+    return rows.sort_values([metric, "method"], ascending=[False, True], kind="stable").iloc[0]
+
+
+def _value(row, column: str) -> float:
+    if row is None or column not in row.index or pd.isna(row[column]):
+        return np.nan
+    return float(row[column])
+
+
+def summarize(results: pd.DataFrame, *, ks: tuple[int, int] = (1, 8),
+              min_positives: int = MIN_TEST_POSITIVES) -> pd.DataFrame:
     """One row per feature: where it lives, how sparsely, and its best single neuron.
 
     Each feature is scored by its task's primary metric
@@ -190,6 +210,9 @@ def summarize(results: pd.DataFrame, *, ks: tuple[int, int] = (1, 8)) -> pd.Data
         The two sparsities reported. The best layer is the one with the
         highest score at ``ks[1]`` (best over selection methods); ties go to
         the earlier layer.
+    min_positives : int, default 50
+        ``few_positives`` marks a binary feature with fewer test positives than this (a multiclass or
+        regression feature: fewer test examples): its scores rest on few examples, read their intervals.
 
     Returns
     -------
@@ -202,6 +225,12 @@ def summarize(results: pd.DataFrame, *, ks: tuple[int, int] = (1, 8)) -> pd.Data
         ``neuron_precision, neuron_recall`` (binary) or ``neuron_spearman``
         (regression). For binary features the score columns are also given
         under their old names ``f1_k…``, ``f1_dense`` and ``neuron_f1``.
+
+        Uncertainty: ``score_k…_lo``, ``score_k…_hi`` and ``neuron_score_lo``, ``neuron_score_hi`` are the
+        95 % bootstrap interval over test groups of the row each score comes from (NaN for tables written
+        without it), ``score_k…_sd`` the sd over repeated group splits (NaN unless the sweep ran
+        ``splits`` > 1), and ``n_test``, ``n_test_pos``, ``n_test_groups``, ``few_positives`` the size of the
+        feature's test split.
     """
     k_small, k_large = ks
     results = _conform(results)
@@ -221,6 +250,9 @@ def summarize(results: pd.DataFrame, *, ks: tuple[int, int] = (1, 8)) -> pd.Data
         else:
             best_layer = int(frame["layer"].min())
         dense = frame[(frame["method"] == "dense") & (frame["layer"] == best_layer)][metric]
+        at_layer = sel[sel["layer"] == best_layer]
+        best_small = _best_row(at_layer[at_layer["k"] == k_small], metric)
+        best_large = _best_row(at_layer[at_layer["k"] == k_large], metric)
         row = dict(zip(group_cols, key))
         row["collection"] = frame["collection"].iloc[0]
         row["task"] = task
@@ -229,16 +261,27 @@ def summarize(results: pd.DataFrame, *, ks: tuple[int, int] = (1, 8)) -> pd.Data
         row[f"score_k{k_small}"] = float(best_by_layer_small.get(best_layer, np.nan))
         row[f"score_k{k_large}"] = float(best_by_layer_large.get(best_layer, np.nan))
         row["score_dense"] = float(dense.max()) if len(dense) else np.nan
+        for k, best in ((k_small, best_small), (k_large, best_large)):
+            row[f"score_k{k}_lo"] = _value(best, f"{metric}_lo")
+            row[f"score_k{k}_hi"] = _value(best, f"{metric}_hi")
+            row[f"score_k{k}_sd"] = _value(best, "splits_sd")
         ones = sel[sel["k"] == 1].sort_values([metric, "layer", "method"], ascending=[False, True, True],
                                              kind="stable", na_position="last")
         if len(ones):
             best = ones.iloc[0]
             row.update(neuron_layer=int(best["layer"]), neuron=int(best["neurons"][0]), neuron_method=best["method"],
-                       neuron_score=float(best[metric]), neuron_precision=float(best["precision"]),
+                       neuron_score=float(best[metric]), neuron_score_lo=_value(best, f"{metric}_lo"),
+                       neuron_score_hi=_value(best, f"{metric}_hi"), neuron_precision=float(best["precision"]),
                        neuron_recall=float(best["recall"]), neuron_spearman=float(best["spearman"]))
         else:
             row.update(neuron_layer=np.nan, neuron=np.nan, neuron_method=None, neuron_score=np.nan,
+                       neuron_score_lo=np.nan, neuron_score_hi=np.nan,
                        neuron_precision=np.nan, neuron_recall=np.nan, neuron_spearman=np.nan)
+        first = frame.iloc[0]
+        row["n_test"] = int(first["n_test"])
+        row["n_test_pos"] = int(first["n_test_pos"])
+        row["n_test_groups"] = _value(first, "n_test_groups")
+        row["few_positives"] = bool((row["n_test_pos"] if task == "binary" else row["n_test"]) < min_positives)
         binary = task == "binary"
         row[f"f1_k{k_small}"] = row[f"score_k{k_small}"] if binary else np.nan
         row[f"f1_k{k_large}"] = row[f"score_k{k_large}"] if binary else np.nan
@@ -248,5 +291,9 @@ def summarize(results: pd.DataFrame, *, ks: tuple[int, int] = (1, 8)) -> pd.Data
     columns = group_cols[:3] + ["collection", "feature", "task", "metric", "best_layer", f"score_k{k_small}",
                                 f"score_k{k_large}", "score_dense", "neuron_layer", "neuron", "neuron_method",
                                 "neuron_score", "neuron_precision", "neuron_recall", "neuron_spearman",
-                                f"f1_k{k_small}", f"f1_k{k_large}", "f1_dense", "neuron_f1"]
+                                f"f1_k{k_small}", f"f1_k{k_large}", "f1_dense", "neuron_f1",
+                                f"score_k{k_small}_lo", f"score_k{k_small}_hi", f"score_k{k_large}_lo",
+                                f"score_k{k_large}_hi", f"score_k{k_small}_sd", f"score_k{k_large}_sd",
+                                "neuron_score_lo", "neuron_score_hi", "n_test", "n_test_pos", "n_test_groups",
+                                "few_positives"]
     return pd.DataFrame(rows, columns=columns)
