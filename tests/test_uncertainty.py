@@ -8,7 +8,6 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import f1_score, roc_auc_score
-from test_probing_sweep import PLANTED_LAYER, make_source, run
 
 from needle.errors import InputError
 from needle.probing import ArraySource, load_results, load_splits, splits_path, summarize
@@ -16,6 +15,7 @@ from needle.probing.bootstrap import CI_COLUMNS, draw_group_indices
 from needle.probing.compare import compare_probes, holm
 from needle.probing.results import write_results
 from needle.probing.splits import derive_seed, group_train_test_split
+from test_probing_sweep import PLANTED_LAYER, make_source, run
 
 N_BOOT = 200
 

@@ -41,7 +41,9 @@ def format_summary(summary, *, min_positives: int = 50) -> str:
                      if c.startswith("score_k") and c[len("score_k"):].isdigit()})
     table = pd.DataFrame({c: summary[c] for c in ("model_id", "dataset_hash", "site") if c in summary
                           and c not in constant})
-    table["feature"] = [("! " if few else "  ") + f for f, few in zip(summary["feature"], summary["few_positives"])]
+    table["!"] = ["!" if few else "" for few in summary["few_positives"]]
+    width = max(len("feature"), *(len(str(f)) for f in summary["feature"]))
+    table["feature"] = [str(f).ljust(width) for f in summary["feature"]]
     table["collection"] = summary["collection"]
     if summary["task"].nunique() > 1:
         table["metric"] = summary["metric"]
@@ -134,7 +136,7 @@ def compare_command(
         with atomic_file(out, "w") as handle:
             table.to_csv(handle, index=False)
     shown = table.copy()
-    shown["feature"] = [("! " if few else "  ") + f for f, few in zip(shown["feature"], shown["few_positives"])]
+    shown.insert(0, "!", ["!" if few else "" for few in shown["few_positives"]])
     shown = shown.drop(columns=["few_positives", "task"] + [c for c in ("layer", "method", "k")
                                                             if c in shown and shown[c].nunique() == 1])
     with pd.option_context("display.max_rows", 500, "display.max_columns", 40, "display.width", 250,

@@ -41,9 +41,9 @@ import pandas as pd
 
 from needle._version import __version__
 from needle.errors import InputError
+from needle.probing.bootstrap import CI_COLUMNS, DEFAULT_N_BOOT, interval_columns, sweep_bootstrap
 from needle.probing.constants import DEFAULT_KS, DEFAULT_METHODS
 from needle.probing.estimators import DEFAULT_C, random_orthonormal
-from needle.probing.bootstrap import CI_COLUMNS, DEFAULT_N_BOOT, interval_columns, sweep_bootstrap
 from needle.probing.metrics import ALL_METRICS, PRIMARY_METRIC, metrics_batch
 from needle.probing.penalties import check_C
 from needle.probing.results import RESULT_KEY, certificate_columns, load_results, merge_results, write_results
