@@ -203,3 +203,29 @@ def test_cli_summary_and_compare(swept, monkeypatch):
     assert "pairs: B above A in" in result.output and "Holm" in result.output
     result = CliRunner().invoke(app, ["results", "compare", str(out), "--cache", "unused", "--a", "k", "--b", "k=2"])
     assert result.exit_code != 0 and "must look like" in str(result.exception)
+
+
+def test_osp_certificate_states_its_candidates_and_gamma_refit_ties_it_to_C(tmp_path):
+    from needle.probing import OSPSelector, SparseProbe
+
+    source = make_source()
+    results = run(source, tmp_path / "osp.parquet", methods=("osp",), ks=(1, 2), C=0.05, baselines=False,
+                  features=["planted"], layers=[PLANTED_LAYER], bootstrap=0,
+                  method_params={"osp": {"gamma": "refit", "prefilter": 8, "time_limit": 20}})
+    import json
+
+    infos = [json.loads(text) for text in results["selection_info"]]
+    assert all(info["gamma"] == 0.05 for info in infos)  # the refit's C, not osp's default 0.001
+    assert (results["n_candidates"] == 8).all() and results["status"].eq("optimal").all()
+    # SparseProbe: the same resolution, and its default stays 0.001.
+    X = np.asarray(source.layer(PLANTED_LAYER), dtype=np.float32)
+    y = source.feature("planted")[1]
+    refit = SparseProbe(k=1, selector=OSPSelector(gamma="refit", prefilter=8), C=0.2).fit(X, y)
+    default = SparseProbe(k=1, selector=OSPSelector(prefilter=8), C=0.2).fit(X, y)
+    assert refit.n_candidates_ == 8
+    assert refit.objective_ != default.objective_  # different gammas, different objectives on one support
+    from needle.probing.template import CrossValidatedC
+
+    with pytest.raises(InputError, match="needs a fixed C"):
+        run(source, None, methods=("osp",), ks=(1,), C=CrossValidatedC(), baselines=False, features=["planted"],
+            layers=[PLANTED_LAYER], method_params={"osp": {"gamma": "refit", "prefilter": 8}})

@@ -80,6 +80,7 @@ RESULT_SCHEMA = pa.schema(
         ("bound", pa.float64()),
         ("gap", pa.float64()),
         ("status", pa.string()),
+        ("n_candidates", pa.int64()),
         ("needle_version", pa.string()),
         ("params", pa.string()),
         ("manifest", pa.string()),
@@ -89,9 +90,10 @@ RESULT_SCHEMA = pa.schema(
     ]
 )
 _COLUMNS = [field.name for field in RESULT_SCHEMA]
-#: The optimality certificate of a support (method ``osp``; null for the other methods). Tables written before
-#: these columns existed load with nulls there.
-CERTIFICATE_COLUMNS = ("objective", "bound", "gap", "status")
+#: The optimality certificate of a support (method ``osp``; null for the other methods): what the support is proven
+#: optimal for (``objective`` with the selector's own ``gamma``) and over how many candidates (``n_candidates``, the
+#: top ones by mean difference), not over every neuron. Tables written before these columns existed load with nulls.
+CERTIFICATE_COLUMNS = ("objective", "bound", "gap", "status", "n_candidates")
 #: Columns added after the first tables were written, with the value an older table gets: every feature was binary.
 _ADDED_COLUMNS = {"task": "binary", "f1_weighted": np.nan, "f1_macro": np.nan, "r2": np.nan, "spearman": np.nan,
                   "pearson": np.nan, "mae": np.nan, "class_intercepts": None,
