@@ -12,8 +12,8 @@ from needle._io import atomic_file
 from needle._version import __version__
 from needle.errors import InputError
 from needle.probing.constants import HEATMAP_METHOD_PREFERENCE
-from needle.report import figures
 from needle.probing.results import MIN_TEST_POSITIVES
+from needle.report import figures
 from needle.report._tasks import (
     SECONDARY_METRICS,
     display_summary,
