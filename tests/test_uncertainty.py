@@ -229,3 +229,26 @@ def test_osp_certificate_states_its_candidates_and_gamma_refit_ties_it_to_C(tmp_
     with pytest.raises(InputError, match="needs a fixed C"):
         run(source, None, methods=("osp",), ks=(1,), C=CrossValidatedC(), baselines=False, features=["planted"],
             layers=[PLANTED_LAYER], method_params={"osp": {"gamma": "refit", "prefilter": 8}})
+
+
+def test_multiclass_and_regression_rows_get_their_intervals_and_compare(tmp_path):
+    from test_probing_tasks import _task_source
+
+    out = tmp_path / "tasks.parquet"
+    source = _task_source()
+    results = run(source, out, methods=("mean_diff",), ks=(1, 2, 4), prefilter=None, bootstrap=N_BOOT)
+    mc, reg = results[results["task"] == "multiclass"], results[results["task"] == "regression"]
+    for frame, metrics, absent in ((mc, ("f1_macro", "accuracy"), ("f1", "r2")), (reg, ("r2",), ("f1", "f1_macro"))):
+        for m in metrics:
+            assert frame[f"{m}_lo"].notna().all() and (frame[f"{m}_lo"] <= frame[f"{m}_hi"]).all()
+        for m in absent:
+            assert frame[f"{m}_lo"].isna().all()
+    # compare recomputes multiclass scores from the flattened coefficients and class intercepts (checked against
+    # the stored metric), and regression scores from coef and intercept.
+    table = compare_probes(results, load_splits(splits_path(out)), source, a={"k": 1}, b={"k": 4})
+    assert set(table["metric"]) == {"f1_macro", "r2"}
+    stored = results.set_index(["feature", "layer", "method", "k"])
+    for row in table.itertuples():
+        assert row.score_b == pytest.approx(stored.loc[(row.feature, row.layer_b, row.method_b, 4),
+                                                       row.metric], abs=1e-9)
+    assert table.query("metric == 'f1_macro' and layer_a == 0")["diff_lo"].iloc[0] > 0  # two planted neurons > one

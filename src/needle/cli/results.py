@@ -137,8 +137,10 @@ def compare_command(
             table.to_csv(handle, index=False)
     shown = table.copy()
     shown.insert(0, "!", ["!" if few else "" for few in shown["few_positives"]])
-    shown = shown.drop(columns=["few_positives", "task"] + [c for c in ("layer", "method", "k")
-                                                            if c in shown and shown[c].nunique() == 1])
+    shown = shown.drop(columns=["few_positives", "task"])
+    for key in ("layer", "method", "k"):  # a key the two sides share is shown once
+        if (shown[f"{key}_a"] == shown[f"{key}_b"]).all():
+            shown = shown.rename(columns={f"{key}_a": key}).drop(columns=[f"{key}_b"])
     with pd.option_context("display.max_rows", 500, "display.max_columns", 40, "display.width", 250,
                            "display.float_format", "{:.3f}".format):
         typer.echo(shown.to_string(index=False))

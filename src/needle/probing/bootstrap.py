@@ -93,15 +93,16 @@ def paired_difference(a: np.ndarray, b: np.ndarray, *, level: float = DEFAULT_LE
     -------
     dict
         ``diff_lo, diff_hi``: percentile interval of ``b - a``; ``p_value``: two-sided bootstrap p-value of
-        "no difference", ``min(1, 2 min(P(d <= 0), P(d >= 0)))`` over the replicates where both are defined
-        (its resolution is ``1 / n_boot``); ``n_boot``: those replicates.
+        "no difference", ``min(1, 2 min(P(d <= 0), P(d >= 0)))`` over the replicates where both are defined,
+        never below ``1 / n_boot`` (its resolution: 0 would claim more than the resamples show); ``n_boot``:
+        those replicates.
     """
     d = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
     d = d[np.isfinite(d)]
     if not d.size:
         return {"diff_lo": np.nan, "diff_hi": np.nan, "p_value": np.nan, "n_boot": 0}
     lo, hi = percentile_interval(d, level)
-    p = min(1.0, 2.0 * min(np.mean(d <= 0), np.mean(d >= 0)))
+    p = min(1.0, max(2.0 * min(np.mean(d <= 0), np.mean(d >= 0)), 1.0 / d.size))
     return {"diff_lo": float(lo), "diff_hi": float(hi), "p_value": float(p), "n_boot": int(d.size)}
 
 
