@@ -4,7 +4,8 @@ The blocks run in a scratch directory whose ``../shared/data/ud/en_ewt`` is a mi
 treebank (a few sentences of a few documents of each file, cut from the real files at test time), so the
 commands are the documentation's own but the data is small. The few changes made to a block are listed in
 :data:`SHRINK` (each must still apply, so none goes stale silently): they only narrow what the heaviest sweep
-covers. ``needle`` on the PATH and ``source .venv/bin/activate`` point at the package under test.
+and the site cover. ``needle …`` lines run through the CLI's entry point in this process (the package under
+test); other shell lines run in bash.
 
 A block is skipped only when the line above it says ``<!-- doctest: skip: <why> -->``; such markers stay rare
 and each gives its reason (checked below).
@@ -36,6 +37,7 @@ SHRINK = [
     ("README.md", "needle probe --cache runs/ewt-train-minilm --out runs/ewt-train.parquet --jobs 2",
      "needle probe --cache runs/ewt-train-minilm --out runs/ewt-train.parquet --jobs 1 "
      "--features pos:NOUN,pos:VERB,dep:nsubj --layers 0,3 --methods mean_diff,f_stat --bootstrap 200"),
+    ("README.md", "--out runs/site   # static", "--out runs/site --max-k 2 --max-sequences 32   # static"),
 ]
 EWT = SHARED_DATA / "ud" / "en_ewt"
 
@@ -125,6 +127,39 @@ def _shrunk(path: Path, code: str) -> str:
     return code
 
 
+def _run_bash(code: str, work: Path, env: dict, where: str) -> None:
+    """Run a shell block line by line: ``needle …`` through the CLI's own entry point in this process (what the
+    console script calls; no interpreter start-up per command), anything else in bash."""
+    import shlex
+
+    from needle.cli import main
+
+    for line in code.replace("\\\n", " ").splitlines():
+        argv = shlex.split(line, comments=True)
+        if not argv or argv[0] == "source":  # the activation is in env already
+            continue
+        if argv[0] != "needle":
+            done = subprocess.run(["bash", "-euo", "pipefail", "-c", line], cwd=work, env=env, capture_output=True,
+                                  text=True, timeout=600)
+            assert done.returncode == 0, f"{where}: {line}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+            continue
+        here, saved_argv, saved_env = os.getcwd(), sys.argv, dict(os.environ)
+        os.chdir(work)
+        os.environ.update(env)
+        sys.argv = argv
+        try:
+            main()
+            code_ = 0
+        except SystemExit as exited:
+            code_ = exited.code or 0
+        finally:
+            os.chdir(here)
+            sys.argv = saved_argv
+            os.environ.clear()
+            os.environ.update(saved_env)
+        assert code_ == 0, f"{where}: `{line.strip()}` exited with {code_}"
+
+
 def _run_document(path: Path, work: Path, *, repeat_python: bool = False) -> None:
     """Run a document's blocks in order: bash in a shell, python in one namespace per document."""
     namespace: dict = {"__name__": f"doc_{path.stem}"}
@@ -138,9 +173,7 @@ def _run_document(path: Path, work: Path, *, repeat_python: bool = False) -> Non
         code = _shrunk(path, block["code"])
         started = time.perf_counter()
         if block["lang"] == "bash":
-            done = subprocess.run(["bash", "-euo", "pipefail", "-c", code], cwd=work, env=env, capture_output=True,
-                                  text=True, timeout=600)
-            assert done.returncode == 0, f"{where} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+            _run_bash(code, work, env, where)
             print(f"{where}: {time.perf_counter() - started:.1f} s")
             continue
         os.chdir(work)
