@@ -103,10 +103,12 @@ def test_index_numbers_are_those_of_the_results(tiny):
     results, index = load_results(tiny["results"]), (tiny["site"] / "index.html").read_text()
     for row in summarize(results, ks=(1, 8)).itertuples(index=False):
         cells = re.search(rf'<tr data-feature="{row.feature}">(.*?)</tr>', index, re.S).group(1)
-        numbers = re.findall(r'<td class="num">([^<]*)</td>', cells)
+        # A score cell is its number, then hints (its interval): keep the number.
+        numbers = re.findall(r'<td class="num">([^<]*)(?:<span[^>]*>[^<]*</span>)*</td>', cells)
         assert numbers[0] == str(row.best_layer)
         assert numbers[1] == f"{row.f1_k1:.3f}"
         assert numbers[2] == "–"  # the sweep stopped at k = 3: no k = 8 probe
+        assert f"[{row.score_k1_lo:.2f}–{row.score_k1_hi:.2f}]" in cells  # and its 95 % interval
         assert f"L{row.neuron_layer}.N{row.neuron}" in cells
 
 
@@ -392,7 +394,7 @@ def test_index_scores_each_task_by_its_metric(tasks_site):
     assert heads["regression"][3:8] == ["R² k=1", "R² k=8", "R² dense", "Spearman k=1", "Spearman k=8"]
     summary = summary_by_task(tasks_site["results"])["regression"].iloc[0]
     cells = re.search(r'<tr data-feature="line_position">(.*?)</tr>', tables["regression"], re.S).group(1)
-    numbers = re.findall(r'<td class="num">([^<]*)</td>', cells)
+    numbers = re.findall(r'<td class="num">([^<]*)(?:<span[^>]*>[^<]*</span>)*</td>', cells)
     assert numbers[0] == str(summary.best_layer) and numbers[1] == f"{summary.r2_k1:.3f}"
     assert float(numbers[1]) < 0  # negative R² is shown as it is
     assert "R² against k (log scale)" in cells and "scored by R²" in index

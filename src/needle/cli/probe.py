@@ -32,6 +32,10 @@ def probe_command(
         "--C", help="Inverse L2 regularisation of the refits on standardised neurons, or 'cv' to choose it per probe "
                     "by 5-fold cross-validation over the training groups.")] = "0.01",
     jobs: Annotated[int, typer.Option("--jobs", help="Worker processes.")] = 1,
+    bootstrap: Annotated[int, typer.Option(
+        help="Resamples of the test groups for every score's 95% interval (0: none).")] = 1000,
+    splits: Annotated[int, typer.Option(
+        help="Group splits per feature; N > 1 refits every probe on N-1 more splits for mean ± sd (N× the work).")] = 1,
     overwrite: Annotated[bool, typer.Option(help="Start the results file afresh.")] = False,
 ) -> None:
     """Sweep sparse probes over features, layers, methods and k; resumes and appends."""
@@ -55,7 +59,7 @@ def probe_command(
     results = sweep(load_cache(cache), out=out, features=_split(features), layers=parse_layers(layers),
                     methods=_split(methods) or list(DEFAULT_METHODS), ks=ks, prefilter=prefilter or None, seed=seed,
                     baselines=baselines, C=C, method_params=_method_params(method_param), n_jobs=jobs,
-                    overwrite=overwrite)
+                    overwrite=overwrite, bootstrap=bootstrap, splits=splits)
     typer.echo(f"{len(results)} result rows in {out}")
     typer.echo(_format_summary(summarize(results)))
 
@@ -74,21 +78,7 @@ def _method_params(pairs: list[str] | None) -> dict[str, dict]:
 
 
 def _format_summary(summary) -> str:
-    """The summary table for a terminal: identity columns shown once above it, not on every row.
+    """The summary table for a terminal (:func:`needle.cli.results.format_summary`)."""
+    from needle.cli.results import format_summary
 
-    Each feature's scores are in its task's metric (the ``metric`` column: f1, f1_macro or r2); the
-    binary-only aliases (``f1_k…``, ``neuron_f1``) and columns empty for every row are left out.
-    """
-    import pandas as pd
-
-    constant = [c for c in ("model_id", "dataset_hash", "site") if c in summary and summary[c].nunique() == 1]
-    header = "  ".join(f"{c}={str(summary[c].iloc[0])[:16] if c == 'dataset_hash' else summary[c].iloc[0]}" for c in constant)
-    summary = summary.drop(columns=constant)
-    aliases = [c for c in summary.columns if c.startswith("f1_k") or c in ("f1_dense", "neuron_f1")]
-    summary = summary.drop(columns=aliases).dropna(axis=1, how="all")
-    if "task" in summary and summary["task"].nunique() == 1:
-        header += ("  " if header else "") + f"task={summary['task'].iloc[0]}  metric={summary['metric'].iloc[0]}"
-        summary = summary.drop(columns=["task", "metric"])
-    with pd.option_context("display.max_rows", 200, "display.max_columns", 20, "display.width", 200,
-                           "display.float_format", "{:.3f}".format):
-        return (header + "\n" if header else "") + summary.to_string(index=False)
+    return format_summary(summary)

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from needle._io import atomic_file
 from needle.errors import FormatError
+from needle.probing.bootstrap import CI_COLUMNS
 from needle.probing.constants import BASELINE_METHODS
 from needle.probing.metrics import PRIMARY_METRIC
 
@@ -30,6 +31,7 @@ __all__ = [
     "merge_results",
     "write_results",
     "summarize",
+    "MIN_TEST_POSITIVES",
 ]
 
 #: Columns that identify a row; a results file never holds two rows with the same key.
@@ -59,10 +61,12 @@ RESULT_SCHEMA = pa.schema(
         ("spearman", pa.float64()),
         ("pearson", pa.float64()),
         ("mae", pa.float64()),
+        *[(name, pa.float64()) for name in CI_COLUMNS],
         ("n_train", pa.int64()),
         ("n_test", pa.int64()),
         ("n_train_pos", pa.int64()),
         ("n_test_pos", pa.int64()),
+        ("n_test_groups", pa.int64()),
         ("neurons", pa.list_(pa.int64())),
         ("coef", pa.list_(pa.float64())),
         ("intercept", pa.float64()),
@@ -76,19 +80,27 @@ RESULT_SCHEMA = pa.schema(
         ("bound", pa.float64()),
         ("gap", pa.float64()),
         ("status", pa.string()),
+        ("n_candidates", pa.int64()),
         ("needle_version", pa.string()),
         ("params", pa.string()),
         ("manifest", pa.string()),
+        ("splits_mean", pa.float64()),
+        ("splits_sd", pa.float64()),
+        ("n_splits", pa.int64()),
     ]
 )
 _COLUMNS = [field.name for field in RESULT_SCHEMA]
-#: The optimality certificate of a support (method ``osp``; null for the other methods). Tables written before
-#: these columns existed load with nulls there.
-CERTIFICATE_COLUMNS = ("objective", "bound", "gap", "status")
+#: The optimality certificate of a support (method ``osp``; null for the other methods): what the support is proven
+#: optimal for (``objective`` with the selector's own ``gamma``) and over how many candidates (``n_candidates``, the
+#: top ones by mean difference), not over every neuron. Tables written before these columns existed load with nulls.
+CERTIFICATE_COLUMNS = ("objective", "bound", "gap", "status", "n_candidates")
 #: Columns added after the first tables were written, with the value an older table gets: every feature was binary.
 _ADDED_COLUMNS = {"task": "binary", "f1_weighted": np.nan, "f1_macro": np.nan, "r2": np.nan, "spearman": np.nan,
                   "pearson": np.nan, "mae": np.nan, "class_intercepts": None,
-                  **{name: (None if name == "status" else np.nan) for name in CERTIFICATE_COLUMNS}}
+                  **{name: (None if name == "status" else np.nan) for name in CERTIFICATE_COLUMNS},
+                  # Uncertainty (bootstrap over test groups, repeated splits): unknown for older tables.
+                  **{name: np.nan for name in CI_COLUMNS}, "n_test_groups": pd.NA,
+                  "splits_mean": np.nan, "splits_sd": np.nan, "n_splits": 1}
 
 
 def certificate_columns(info: dict) -> dict:
@@ -166,7 +178,26 @@ def write_results(path: str | os.PathLike, frame: pd.DataFrame) -> None:
         pq.write_table(table, handle)
 
 
-def summarize(results: pd.DataFrame, *, ks: tuple[int, int] = (1, 8)) -> pd.DataFrame:
+#: Below this many test positives a feature's scores are flagged as fragile (``few_positives``).
+MIN_TEST_POSITIVES = 50
+
+
+def _best_row(rows: pd.DataFrame, metric: str):
+    """The row with the highest ``metric`` (ties: the first method by name), or None."""
+    rows = rows[rows[metric].notna()]
+    if not len(rows):
+        return None
+    return rows.sort_values([metric, "method"], ascending=[False, True], kind="stable").iloc[0]
+
+
+def _value(row, column: str) -> float:
+    if row is None or column not in row.index or pd.isna(row[column]):
+        return np.nan
+    return float(row[column])
+
+
+def summarize(results: pd.DataFrame, *, ks: tuple[int, int] = (1, 8),
+              min_positives: int = MIN_TEST_POSITIVES) -> pd.DataFrame:
     """One row per feature: where it lives, how sparsely, and its best single neuron.
 
     Each feature is scored by its task's primary metric
@@ -181,6 +212,9 @@ def summarize(results: pd.DataFrame, *, ks: tuple[int, int] = (1, 8)) -> pd.Data
         The two sparsities reported. The best layer is the one with the
         highest score at ``ks[1]`` (best over selection methods); ties go to
         the earlier layer.
+    min_positives : int, default 50
+        ``few_positives`` marks a binary feature with fewer test positives than this (a multiclass or
+        regression feature: fewer test examples): its scores rest on few examples, read their intervals.
 
     Returns
     -------
@@ -193,6 +227,12 @@ def summarize(results: pd.DataFrame, *, ks: tuple[int, int] = (1, 8)) -> pd.Data
         ``neuron_precision, neuron_recall`` (binary) or ``neuron_spearman``
         (regression). For binary features the score columns are also given
         under their old names ``f1_k…``, ``f1_dense`` and ``neuron_f1``.
+
+        Uncertainty: ``score_k…_lo``, ``score_k…_hi`` and ``neuron_score_lo``, ``neuron_score_hi`` are the
+        95 % bootstrap interval over test groups of the row each score comes from (NaN for tables written
+        without it), ``score_k…_sd`` the sd over repeated group splits (NaN unless the sweep ran
+        ``splits`` > 1), and ``n_test``, ``n_test_pos``, ``n_test_groups``, ``few_positives`` the size of the
+        feature's test split.
     """
     k_small, k_large = ks
     results = _conform(results)
@@ -212,6 +252,9 @@ def summarize(results: pd.DataFrame, *, ks: tuple[int, int] = (1, 8)) -> pd.Data
         else:
             best_layer = int(frame["layer"].min())
         dense = frame[(frame["method"] == "dense") & (frame["layer"] == best_layer)][metric]
+        at_layer = sel[sel["layer"] == best_layer]
+        best_small = _best_row(at_layer[at_layer["k"] == k_small], metric)
+        best_large = _best_row(at_layer[at_layer["k"] == k_large], metric)
         row = dict(zip(group_cols, key))
         row["collection"] = frame["collection"].iloc[0]
         row["task"] = task
@@ -220,16 +263,27 @@ def summarize(results: pd.DataFrame, *, ks: tuple[int, int] = (1, 8)) -> pd.Data
         row[f"score_k{k_small}"] = float(best_by_layer_small.get(best_layer, np.nan))
         row[f"score_k{k_large}"] = float(best_by_layer_large.get(best_layer, np.nan))
         row["score_dense"] = float(dense.max()) if len(dense) else np.nan
+        for k, best in ((k_small, best_small), (k_large, best_large)):
+            row[f"score_k{k}_lo"] = _value(best, f"{metric}_lo")
+            row[f"score_k{k}_hi"] = _value(best, f"{metric}_hi")
+            row[f"score_k{k}_sd"] = _value(best, "splits_sd")
         ones = sel[sel["k"] == 1].sort_values([metric, "layer", "method"], ascending=[False, True, True],
                                              kind="stable", na_position="last")
         if len(ones):
             best = ones.iloc[0]
             row.update(neuron_layer=int(best["layer"]), neuron=int(best["neurons"][0]), neuron_method=best["method"],
-                       neuron_score=float(best[metric]), neuron_precision=float(best["precision"]),
+                       neuron_score=float(best[metric]), neuron_score_lo=_value(best, f"{metric}_lo"),
+                       neuron_score_hi=_value(best, f"{metric}_hi"), neuron_precision=float(best["precision"]),
                        neuron_recall=float(best["recall"]), neuron_spearman=float(best["spearman"]))
         else:
             row.update(neuron_layer=np.nan, neuron=np.nan, neuron_method=None, neuron_score=np.nan,
+                       neuron_score_lo=np.nan, neuron_score_hi=np.nan,
                        neuron_precision=np.nan, neuron_recall=np.nan, neuron_spearman=np.nan)
+        first = frame.iloc[0]
+        row["n_test"] = int(first["n_test"])
+        row["n_test_pos"] = int(first["n_test_pos"])
+        row["n_test_groups"] = _value(first, "n_test_groups")
+        row["few_positives"] = bool((row["n_test_pos"] if task == "binary" else row["n_test"]) < min_positives)
         binary = task == "binary"
         row[f"f1_k{k_small}"] = row[f"score_k{k_small}"] if binary else np.nan
         row[f"f1_k{k_large}"] = row[f"score_k{k_large}"] if binary else np.nan
@@ -239,5 +293,9 @@ def summarize(results: pd.DataFrame, *, ks: tuple[int, int] = (1, 8)) -> pd.Data
     columns = group_cols[:3] + ["collection", "feature", "task", "metric", "best_layer", f"score_k{k_small}",
                                 f"score_k{k_large}", "score_dense", "neuron_layer", "neuron", "neuron_method",
                                 "neuron_score", "neuron_precision", "neuron_recall", "neuron_spearman",
-                                f"f1_k{k_small}", f"f1_k{k_large}", "f1_dense", "neuron_f1"]
+                                f"f1_k{k_small}", f"f1_k{k_large}", "f1_dense", "neuron_f1",
+                                f"score_k{k_small}_lo", f"score_k{k_small}_hi", f"score_k{k_large}_lo",
+                                f"score_k{k_large}_hi", f"score_k{k_small}_sd", f"score_k{k_large}_sd",
+                                "neuron_score_lo", "neuron_score_hi", "n_test", "n_test_pos", "n_test_groups",
+                                "few_positives"]
     return pd.DataFrame(rows, columns=columns)

@@ -41,9 +41,10 @@ import pandas as pd
 
 from needle._version import __version__
 from needle.errors import InputError
+from needle.probing.bootstrap import CI_COLUMNS, DEFAULT_N_BOOT, interval_columns, sweep_bootstrap
 from needle.probing.constants import DEFAULT_KS, DEFAULT_METHODS
 from needle.probing.estimators import DEFAULT_C, random_orthonormal
-from needle.probing.metrics import ALL_METRICS, metrics_batch
+from needle.probing.metrics import ALL_METRICS, PRIMARY_METRIC, metrics_batch
 from needle.probing.penalties import check_C
 from needle.probing.results import RESULT_KEY, certificate_columns, load_results, merge_results, write_results
 from needle.probing.selection import get_selector
@@ -93,6 +94,14 @@ class SweepConfig:
         ``{method: {parameter: value}}`` for selection methods.
     tol, max_iter : float, int
         Refit tolerance and iterations.
+    bootstrap : int, default 1000
+        Resamples of the test groups for the confidence intervals of every row (``f1_lo``, ``f1_hi``, …;
+        :mod:`needle.probing.bootstrap`); 0: none.
+    splits : int, default 1
+        Group splits per feature: with N > 1 every probe is also refit on N - 1 further group splits (seeds
+        ``("split", feature, i)``) and its row records the primary metric's mean and sd over all N
+        (``splits_mean``, ``splits_sd``, ``n_splits``). N times the work. Not for features whose source
+        gives the split.
     """
 
     methods: tuple[str, ...] = DEFAULT_METHODS
@@ -105,6 +114,8 @@ class SweepConfig:
     method_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     tol: float = 1e-8
     max_iter: int = 100
+    bootstrap: int = DEFAULT_N_BOOT
+    splits: int = 1
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)
@@ -131,6 +142,11 @@ class SweepConfig:
         set_("seed", int(self.seed))
         set_("tol", float(self.tol))
         set_("max_iter", int(self.max_iter))
+        for name, low in (("bootstrap", 0), ("splits", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise InputError(f"{name} must be an integer >= {low}, got {value!r}.")
+            set_(name, int(value))
 
     def params(self) -> dict[str, Any]:
         """The JSON-able description recorded in the ``params`` column."""
@@ -167,7 +183,9 @@ class ProbeTask:
     task : str
         ``binary``, ``multiclass`` or ``regression``.
     groups : ndarray of shape (n_examples,), optional
-        The group of every example (for a cross-validated C).
+        The group of every example (for a cross-validated C and the bootstrap over test groups).
+    resplits : tuple of ndarray of shape (n_examples,), bool
+        Further test masks (``SweepConfig.splits`` > 1): the probes are refit on each for the spread.
     """
 
     feature: str
@@ -181,6 +199,7 @@ class ProbeTask:
     info: Mapping[str, Any]
     task: str = "binary"
     groups: np.ndarray | None = None
+    resplits: tuple[np.ndarray, ...] = ()
 
 
 def _grid(ks: Sequence[int], limit: int) -> list[int]:
@@ -276,12 +295,16 @@ def plan_tasks(
             for selector in selectors.values():
                 check_task_support(selector, task, feature)
             given = feature_split(source, feature)
+            resplits = ()
             if given is not None:
                 is_test = user_split(groups, y, given, task=task, name=feature)
             else:
                 is_test = group_train_test_split(groups, y, test_size=config.test_size,
                                                  seed=derive_seed(config.seed, "split", feature), name=feature,
                                                  task=task)
+                resplits = tuple(group_train_test_split(groups, y, test_size=config.test_size, name=feature,
+                                                        seed=derive_seed(config.seed, "split", feature, i), task=task)
+                                 for i in range(1, config.splits))
         except InputError as exc:
             if explicit:
                 raise
@@ -305,7 +328,8 @@ def plan_tasks(
             dense = baselines and missing("dense", [width])
             rand = baselines and missing("random_directions", _grid(config.ks, width))
             if todo or dense or rand:
-                tasks.append(ProbeTask(feature, layer, rows, y, is_test, todo, dense, rand, info, task, groups))
+                tasks.append(ProbeTask(feature, layer, rows, y, is_test, todo, dense, rand, info, task, groups,
+                                       resplits))
     if skipped and not split_frames:
         raise InputError("no feature can be probed: " + " | ".join(skipped))
     splits = pd.concat(split_frames, ignore_index=True) if split_frames else pd.DataFrame()
@@ -336,10 +360,10 @@ def _scores(task: str, X_test: np.ndarray, neurons: np.ndarray, coef: np.ndarray
 
 
 def _metric_columns(task: str, metrics: Mapping[str, np.ndarray], j: int) -> dict[str, float]:
-    return {name: float(metrics[name][j]) if name in metrics else np.nan for name in ALL_METRICS}
+    return {name: float(metrics[name][j]) if name in metrics else np.nan for name in ALL_METRICS + CI_COLUMNS}
 
 
-def _rows_for_path(common, method, path, X_test, y_test) -> list[dict[str, Any]]:
+def _rows_for_path(common, method, path, X_test, y_test, boot=None) -> list[dict[str, Any]]:
     """Result rows of one fitted path: evaluate every probe on the test split."""
     task = common["task"]
     stored, scores = [], []
@@ -349,7 +373,8 @@ def _rows_for_path(common, method, path, X_test, y_test) -> list[dict[str, Any]]
         coef = np.asarray(coef, dtype=np.float64)[..., order]
         stored.append((neurons, coef, intercept))
         scores.append(_scores(task, X_test, neurons, coef, intercept))
-    metrics = metrics_batch(task, y_test, np.stack(scores))
+    scores = np.stack(scores)
+    metrics = {**metrics_batch(task, y_test, scores), **interval_columns(boot, task, y_test, scores)}
     return [_row(common, method, path, j, metrics, *stored[j], path.info[j]) for j in range(len(path.ks))]
 
 
@@ -398,6 +423,9 @@ def run_task(source: ProbeSource, task: ProbeTask, config: SweepConfig, *, param
     X_train, X_test = X[train], X[task.is_test]
     y_train, y_test = task.y[train], task.y[task.is_test]
     groups_train = None if task.groups is None else np.asarray(task.groups)[train]
+    # Without groups every example is its own group.
+    groups_test = np.flatnonzero(task.is_test) if task.groups is None else np.asarray(task.groups)[task.is_test]
+    boot = sweep_bootstrap(groups_test, config.bootstrap, config.seed, task.feature)
     is_regression = task.task == "regression"
     common = {
         "model_id": manifest["model_id"],
@@ -413,6 +441,8 @@ def run_task(source: ProbeSource, task: ProbeTask, config: SweepConfig, *, param
         # Regression has no positives: the counts are of examples with a target above the training median.
         "n_train_pos": int((y_train > np.median(y_train)).sum() if is_regression else (y_train == 1).sum()),
         "n_test_pos": int((y_test > np.median(y_train)).sum() if is_regression else (y_test == 1).sum()),
+        "n_test_groups": int(np.unique(groups_test).size),
+        "n_splits": 1,
         "seed": int(config.seed),
         "needle_version": __version__,
         "params": params_json,
@@ -428,7 +458,7 @@ def run_task(source: ProbeSource, task: ProbeTask, config: SweepConfig, *, param
             selector = get_selector(method, **config.method_params.get(method, {}))
             seed = derive_seed(config.seed, "select", task.feature, task.layer, method)
             path = fit_path(prepared, selector, config.ks, random_state=seed, **fit_options)
-            rows += _rows_for_path(common, method, path, X_test, y_test)
+            rows += _rows_for_path(common, method, path, X_test, y_test, boot)
 
     if task.dense or task.random_directions:
         everything = prepare(X_train, y_train, task=task.task, prefilter=None, ordered=False, groups=groups_train)
@@ -436,7 +466,7 @@ def run_task(source: ProbeSource, task: ProbeTask, config: SweepConfig, *, param
         # scikit-learn's L-BFGS on float32 (binary): the dense probe is one wide fit, not a batch of small ones.
         path = fit_path(everything, AllColumns(), [width], C=config.C, tol=1e-6, max_iter=1000,
                         solver="lbfgs" if task.task == "binary" else "default", design_dtype=np.float32)
-        rows += _rows_for_path(common, "dense", path, X_test, y_test)
+        rows += _rows_for_path(common, "dense", path, X_test, y_test, boot)
     if task.random_directions:
         seed = derive_seed(config.seed, "random_directions", task.feature, task.layer)
         ks = _grid(config.ks, width)
@@ -449,12 +479,36 @@ def run_task(source: ProbeSource, task: ProbeTask, config: SweepConfig, *, param
             k = np.shape(w)[-1]
             P = P_test[:, :k].astype(np.float64)
             scores.append(P @ np.asarray(w).T + b if task.task == "multiclass" else P @ w + b)
-        metrics = metrics_batch(task.task, y_test, np.stack(scores))
+        scores = np.stack(scores)
+        metrics = {**metrics_batch(task.task, y_test, scores), **interval_columns(boot, task.task, y_test, scores)}
         info = {"directions_seed": seed, "n_directions_drawn": int(max(ks))}
         # Rows keep the coefficients of the projections (no neurons): the directions are re-drawn from the seed.
         rows += [_row(common, "random_directions", path, j, metrics, np.zeros(0, dtype=np.int64), path.design_coef[j],
                       path.design_intercept[j], info, certificate=False) for j in range(len(path.ks))]
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    if task.resplits and len(frame):
+        # The same probes refit on the other group splits; only their primary metric is kept.
+        once = replace(config, bootstrap=0, splits=1)
+        others = [run_task(source, replace(task, is_test=mask, resplits=()), once) for mask in task.resplits]
+        frame = _with_split_spread(frame, others, PRIMARY_METRIC.get(task.task, "f1"))
+    return frame
+
+
+def _with_split_spread(frame: pd.DataFrame, others: list[pd.DataFrame], metric: str) -> pd.DataFrame:
+    """``frame`` with ``splits_mean``, ``splits_sd`` (ddof 1) and ``n_splits`` of ``metric`` over its own split and
+    the ``others`` (rows matched by method and k)."""
+    values = [frame[metric].to_numpy(np.float64)]
+    for other in others:
+        lookup = dict(zip(zip(other["method"], other["k"]), other[metric]))
+        values.append(np.array([lookup.get(key, np.nan) for key in zip(frame["method"], frame["k"])], dtype=float))
+    values = np.stack(values)
+    frame = frame.copy()
+    frame["n_splits"] = np.isfinite(values).sum(axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a row with one finite value has no sd
+        frame["splits_mean"] = np.nanmean(values, axis=0)
+        frame["splits_sd"] = np.nanstd(values, axis=0, ddof=1)
+    return frame
 
 
 # ------------------------------------------------------------------ process pool plumbing

@@ -291,6 +291,7 @@ def fit_path(prepared: Prepared, selector: Selector, ks: Sequence[int], *, C: fl
     """
     task = prepared.task
     check_task_support(selector, task)
+    selector = selector.with_refit_C(C) if hasattr(selector, "with_refit_C") else selector  # osp.gamma="refit"
     start = time.perf_counter()
     if rotation is None:
         n_columns = method_candidates(prepared.candidates, selector).size

@@ -24,6 +24,7 @@ __all__ = [
     "summary_by_task",
     "R2_FLOOR",
     "r2_floor",
+    "display_summary",
 ]
 
 #: Metrics shown beside the primary one, per task (binary pages show precision and recall as before).
@@ -178,6 +179,36 @@ def summary_by_task(results: pd.DataFrame, *, ks: tuple[int, int] = (1, 8)) -> d
             summary.insert(summary.columns.get_loc(f"{metric}_dense") + 1, f"{second}_k{k_large}",
                            _at_best(part, summary, second, k_large))
         out[task] = summary
+    return out
+
+
+def display_summary(summary: pd.DataFrame) -> pd.DataFrame:
+    """A :func:`summary_by_task` table for people: each score with its interval in one cell.
+
+    ``X`` with ``X_lo``, ``X_hi`` (and ``X_sd``) becomes ``"0.940 ±0.010 [0.88–0.99]"``; the interval columns go;
+    ``few_positives`` becomes a first column ``!`` (marked ``!``). Numbers are kept as text with three decimals.
+
+    Returns
+    -------
+    DataFrame
+    """
+    out = summary.copy()
+    for column in [c for c in summary.columns if f"{c}_lo" in summary.columns]:
+        cells = []
+        for value, lo, hi, sd in zip(summary[column], summary[f"{column}_lo"], summary[f"{column}_hi"],
+                                     summary.get(f"{column}_sd", pd.Series(np.nan, index=summary.index))):
+            text = "–" if pd.isna(value) else f"{value:.3f}"
+            if not pd.isna(value) and not pd.isna(sd):
+                text += f" ±{sd:.3f}"
+            if not (pd.isna(lo) or pd.isna(hi)):
+                text += f" [{lo:.2f}–{hi:.2f}]"
+            cells.append(text)
+        out[column] = cells
+    drop = [c for c in summary.columns if c.endswith(("_lo", "_hi", "_sd")) and c[:-3] in summary.columns]
+    out = out.drop(columns=drop)
+    if "few_positives" in out:
+        out.insert(0, "!", ["!" if few else "" for few in out["few_positives"]])
+        out = out.drop(columns=["few_positives"])
     return out
 
 

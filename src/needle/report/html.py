@@ -12,8 +12,16 @@ from needle._io import atomic_file
 from needle._version import __version__
 from needle.errors import InputError
 from needle.probing.constants import HEATMAP_METHOD_PREFERENCE
+from needle.probing.results import MIN_TEST_POSITIVES
 from needle.report import figures
-from needle.report._tasks import SECONDARY_METRICS, metric_label, primary_metric, summary_by_task, tasks_present
+from needle.report._tasks import (
+    SECONDARY_METRICS,
+    display_summary,
+    metric_label,
+    primary_metric,
+    summary_by_task,
+    tasks_present,
+)
 
 __all__ = ["build_report", "write_report"]
 
@@ -53,10 +61,11 @@ def build_report(results: pd.DataFrame, *, title: str = "needle sparse-probing r
     summaries = []
     for task, summary in summary_by_task(results).items():
         metric = primary_metric(task)
-        summary = summary.drop(columns=["model_id", "dataset_hash", "site"], errors="ignore")
+        n_few = int(summary["few_positives"].sum()) if "few_positives" in summary else 0
+        summary = display_summary(summary.drop(columns=["model_id", "dataset_hash", "site"], errors="ignore"))
         summaries.append({
             "task": task, "metric": metric, "label": metric_label(metric),
-            "second": metric_label(SECONDARY_METRICS[task][0]) if task != "binary" else None,
+            "second": metric_label(SECONDARY_METRICS[task][0]) if task != "binary" else None, "n_few": n_few,
             "table": jinja2.utils.markupsafe.Markup(
                 summary.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="–", border=0)),
         })
@@ -84,6 +93,7 @@ def build_report(results: pd.DataFrame, *, title: str = "needle sparse-probing r
         heatmap_method=heatmap_method,
         summaries=summaries,
         r2_floor=figures.R2_FLOOR,
+        min_positives=MIN_TEST_POSITIVES,
         figures={
             "f1_vs_k": encode(figures.f1_vs_k_by_collection(results)),
             "precision_recall": encode(figures.precision_recall_at_k1(results)) if "binary" in tasks else None,

@@ -26,6 +26,14 @@ def format_number(value, digits: int = 3) -> str:
     return f"{float(value):.{digits}f}"
 
 
+def format_interval(bounds, digits: int = 2) -> str:
+    """A confidence interval ``(lo, hi)`` as `` [0.88–0.99]``; empty when it is missing."""
+    if not bounds or any(v is None or (isinstance(v, float) and math.isnan(v)) for v in bounds):
+        return ""
+    lo, hi = bounds
+    return f" [{float(lo):.{digits}f}–{float(hi):.{digits}f}]"
+
+
 def display_token(token: str) -> str:
     """A token as shown in a table: whitespace made visible."""
     if not token.strip():
@@ -96,6 +104,7 @@ def environment(pages: set[NeuronRef]) -> object:
                              autoescape=jinja2.select_autoescape(["html", "j2"]), trim_blocks=True,
                              lstrip_blocks=True)
     env.filters["num"] = format_number
+    env.filters["ci"] = format_interval
 
     def neuron_link(neuron_id: str, root: str) -> Markup:
         ref = parse_neuron_id(neuron_id)

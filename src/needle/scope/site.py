@@ -33,6 +33,7 @@ from needle._io import atomic_directory
 from needle._version import __version__
 from needle.errors import InputError, NeedleError
 from needle.models.sites import site_id
+from needle.probing.results import MIN_TEST_POSITIVES
 from needle.report._tasks import metric_label
 from needle.scope import svg
 from needle.scope.render import chips_html, context_html, display_token, environment
@@ -476,7 +477,7 @@ def _render_index(env, index: list[dict], meta: dict) -> str:
                  "anchor": collection if len(tasks) == 1 else f"{collection}-{task}"}
                 for (collection, task), rows in groups.items()]
     return env.get_template("index.html.j2").render(
-        root="", meta=meta, sections=sections, mixed=len(tasks) > 1,
+        root="", meta=meta, sections=sections, mixed=len(tasks) > 1, min_positives=MIN_TEST_POSITIVES,
         labels=" / ".join(dict.fromkeys(r["metric_label"] for r in index)),
         viewer_hint="Interactive viewer: needle scope serve --model <model> --site <this directory>, then open "
                     "http://127.0.0.1:8765/ to type text and watch any neuron or probe fire.")

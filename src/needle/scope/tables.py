@@ -188,6 +188,11 @@ def feature_index(results: pd.DataFrame, descriptions: dict[str, str] | None = N
     over all layers), ``neuron_score``, ``sparkline`` (the score against k at the best layer, best over
     methods: list of ``(k, score)``) and ``page`` (path of the feature page). Binary records also carry
     the score under its old names ``f1_k1, f1_k8, f1_dense, neuron_f1, precision_k1, recall_k1``.
+
+    Uncertainty: ``score_k1_ci``, ``score_k8_ci``, ``neuron_score_ci`` (the 95 % bootstrap interval over test
+    groups as ``(lo, hi)``, None where the table has none), ``score_k8_sd`` (sd over repeated splits or None),
+    ``n_test_pos``, ``n_test_groups`` and ``few_positives`` (fewer than ``MIN_TEST_POSITIVES`` test
+    positives: the scores are fragile).
     """
     _check(results)
     descriptions = descriptions or {}
@@ -223,6 +228,13 @@ def feature_index(results: pd.DataFrame, descriptions: dict[str, str] | None = N
                 "neuron_score": _float(row.get(f"neuron_{metric}")),
                 "sparkline": [(int(k), float(f)) for k, f in curve.items()],
                 "page": feature_page_name(feature),
+                "score_k1_ci": _interval(row, f"{metric}_k1"),
+                "score_k8_ci": _interval(row, f"{metric}_k8"),
+                "neuron_score_ci": _interval(row, f"neuron_{metric}"),
+                "score_k8_sd": _float(row.get(f"{metric}_k8_sd")),
+                "n_test_pos": _int(row.get("n_test_pos")),
+                "n_test_groups": _int(row.get("n_test_groups")),
+                "few_positives": bool(row.get("few_positives", False)),
             }
             if task == "binary":
                 record.update(f1_k1=record["score_k1"], f1_k8=record["score_k8"], f1_dense=record["score_dense"],
@@ -315,6 +327,15 @@ def probe_catalogue(results: pd.DataFrame, *, ks: Sequence[int] | None = (1, 2, 
             "coef": [float(c) for c in np.asarray(row.coef)], "intercept": float(row.intercept),
         })
     return catalogue
+
+
+def _interval(row: dict, column: str) -> tuple[float, float] | None:
+    lo, hi = _float(row.get(f"{column}_lo")), _float(row.get(f"{column}_hi"))
+    return None if lo is None or hi is None else (lo, hi)
+
+
+def _int(value) -> int | None:
+    return None if value is None or pd.isna(value) else int(value)
 
 
 def _nan(value) -> float:

@@ -35,6 +35,11 @@ supports' test F1 after the refit was the second best of all methods; at 0.01
 (the refit's own ridge) only about 85 % were certified within 60 s, with
 medians of 20-30 s at k >= 4. Pass ``gamma=0.01`` to certify the support for
 the refit's own objective, with a longer ``time_limit``.
+
+What a sweep's certificate covers: the problem over the columns it is given,
+which in a sweep are the top ``prefilter`` (50) candidates by mean difference
+(``n_candidates`` in every row), not all neurons; and the objective at its own
+``gamma``. ``OSPSelector(gamma="refit")`` uses the refit's ``C`` instead.
 """
 
 from needle.probing.osp._pool import CutPool

@@ -11,6 +11,7 @@ import numpy as np
 
 from needle.errors import InputError
 from needle.probing.datafits import Logistic
+from needle.probing.estimators import DEFAULT_C
 from needle.probing.osp._solve import DEFAULT_GAMMA, solve_osp, solve_osp_path
 from needle.probing.penalties import L0
 from needle.probing.scoring import mean_diff_score, rank_by_score
@@ -36,10 +37,17 @@ class OSPSelector(Selector):
     ten times more ridge than that, which certifies every problem of our
     benchmark quickly (see :mod:`needle.probing.osp`, "Choosing gamma").
 
+    What the certificate proves, exactly: the support is optimal among the top ``prefilter`` candidates by
+    mean difference (``n_candidates`` in ``info``), for this objective with its own ``gamma``. The probe
+    that is then refit and scored uses the refit's ``C`` (0.01 by default), so with the default ``gamma``
+    the certificate is about the support, not about the reported probe's loss; ``gamma="refit"`` makes
+    them the same problem.
+
     Parameters
     ----------
-    gamma : float, default 0.001
-        Ridge parameter (scikit-learn's ``C`` on the same inputs).
+    gamma : float or "refit", default 0.001
+        Ridge parameter (scikit-learn's ``C`` on the same inputs). ``"refit"``: the refit's ``C`` (in a
+        sweep or ``SparseProbe``; 0.01 when called directly), slower to certify.
     time_limit : float, default 60.0
         Seconds per ``k`` (the paper's limit).
     tol : float, default 1e-6
@@ -71,6 +79,14 @@ class OSPSelector(Selector):
         self.tol = tol
         self.prefilter = prefilter
 
+    def with_refit_C(self, C) -> OSPSelector:
+        """This selector with ``gamma="refit"`` resolved to the refit's ``C`` (called by the fit template)."""
+        if not (isinstance(self.gamma, str) and self.gamma == "refit"):
+            return self
+        if not isinstance(C, (int, float)) or isinstance(C, bool):
+            raise InputError("osp.gamma='refit' needs a fixed C: a cross-validated C is chosen after selection.")
+        return OSPSelector(gamma=float(C), time_limit=self.time_limit, tol=self.tol, prefilter=self.prefilter)
+
     def candidate_limit(self) -> int | None:
         return None if self.prefilter is None else int(self.prefilter)
 
@@ -86,7 +102,8 @@ class OSPSelector(Selector):
             raise InputError(f"osp: k={max(ks)} exceeds the {top.size} candidates it solves over (prefilter).")
         X = X[:, top]
         ks = [int(k) for k in ks]
-        results = solve_osp_path(X, y, ks, gamma=self.gamma, time_limit=self.time_limit, tol=self.tol)
+        gamma = self.with_refit_C(DEFAULT_C).gamma
+        results = solve_osp_path(X, y, ks, gamma=gamma, time_limit=self.time_limit, tol=self.tol)
         supports, info = [], []
         for res in results:
             # Strongest first; a stable sort keeps equal weights in column order.
