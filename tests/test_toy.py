@@ -217,8 +217,10 @@ def test_heldout_loss_equals_a_manual_computation(trained):
     for unit in corpus.heldout:
         if unit.source == "fr":
             ids += tokenizer(unit.text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    n = len(ids) // TINY.context_length
-    blocks = torch.tensor(ids[: n * TINY.context_length]).reshape(n, TINY.context_length)
+    body = TINY.context_length - 1  # every block opens with BOS (id 0), then context_length - 1 stream tokens
+    n = len(ids) // body
+    blocks = torch.tensor(ids[: n * body]).reshape(n, body)
+    blocks = torch.cat([torch.full((n, 1), tokenizer.bos_token_id), blocks], dim=1)
     with torch.no_grad():
         logits = model(input_ids=blocks).logits[:, :-1]
     expected = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), blocks[:, 1:].reshape(-1)).item()
