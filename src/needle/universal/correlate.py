@@ -222,7 +222,7 @@ class UniversalCorrelations:
         with atomic_directory(out, overwrite=overwrite) as tmp:
             for name in ("neurons", "partners", "histograms", "layer_pairs"):
                 getattr(self, name).to_parquet(tmp / f"{name}.parquet", index=False)
-            write_json_atomic(tmp / "manifest.json", {"format": "needle-universal-correlations", "version": 1,
+            write_json_atomic(tmp / "manifest.json", {"format": "needle-universal-correlations", "format_version": 1,
                                                       **self.params})
         return out
 

@@ -158,7 +158,12 @@ class CrossMoments:
         return torch.where(scale > 0, self.comoment() / scale, torch.full_like(scale, float("nan")))
 
     def merge(self, other: CrossMoments) -> CrossMoments:
-        """The state of both streams together (exact; the shifts may differ). ``self`` is updated and returned."""
+        """The state of both streams together; ``self`` is updated and returned.
+
+        States with the same shifts add their sums (bit for bit what one pass
+        gives when float32 rounds nothing); otherwise Chan et al.'s pairwise
+        update combines the centred moments, exact in exact arithmetic.
+        """
         if self.sxy.shape != other.sxy.shape:
             raise InputError(f"cannot merge moments of shapes {tuple(self.sxy.shape)} and {tuple(other.sxy.shape)}.")
         if other.n == 0:
@@ -166,6 +171,14 @@ class CrossMoments:
         if self.n == 0:
             self.x, self.y, self.sxy = (ColumnMoments.from_state(other.x.state()),
                                         ColumnMoments.from_state(other.y.state()), other.sxy.clone())
+            return self
+        if torch.equal(self.x.shift, other.x.shift) and torch.equal(self.y.shift, other.y.shift):
+            # Same shifts (shards of one stream that share them): the sums simply add, exactly.
+            for mine, theirs in ((self.x, other.x), (self.y, other.y)):
+                mine.n += theirs.n
+                mine.s1 = mine.s1 + theirs.s1
+                mine.s2 = mine.s2 + theirs.s2
+            self.sxy = self.sxy + other.sxy
             return self
         n1, n2 = self.n, other.n
         n = n1 + n2
