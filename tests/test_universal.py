@@ -349,3 +349,16 @@ def test_cli_correlates_a_toy_family_and_errors_are_one_line(tmp_path, monkeypat
         code, err = run("universal", "correlate", *args)
         assert code == 2 and err.startswith("error:") and message in err and "Traceback" not in err, err
         assert len(err.strip().splitlines()) == 1
+
+
+def test_benchmark_references_are_pearson_correlations():
+    from benchmark_scripts import load_benchmark
+
+    bench = load_benchmark("correlate.py")
+    acts = bench.gaussian_activations(2, 2, 16, 500)
+    a, b = bench.stacked(acts, 0).astype(np.float64), bench.stacked(acts, 1).astype(np.float64)
+    expected = np.corrcoef(a, b, rowvar=False)[:32, 32:]
+    np.testing.assert_allclose(bench.run_paper(acts, 128)[1], expected, atol=1e-10)
+    np.testing.assert_allclose(bench.run_numpy(acts)[1], expected, atol=1e-12)
+    result = bench.run_needle(acts, 128, 1 << 20)
+    np.testing.assert_allclose(result.neurons["m1_max_corr"], expected.max(1), atol=1e-6)

@@ -89,8 +89,9 @@ def random_basis(width: int, kind: str, seed: int) -> np.ndarray:
     gaussian = np.random.default_rng(seed).standard_normal((width, width))
     if kind == "gaussian":
         return gaussian
-    q, r = np.linalg.qr(gaussian)
-    return q * np.sign(np.diag(r))
+    # torch's QR shares the GEMMs' BLAS and threads (numpy's may fight them for the cores).
+    q, r = torch.linalg.qr(torch.from_numpy(gaussian))
+    return (q * torch.sign(torch.diagonal(r))).numpy()
 
 
 # ------------------------------------------------------------------------------------------ summaries
@@ -133,8 +134,9 @@ class _Summary:
     def add(self, tile: Tile, rho: torch.Tensor, rho_base: torch.Tensor) -> None:
         """Fold one tile's (d_a, d_m) correlations into the summaries."""
         m, la = tile.model - 1, self.layers_a.index(tile.layer_a)
-        hi = rho.nan_to_num(nan=-np.inf)
-        lo = rho.nan_to_num(nan=np.inf)
+        has_nan = bool(torch.isnan(rho).any() or torch.isnan(rho_base).any())
+        hi = rho.nan_to_num(nan=-np.inf) if has_nan else rho
+        lo = rho.nan_to_num(nan=np.inf) if has_nan else rho
         value, index = hi.max(1)
         value, index = value.cpu().double().numpy(), index.cpu().numpy()
         better = value > self.best[m, la]
@@ -147,7 +149,7 @@ class _Summary:
         self.worst[m, la][worse] = value[worse]
         self.worst_layer[m, la][worse] = tile.layer
         self.worst_index[m, la][worse] = index[worse]
-        base = rho_base.nan_to_num(nan=-np.inf).max(1).values.cpu().double().numpy()
+        base = (rho_base.nan_to_num(nan=-np.inf) if has_nan else rho_base).max(1).values.cpu().double().numpy()
         self.baseline[m, la] = np.maximum(self.baseline[m, la], base)
         k = min(self.top_k, hi.shape[1])
         value, index = torch.topk(hi, k, dim=1)
@@ -162,7 +164,7 @@ class _Summary:
         edges = torch.linspace(-1, 1, self.bins + 1, dtype=torch.float64, device=rho.device)
         for target, values_ in ((self.hist, rho), (self.hist_baseline, rho_base)):
             flat = values_.reshape(-1)
-            flat = flat[~torch.isnan(flat)].clamp(-1, 1)
+            flat = (flat[~torch.isnan(flat)] if has_nan else flat).clamp(-1, 1)
             target[m] += torch.bucketize(flat, edges[1:-1], right=True).bincount(minlength=self.bins).cpu().numpy()
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -458,10 +460,10 @@ def correlate_activations(
                 n = acts.shape[0] if n is None else n
                 if acts.shape[0] != n:
                     raise InputError("every block of a batch must hold the same tokens.")
-                if not torch.isfinite(acts).all():
+                prepared[block] = shifted(acts, shifts.get(block))
+                if not torch.isfinite(prepared[block].squares).all():  # a NaN or inf anywhere reaches the sums
                     raise InputError(f"activations of model {names[block[0]]} layer {block[1]} are not finite "
                                      "(NaN or inf); check the model and its dtype.")
-                prepared[block] = shifted(acts, shifts.get(block))
                 shifts.setdefault(block, prepared[block].shift)
             if not n:
                 batch_index += 1

@@ -39,11 +39,14 @@ class Shifted:
     shift : Tensor of float32, shape (p,)
     sums : Tensor of float64, shape (p,)
         ``Σ (x − shift)`` over the batch.
+    squares : Tensor of float64, shape (p,)
+        ``Σ (x − shift)²`` over the batch.
     """
 
     values: torch.Tensor
     shift: torch.Tensor
     sums: torch.Tensor
+    squares: torch.Tensor
 
     @property
     def n(self) -> int:
@@ -51,7 +54,9 @@ class Shifted:
 
     def rotate(self, matrix: torch.Tensor) -> Shifted:
         """The batch of ``x @ matrix.T`` (a (p', p) float32 matrix), in the same shifted form."""
-        return Shifted(self.values @ matrix.T, self.shift @ matrix.T, self.sums @ matrix.T.double())
+        values = self.values @ matrix.T
+        return Shifted(values, self.shift @ matrix.T, self.sums @ matrix.T.double(),
+                       values.pow(2).sum(0, dtype=torch.float64))
 
 
 def shifted(values: torch.Tensor, shift: torch.Tensor | None) -> Shifted:
@@ -60,7 +65,8 @@ def shifted(values: torch.Tensor, shift: torch.Tensor | None) -> Shifted:
     if shift is None:
         shift = values.mean(0)
     x = values - shift
-    return Shifted(x, shift, x.sum(0, dtype=torch.float64))
+    # Squares are positive: rounding them in float32 costs nothing; the sums are float64.
+    return Shifted(x, shift, x.sum(0, dtype=torch.float64), x.pow(2).sum(0, dtype=torch.float64))
 
 
 class ColumnMoments:
@@ -84,7 +90,7 @@ class ColumnMoments:
             self.shift = batch.shift
         self.n += batch.n
         self.s1 += batch.sums
-        self.s2 += (batch.values.double() ** 2).sum(0)
+        self.s2 += batch.squares
 
     @property
     def mean(self) -> torch.Tensor:
