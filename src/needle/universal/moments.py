@@ -150,7 +150,7 @@ class CrossMoments:
                                  "state.x.shift).")
         self.x.update(x)
         self.y.update(y)
-        self.sxy += (x.values.T @ y.values).double()
+        self.sxy.add_(x.values.T @ y.values)  # float32 GEMM, added into the float64 sums
 
     def comoment(self) -> torch.Tensor:
         """``Σ (x − x̄)(y − ȳ)ᵀ``, shape (p, q), float64."""

@@ -1,0 +1,114 @@
+"""Neuron statistics (thesis Figure 3.3): streamed moments against scipy, the weight preprocessing against a forward
+pass, percentiles within layers, and the universal-versus-other comparison."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats as sps
+
+from model_zoo import build_model
+from needle.errors import InputError
+from needle.models import adapt
+from needle.universal.stats import (
+    PowerSums,
+    activation_statistics,
+    compare_universal,
+    layer_percentiles,
+    preprocessed_weights,
+    weight_statistics,
+)
+from needle.universal.tokens import pack_texts
+
+
+def test_power_sums_match_scipy_on_data_with_a_large_mean_and_merge():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.gamma(2.0, 1.0, (4000, 3)), rng.standard_normal((4000, 2))], 1) + 5e3
+    whole = PowerSums(5)
+    for i in range(0, 4000, 333):
+        whole.update(torch.from_numpy(x[i:i + 333]), torch.from_numpy(x[i:i + 333] > 5001.0))
+    m = whole.moments()
+    np.testing.assert_allclose(m["mean"], x.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(m["skew"], sps.skew(x, axis=0), atol=1e-8)
+    np.testing.assert_allclose(m["kurtosis"], sps.kurtosis(x, axis=0, fisher=False), atol=1e-7)
+    np.testing.assert_allclose(m["frequency"], (x > 5001.0).mean(0))
+    first = PowerSums(5)
+    first.update(torch.from_numpy(x[:1000]))
+    second = PowerSums(5)
+    second.shift = first.shift
+    second.update(torch.from_numpy(x[1000:]))
+    np.testing.assert_allclose(first.merge(second).moments()["kurtosis"], m["kurtosis"], atol=1e-9)
+    other = PowerSums(5)
+    other.update(torch.from_numpy(x[:10] + 1))
+    with pytest.raises(InputError, match="same shift"):
+        first.merge(other)
+
+
+@pytest.fixture(scope="module")
+def neox(bpe_tokenizer):
+    return bpe_tokenizer, adapt(build_model("gpt_neox", len(bpe_tokenizer), seed=2, n_layers=2), bpe_tokenizer)
+
+
+def test_activation_statistics_match_captured_activations(neox):
+    tokenizer, model = neox
+    sequences = pack_texts(["The cat sat on the mat. Again, the dog.\n"] * 20, tokenizer, 20)
+    table = activation_statistics(model, sequences, batch_tokens=60)
+    ids = torch.tensor(np.stack(sequences))
+    pre = model.capture(ids, torch.ones_like(ids), [1], site="pre")[1][:, 1:].reshape(-1, model.n_neurons)
+    post = model.capture(ids, torch.ones_like(ids), [1], site="post")[1][:, 1:].reshape(-1, model.n_neurons)
+    layer1 = table[table["layer"] == 1]
+    assert (layer1["n_tokens"] == len(pre)).all()  # BOS positions left out
+    np.testing.assert_allclose(layer1["pre_mean"], pre.double().mean(0).numpy(), atol=1e-6)
+    np.testing.assert_allclose(layer1["pre_skew"], sps.skew(pre.double().numpy(), axis=0), atol=1e-5)
+    np.testing.assert_allclose(layer1["pre_kurtosis"], sps.kurtosis(pre.double().numpy(), axis=0, fisher=False),
+                               atol=1e-4)
+    np.testing.assert_allclose(layer1["activation_frequency"], (post > 0).double().mean(0).numpy())
+
+
+def test_folded_weights_give_the_models_pre_activations(neox):
+    tokenizer, model = neox
+    ids = torch.tensor([tokenizer("Some text to run through the model.")["input_ids"]])
+    captured = {}
+    block = model.blocks[1]
+    handle = block.post_attention_layernorm.register_forward_hook(
+        lambda module, args, output: captured.__setitem__("x", args[0]))
+    pre = model.capture(ids, torch.ones_like(ids), [1], site="pre")[1][0].double()
+    handle.remove()
+    x = captured["x"][0].double()
+    plain = (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, unbiased=False, keepdim=True) +
+                                                         block.post_attention_layernorm.eps)
+    w = preprocessed_weights(model, 1)
+    torch.testing.assert_close(plain @ w["w_in"] + w["b_in"], pre, rtol=1e-4, atol=1e-4)
+    assert torch.allclose(w["w_out"].sum(1), torch.zeros(model.n_neurons, dtype=torch.float64), atol=1e-10)
+
+
+def test_weight_statistics_follow_their_definitions(neox):
+    _, model = neox
+    table = weight_statistics(model)
+    w = preprocessed_weights(model, 0)
+    w_in, w_out = w["w_in"].T.numpy(), w["w_out"].numpy()
+    row = table[table["layer"] == 0]
+    cos = (w_in * w_out).sum(1) / np.linalg.norm(w_in, axis=1) / np.linalg.norm(w_out, axis=1)
+    np.testing.assert_allclose(row["cos_in_out"], cos, atol=1e-10)
+    np.testing.assert_allclose(row["weight_norm"], (w_in ** 2).sum(1) + (w_out ** 2).sum(1), rtol=1e-10)
+    w_u = model.unembed().double().numpy() * model.final_norm().weight.detach().double().numpy()[:, None]
+    w_u = w_u - w_u.mean(0, keepdims=True)
+    w_u = w_u - w_u.mean(1, keepdims=True)
+    cos_u = (w_out / np.linalg.norm(w_out, axis=1, keepdims=True)) @ (w_u / np.linalg.norm(w_u, axis=0))
+    np.testing.assert_allclose(row["wu_kurtosis"], sps.kurtosis(cos_u, axis=1, fisher=False), rtol=1e-8)
+    np.testing.assert_allclose(row["wu_skew"], sps.skew(cos_u, axis=1), rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(row["logit_var"], (w_out @ w_u).var(1), rtol=1e-10)
+
+
+def test_percentiles_and_the_universal_comparison():
+    table = pd.DataFrame({"layer": [0] * 4 + [1] * 4, "neuron": list(range(4)) * 2,
+                          "pre_skew": [1.0, 3.0, 2.0, 2.0, 10.0, 20.0, 30.0, 40.0]})
+    pct = layer_percentiles(table, ["pre_skew"])
+    np.testing.assert_allclose(pct["pre_skew"], [25, 100, 62.5, 62.5, 25, 50, 75, 100])
+    universal = pd.DataFrame({"layer": [0, 1], "neuron": [1, 3]})
+    comparison = compare_universal(table, universal, ["pre_skew"]).iloc[0]
+    assert comparison["n_universal"] == 2 and comparison["universal_mean"] == 100.0
+    assert comparison["other_mean"] == pytest.approx(np.mean([25, 62.5, 62.5, 25, 50, 75]))
+    assert comparison["universal_se"] == 0.0
