@@ -112,3 +112,34 @@ def test_percentiles_and_the_universal_comparison():
     assert comparison["n_universal"] == 2 and comparison["universal_mean"] == 100.0
     assert comparison["other_mean"] == pytest.approx(np.mean([25, 62.5, 62.5, 25, 50, 75]))
     assert comparison["universal_se"] == 0.0
+
+
+def test_roles_follow_the_moments_of_the_logit_effects():
+    from needle.universal.roles import classify_roles, role_percentiles_by_layer
+
+    table = pd.DataFrame({"layer": [0, 0, 1, 1, 1], "neuron": [0, 1, 0, 1, 2],
+                          "wu_kurtosis": [30.0, 25.0, 3.0, 2.9, 3.1], "wu_skew": [2.0, -1.5, 0.1, 0.0, 0.0],
+                          "logit_var": [1.0, 1.0, 9.0, 1.0, 1.0]})
+    roles = classify_roles(table, partition_quantile=0.8)
+    assert list(roles["role"]) == ["prediction", "suppression", "partition", "none", "none"]
+    pct = role_percentiles_by_layer(table, (50,))
+    assert pct.query("layer == 1 and statistic == 'wu_kurtosis'")["value"].item() == 3.0
+    with pytest.raises(InputError, match="lacks"):
+        classify_roles(table.drop(columns="logit_var"))
+
+
+def test_a_neuron_built_to_predict_one_token_is_a_prediction_neuron(neox):
+    from needle.universal.roles import classify_roles
+
+    _, model = neox
+    w_u = model.unembed()  # (d_model, vocab)
+    with torch.no_grad():  # write along token 7's unembedding column only: a textbook prediction neuron
+        model.mlp_out(1).weight[:, 3] = w_u[:, 7] * 5
+        model.mlp_out(1).weight[:, 4] = -w_u[:, 9] * 5
+    stats = weight_statistics(model, layers=[1]).set_index("neuron")
+    # at width 32 random cosines are wide, so no absolute kurtosis cut fits: the two built neurons stand out most
+    assert set(stats["wu_kurtosis"].nlargest(2).index) == {3, 4}
+    assert stats.loc[3, "wu_skew"] > 0 > stats.loc[4, "wu_skew"]
+    cut = stats.loc[[3, 4], "wu_kurtosis"].min() - 1e-9
+    roles = classify_roles(stats.reset_index(), kurtosis_threshold=cut).set_index("neuron")["role"]
+    assert roles[3] == "prediction" and roles[4] == "suppression" and (roles.drop([3, 4]) != "prediction").all()
