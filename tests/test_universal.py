@@ -327,6 +327,18 @@ def test_cli_correlates_a_toy_family_and_errors_are_one_line(tmp_path, monkeypat
     assert len(loaded.neurons) == 2 * 24 and loaded.params["exclude_newlines"]
     assert loaded.params["members"][0].endswith("seed-0")
     assert not (tmp_path / "corr.work").exists()  # the checkpoint is removed after success
+    stats = CliRunner().invoke(app, ["universal", "stats", "--model", str(tmp_path / "fam"), "--out",
+                                     str(tmp_path / "stats"), "--text", str(tmp_path / "text.txt"),
+                                     "--correlations", str(out), "--threshold", "0.0"])
+    assert stats.exit_code == 0, stats.output
+    import pandas as pd
+
+    table = pd.read_parquet(tmp_path / "stats" / "statistics.parquet")
+    assert len(table) == 2 * 24 and {"pre_kurtosis", "cos_in_out", "role", "excess", "universal"} <= set(table)
+    np.testing.assert_allclose(table["excess"], loaded.neurons["excess"])
+    comparison = pd.read_csv(tmp_path / "stats" / "comparison.csv")
+    assert (comparison["n_universal"] + comparison["n_other"] == 48).all()
+    assert (tmp_path / "stats" / "universal_percentiles.png").stat().st_size > 1000
 
     from needle.cli import main
 

@@ -135,3 +135,97 @@ def correlate_command(
     typer.echo(f"excess correlation > 0.5: {len(universal):,} neurons ({100 * p:.2f} % ± {100 * se:.2f} %)")
     typer.echo(f"mean max corr {result.neurons['mean_max_corr'].mean():.3f}, mean baseline "
                f"{result.neurons['mean_baseline'].mean():.3f}; wrote {out}")
+
+
+@app.command("stats")
+def stats_command(
+    model: Annotated[str, typer.Option(help="The model: a directory, hub id, or a family (its first member).")],
+    out: Annotated[Path, typer.Option(help="Directory to write the tables and the plot to.")],
+    correlations: Annotated[Optional[Path], typer.Option(
+        help="Output of needle universal correlate for this model: compare universal neurons with the rest.")] = None,
+    threshold: Annotated[float, typer.Option(help="Excess correlation above which a neuron is universal.")] = 0.5,
+    text: Annotated[Optional[list[Path]], typer.Option(
+        help="Text files or directories to stream (default: a toy family's held-out text).")] = None,
+    split: Annotated[str, typer.Option(help="A toy family's corpus split: heldout or train.")] = "heldout",
+    ud: Annotated[Optional[Path], typer.Option(help="Where the family's UD treebanks are now, if moved.")] = None,
+    max_tokens: Annotated[Optional[int], typer.Option(help="Most tokens to stream.")] = None,
+    context_length: Annotated[Optional[int], typer.Option(help="Tokens per sequence, BOS included.")] = None,
+    exclude_newlines: Annotated[bool, typer.Option(help="Leave newline tokens out.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
+) -> None:
+    """Activation and weight statistics of every neuron (Figure 3.3), as percentiles within each layer."""
+    from needle._io import atomic_directory
+    from needle.errors import InputError
+    from needle.models import load_model
+    from needle.universal.correlate import UniversalCorrelations
+    from needle.universal.family import resolve_family
+    from needle.universal.roles import classify_roles
+    from needle.universal.stats import activation_statistics, compare_universal, layer_percentiles, weight_statistics
+    from needle.universal.tokens import newline_token_ids, pack_texts
+
+    if out.exists() and not overwrite:
+        raise InputError(f"{out} already exists; choose another --out or pass --overwrite.")
+    family_dir = Path(model).expanduser() if (Path(model).expanduser() / "family.json").is_file() else None
+    location = resolve_family(model)[0].model if family_dir is not None else model
+    texts, _ = _texts(text, family_dir, ud, split)
+    adapter = load_model(location)
+    tokenizer = adapter.tokenizer
+    length = context_length or min(adapter.max_positions or 512, 512)
+    sequences = pack_texts(texts, tokenizer, length, max_tokens=max_tokens)
+    excluded = newline_token_ids(tokenizer) if exclude_newlines else []
+    if tokenizer.pad_token_id is not None:
+        excluded.append(tokenizer.pad_token_id)
+    table = activation_statistics(adapter, sequences, exclude_token_ids=excluded,
+                                  pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+    weights = weight_statistics(adapter)
+    if "wu_kurtosis" in weights.columns:
+        weights = classify_roles(weights)
+    table = table.merge(weights, on=["layer", "neuron"])
+    percentiles = layer_percentiles(table)
+    comparison = None
+    if correlations is not None:
+        corr = UniversalCorrelations.load(correlations)
+        table = table.merge(corr.neurons[["layer", "neuron", "excess"]], on=["layer", "neuron"], how="left")
+        if table["excess"].isna().all():
+            raise InputError(f"{correlations} holds no neuron of {location}; pass the correlations of this model.")
+        table["universal"] = table["excess"] > threshold
+        comparison = compare_universal(table, table["universal"].to_numpy())
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        table.to_parquet(tmp / "statistics.parquet", index=False)
+        percentiles.to_parquet(tmp / "percentiles.parquet", index=False)
+        if comparison is not None:
+            comparison.to_csv(tmp / "comparison.csv", index=False)
+            _plot_comparison(percentiles, table["universal"].to_numpy(), tmp / "universal_percentiles.png")
+    typer.echo(f"{len(table):,} neurons, {int(table['n_tokens'].iloc[0]):,} tokens; wrote {out}")
+    if comparison is not None:
+        typer.echo(f"universal (excess > {threshold:g}): {int(table['universal'].sum())} neurons; mean layer "
+                   "percentile, universal vs other (± s.e.):")
+        for row in comparison.itertuples():
+            typer.echo(f"  {row.statistic:>22}: {row.universal_mean:5.1f} ± {row.universal_se:4.1f}  vs  "
+                       f"{row.other_mean:5.1f} ± {row.other_se:4.1f}")
+
+
+def _plot_comparison(percentiles, universal, path) -> None:
+    """Figure 3.3: each statistic's layer percentile, universal neurons against the rest (box plots)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    columns = list(percentiles.columns[2:])
+    fig, ax = plt.subplots(figsize=(1.3 * len(columns) + 2, 4))
+    for i, column in enumerate(columns):
+        values = percentiles[column].to_numpy()
+        for offset, mask, colour in ((-0.18, universal, "tab:red"), (0.18, ~universal, "tab:gray")):
+            data = values[mask & ~np.isnan(values)]
+            if len(data):
+                ax.boxplot([data], positions=[i + offset], widths=0.3, patch_artist=True,
+                           boxprops={"facecolor": colour, "alpha": 0.5}, medianprops={"color": "black"},
+                           showfliers=False)
+    ax.set_xticks(range(len(columns)), [c.replace("_", " ") for c in columns], rotation=30, ha="right")
+    ax.set_ylabel("percentile within layer")
+    ax.set_title("universal (red) vs other (grey) neurons")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
