@@ -339,6 +339,12 @@ def test_cli_correlates_a_toy_family_and_errors_are_one_line(tmp_path, monkeypat
     comparison = pd.read_csv(tmp_path / "stats" / "comparison.csv")
     assert (comparison["n_universal"] + comparison["n_other"] == 48).all()
     assert (tmp_path / "stats" / "universal_percentiles.png").stat().st_size > 1000
+    explained = CliRunner().invoke(app, ["universal", "explain", "--model", str(tmp_path / "fam"), "--out",
+                                         str(tmp_path / "explain.parquet"), "--text", str(tmp_path / "text.txt"),
+                                         "--correlations", str(out), "--threshold", "-1", "--unigrams", "10"])
+    assert explained.exit_code == 0, explained.output
+    families = pd.read_csv(tmp_path / "explain_families.csv", index_col="layer")
+    assert families.to_numpy().sum() == 48  # every neuron is "universal" at threshold -1 and gets one family
 
     from needle.cli import main
 

@@ -229,3 +229,53 @@ def _plot_comparison(percentiles, universal, path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+@app.command("explain")
+def explain_command(
+    model: Annotated[str, typer.Option(help="The model: a directory, hub id, or a family (its first member).")],
+    out: Annotated[Path, typer.Option(help="Parquet file to write the explanations to.")],
+    correlations: Annotated[Optional[Path], typer.Option(
+        help="Output of needle universal correlate: also write the family table of the universal neurons.")] = None,
+    threshold: Annotated[float, typer.Option(help="Excess correlation above which a neuron is universal.")] = 0.5,
+    text: Annotated[Optional[list[Path]], typer.Option(
+        help="Text files or directories to stream (default: a toy family's held-out text).")] = None,
+    split: Annotated[str, typer.Option(help="A toy family's corpus split: heldout or train.")] = "heldout",
+    ud: Annotated[Optional[Path], typer.Option(help="Where the family's UD treebanks are now, if moved.")] = None,
+    max_tokens: Annotated[Optional[int], typer.Option(help="Most tokens to stream.")] = None,
+    context_length: Annotated[Optional[int], typer.Option(help="Tokens per sequence, BOS included.")] = None,
+    unigrams: Annotated[int, typer.Option(help="Frequent tokens that each get a unigram test.")] = 200,
+    top: Annotated[int, typer.Option(help="Best explanations kept per neuron.")] = 3,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
+) -> None:
+    """Best variance-reduction explanations of every neuron (Eq. 3.4) and, with --correlations, a family table."""
+    from needle._io import atomic_file
+    from needle.errors import InputError
+    from needle.models import load_model
+    from needle.universal.correlate import UniversalCorrelations
+    from needle.universal.explain import explain_neurons
+    from needle.universal.family import resolve_family
+    from needle.universal.tokens import pack_texts
+
+    if out.exists() and not overwrite:
+        raise InputError(f"{out} already exists; choose another --out or pass --overwrite.")
+    family_dir = Path(model).expanduser() if (Path(model).expanduser() / "family.json").is_file() else None
+    location = resolve_family(model)[0].model if family_dir is not None else model
+    texts, _ = _texts(text, family_dir, ud, split)
+    adapter = load_model(location)
+    length = context_length or min(adapter.max_positions or 512, 512)
+    sequences = pack_texts(texts, adapter.tokenizer, length, max_tokens=max_tokens)
+    table = explain_neurons(adapter, sequences, n_unigrams=unigrams, top=top)
+    with atomic_file(out) as handle:
+        table.to_parquet(handle, index=False)
+    typer.echo(f"{table['neuron'].nunique() * table['layer'].nunique():,} neurons explained; wrote {out}")
+    if correlations is not None:
+        corr = UniversalCorrelations.load(correlations)
+        universal = corr.universal(threshold)[["layer", "neuron"]]
+        best = table[table["rank"] == 0].merge(universal, on=["layer", "neuron"])
+        families = best.pivot_table(index="layer", columns="family", values="neuron", aggfunc="count", fill_value=0)
+        path = out.with_name(out.stem + "_families.csv")
+        with atomic_file(path, "w") as handle:
+            families.to_csv(handle)
+        typer.echo(f"families of the {len(best)} universal neurons (excess > {threshold:g}), by layer:")
+        typer.echo(families.to_string())
