@@ -9,8 +9,10 @@ import typer
 
 app = typer.Typer(no_args_is_help=True, help="A toy Pythia-architecture language model trained here.")
 
-#: train-seeds' default: five members in about 25 minutes of two CPU cores in all (see toy/README in the note).
-SEED_MINUTES = 4.0
+#: train-seeds' default budget per member, in CPU minutes (all threads): five members take about 40 CPU minutes of
+#: optimisation plus a few of corpus, tokenizer and evaluation, i.e. about 25 minutes of two cores in all,
+#: whatever else the machine runs (a wall-clock budget would buy fewer steps on a shared machine).
+SEED_CPU_MINUTES = 8.0
 
 UdOption = Annotated[Optional[Path], typer.Option(
     help="Directory of UD treebanks (default: $NEEDLE_SHARED_DATA/ud or shared/data/ud beside the checkout).")]
@@ -100,9 +102,11 @@ def train_seeds_command(
     hub: Annotated[Optional[str], typer.Option(
         help="Instead of training, record a published family of seeds (e.g. stanford-crfm-gpt2-small, "
              "polypythia-160m) whose hub ids are loaded when used.")] = None,
-    minutes: Annotated[Optional[float], typer.Option(help="Most minutes of optimisation per member.")] = SEED_MINUTES,
+    minutes: Annotated[Optional[float], typer.Option(help="Most wall-clock minutes of optimisation per member.")
+                       ] = None,
     steps: Annotated[Optional[int], typer.Option(help="Most optimiser steps per member.")] = None,
-    cpu_minutes: Annotated[Optional[float], typer.Option(help="Most CPU minutes per member.")] = None,
+    cpu_minutes: Annotated[Optional[float], typer.Option(
+        help="Most CPU minutes of optimisation per member (all threads).")] = SEED_CPU_MINUTES,
     ud: UdOption = None,
     no_ud: NoUdOption = False,
     python: PythonOption = None,
