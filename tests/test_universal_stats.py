@@ -143,3 +143,39 @@ def test_a_neuron_built_to_predict_one_token_is_a_prediction_neuron(neox):
     cut = stats.loc[[3, 4], "wu_kurtosis"].min() - 1e-9
     roles = classify_roles(stats.reset_index(), kurtosis_threshold=cut).set_index("neuron")["role"]
     assert roles[3] == "prediction" and roles[4] == "suppression" and (roles.drop([3, 4]) != "prediction").all()
+
+
+def test_fixing_a_neuron_equals_a_hand_patched_forward(neox):
+    """The intervention hook against the same model with the neuron's output folded into the MLP's bias."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from needle.universal.entropy import antipodal_pairs, fixed_activation_sweep
+
+    tokenizer, model = neox
+    sequences = pack_texts(["The cat sat on the mat. Again, the dog.\n"] * 6, tokenizer, 16)
+    sweep = fixed_activation_sweep(model, sequences, (1, 7), [0.0, 4.0], batch_size=4)
+    assert np.isnan(sweep["value"].iloc[0]) and list(sweep["value"].iloc[1:]) == [0.0, 4.0]
+    patched = copy.deepcopy(model.model)
+    out = patched.gpt_neox.layers[1].mlp.dense_4h_to_h
+    with torch.no_grad():  # activation fixed at 4: its column's contribution becomes a constant bias
+        out.bias += 4.0 * out.weight[:, 7]
+        out.weight[:, 7] = 0
+    ids = torch.tensor(np.stack(sequences))
+    with torch.no_grad():
+        logits = patched(input_ids=ids).logits[:, 1:-1]
+    logp = F.log_softmax(logits, -1)
+    loss = -logp.gather(-1, ids[:, 2:, None])[..., 0].mean()
+    entropy = -(logp.exp() * logp).sum(-1).mean()
+    row = sweep.iloc[2]
+    assert row["loss"] == pytest.approx(float(loss), rel=1e-5)
+    assert row["entropy"] == pytest.approx(float(entropy), rel=1e-5)
+    assert row["n_tokens"] == len(sequences) * 14  # 16 positions, minus the last and the BOS prediction
+    assert sweep.iloc[0]["loss"] != pytest.approx(row["loss"], rel=1e-6)  # the intervention changed something
+    # antipodal pairs: make neuron 2 write exactly against neuron 1 in layer 0
+    with torch.no_grad():
+        model.mlp_out(0).weight[:, 2] = -0.5 * model.mlp_out(0).weight[:, 1]
+    pairs = antipodal_pairs(model, layers=[0], threshold=-0.99)
+    assert (pairs.iloc[0][["layer", "neuron", "other_layer", "other_neuron"]].tolist() == [0, 1, 0, 2])
+    assert pairs.iloc[0]["cos"] == pytest.approx(-1.0)
