@@ -6,6 +6,7 @@ import gzip
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -21,7 +22,10 @@ from needle.toy import (
     TrainSettings,
     gather_corpus,
     python_units,
+    shared_tokenizer,
     split_units,
+    tokenizer_fingerprint,
+    train_seed_family,
     train_tokenizer,
     train_toy_model,
     ud_units,
@@ -217,8 +221,10 @@ def test_heldout_loss_equals_a_manual_computation(trained):
     for unit in corpus.heldout:
         if unit.source == "fr":
             ids += tokenizer(unit.text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    n = len(ids) // TINY.context_length
-    blocks = torch.tensor(ids[: n * TINY.context_length]).reshape(n, TINY.context_length)
+    body = TINY.context_length - 1  # every block opens with BOS (id 0), then context_length - 1 stream tokens
+    n = len(ids) // body
+    blocks = torch.tensor(ids[: n * body]).reshape(n, body)
+    blocks = torch.cat([torch.full((n, 1), tokenizer.bos_token_id), blocks], dim=1)
     with torch.no_grad():
         logits = model(input_ids=blocks).logits[:, :-1]
     expected = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), blocks[:, 1:].reshape(-1)).item()
@@ -298,3 +304,97 @@ def test_cli_errors_are_one_line(tmp_path, monkeypatch, capsys):
                          "--python", str(tmp_path / "missing"))
     assert code == 2 and "does not exist" in out.err
     assert not (tmp_path / "m").exists()
+
+
+# ------------------------------------------------------------------------------------ BOS and seed families
+
+
+def test_training_blocks_open_with_bos_and_keep_the_stream_in_order(trained):
+    from needle.toy.train import _blocks
+
+    stream = np.arange(10, 40)
+    blocks = _blocks(stream, 8, 0)
+    assert blocks.shape == (4, 8) and (blocks[:, 0] == 0).all()
+    np.testing.assert_array_equal(blocks[:, 1:].reshape(-1), stream[:28])  # 7 stream tokens per block, tail dropped
+    _, result = trained
+    assert result.summary["bos_token_id"] == result.tokenizer.bos_token_id == 0
+    assert result.model.config.bos_token_id == 0
+    assert result.summary["tokenizer"]["sha256"] == tokenizer_fingerprint(result.tokenizer)
+
+
+def test_shared_tokenizer_is_trained_once_and_reused(tmp_path):
+    corpus = split_units(_units(), heldout_fraction=0.2)
+    first = shared_tokenizer(tmp_path / "tok", corpus, 300)
+    other_corpus = split_units([TextUnit("en", "x", "completely different words here " * 50)], heldout_fraction=0.0)
+    again = shared_tokenizer(tmp_path / "tok", other_corpus, 260)  # the saved one wins
+    assert tokenizer_fingerprint(first) == tokenizer_fingerprint(again)
+    assert tokenizer_fingerprint(train_tokenizer([u.text for u in other_corpus.train], 260)) != \
+        tokenizer_fingerprint(first)
+    with pytest.raises(InputError, match="no tokenizer"):
+        shared_tokenizer(tmp_path / "none")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "x").write_text("x")
+    with pytest.raises(InputError, match="no tokenizer.json"):
+        shared_tokenizer(tmp_path / "junk", corpus)
+
+
+def test_a_seed_family_shares_its_tokenizer_and_differs_in_weights(tmp_path):
+    corpus = split_units(_units(), heldout_fraction=0.2, seed=0)
+    settings = TrainSettings(steps=4, max_minutes=None, batch_size=4, vocab_size=300, seed=99, threads=1)
+    family = train_seed_family(tmp_path / "fam", corpus, [3, 5], size=TINY, settings=settings, echo=None)
+    assert [m["name"] for m in family["members"]] == ["seed-3", "seed-5"]
+    assert family["source"] == "toy" and family["size"]["n_layers"] == TINY.n_layers
+    models = [load_model(tmp_path / "fam" / m["name"]) for m in family["members"]]
+    text = TEXTS[0] + TEXTS[3]
+    assert models[0].tokenizer(text)["input_ids"] == models[1].tokenizer(text)["input_ids"]
+    assert tokenizer_fingerprint(models[0].tokenizer) == tokenizer_fingerprint(models[1].tokenizer) \
+        == family["tokenizer_sha256"]
+    summaries = [json.loads((tmp_path / "fam" / m["name"] / "training.json").read_text()) for m in family["members"]]
+    assert [s["settings"]["seed"] for s in summaries] == [3, 5]  # the member's seed, not the settings'
+    assert all(s["tokenizer"]["shared"] for s in summaries)
+    assert not torch.equal(models[0].w_in(0), models[1].w_in(0))
+    # the same seed trains the same weights (a step-bound run is deterministic)
+    single = train_toy_model(tmp_path / "single", corpus, size=TINY, echo=None, tokenizer=models[0].tokenizer,
+                             settings=TrainSettings(steps=4, max_minutes=None, batch_size=4, seed=3, threads=1))
+    assert torch.equal(single.model.gpt_neox.layers[0].mlp.dense_h_to_4h.weight,
+                       models[0].model.gpt_neox.layers[0].mlp.dense_h_to_4h.weight)
+    # resumable: members on disk are kept, a new seed is added
+    before = (tmp_path / "fam" / "seed-3" / "model.safetensors").stat().st_mtime_ns
+    lines: list[str] = []
+    family = train_seed_family(tmp_path / "fam", corpus, [3, 5, 7], size=TINY, settings=settings, echo=lines.append)
+    assert (tmp_path / "fam" / "seed-3" / "model.safetensors").stat().st_mtime_ns == before
+    assert any("seed-3: already trained" in line for line in lines) and len(family["members"]) == 3
+    with pytest.raises(InputError, match="distinct seeds"):
+        train_seed_family(tmp_path / "fam", corpus, [1, 1], size=TINY, settings=settings, echo=None)
+
+
+def test_cli_train_seeds_trains_a_family_and_records_hub_families(tmp_path):
+    from needle.universal import resolve_family
+
+    code = tmp_path / "code"
+    code.mkdir()
+    for i in range(6):
+        (code / f"m{i}.py").write_text(TEXTS[3] * 3)
+    tiny = ["--python", str(code), "--no-ud", "--vocab-size", "280", "--hidden-size", "16", "--layers", "1",
+            "--heads", "2", "--neurons", "32", "--context-length", "16", "--batch-size", "2", "--threads", "1",
+            "--steps", "2"]
+    result = CliRunner().invoke(app, ["toy", "train-seeds", "--out", str(tmp_path / "fam"), "--seeds", "2", *tiny])
+    assert result.exit_code == 0, result.output
+    assert "seed-0: held-out loss" in result.output and "seed-1: held-out loss" in result.output
+    assert [m.name for m in resolve_family(tmp_path / "fam")] == ["seed-0", "seed-1"]
+    # needle toy train --seed S --tokenizer DIR joins the family with the same tokenizer
+    result = CliRunner().invoke(app, ["toy", "train", "--out", str(tmp_path / "fam" / "seed-9"), "--seed", "9",
+                                      "--tokenizer", str(tmp_path / "fam" / "tokenizer"), *tiny])
+    assert result.exit_code == 0, result.output
+    fingerprints = {json.loads((tmp_path / "fam" / name / "training.json").read_text())["tokenizer"]["sha256"]
+                    for name in ("seed-0", "seed-1", "seed-9")}
+    assert len(fingerprints) == 1
+    result = CliRunner().invoke(app, ["toy", "train-seeds", "--out", str(tmp_path / "crfm"), "--hub",
+                                      "stanford-crfm-gpt2-small", "--seeds", "3"])
+    assert result.exit_code == 0, result.output
+    assert [m.model for m in resolve_family(tmp_path / "crfm")] == [
+        "stanford-crfm/alias-gpt2-small-x21", "stanford-crfm/battlestar-gpt2-small-x49",
+        "stanford-crfm/caprica-gpt2-small-x81"]
+    result = CliRunner().invoke(app, ["toy", "train-seeds", "--out", str(tmp_path / "x"), "--hub", "polypythia-70m",
+                                      "--seeds", "11"])
+    assert result.exit_code != 0 and "published members" in str(result.exception)

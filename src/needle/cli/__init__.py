@@ -14,6 +14,7 @@ from needle.cli import report as _report
 from needle.cli import results as _results
 from needle.cli import scope as _scope
 from needle.cli import toy as _toy
+from needle.cli import universal as _universal
 from needle.cli._common import run
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -28,6 +29,7 @@ app.command("demo")(_demo.demo_command)
 app.add_typer(_neuron.app, name="neuron")
 app.add_typer(_scope.app, name="scope")
 app.add_typer(_toy.app, name="toy")
+app.add_typer(_universal.app, name="universal")
 
 
 def _print_version(value: bool) -> None:

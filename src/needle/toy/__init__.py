@@ -23,7 +23,8 @@ from needle.toy.corpus import (
                                split_units,
                                ud_units,
 )
-from needle.toy.tokenizer import EOS_TOKEN, PAD_TOKEN, train_tokenizer
+from needle.toy.seeds import FAMILY_FILE, shared_tokenizer, train_seed_family, write_family
+from needle.toy.tokenizer import EOS_TOKEN, PAD_TOKEN, load_tokenizer_dir, tokenizer_fingerprint, train_tokenizer
 from needle.toy.train import (
                                DEFAULT_MAX_MINUTES,
                                TrainedToy,
@@ -34,6 +35,7 @@ from needle.toy.train import (
 __all__ = [
     "DEFAULT_MAX_MINUTES",
     "EOS_TOKEN",
+    "FAMILY_FILE",
     "PAD_TOKEN",
     "TextUnit",
     "ToyCorpus",
@@ -43,9 +45,14 @@ __all__ = [
     "gather_corpus",
     "gpt_neox_config",
     "language_of_treebank",
+    "load_tokenizer_dir",
     "python_units",
+    "shared_tokenizer",
     "split_units",
+    "tokenizer_fingerprint",
+    "train_seed_family",
     "train_tokenizer",
     "train_toy_model",
     "ud_units",
+    "write_family",
 ]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Iterable
+from pathlib import Path
 
 from needle.errors import InputError
 
-__all__ = ["EOS_TOKEN", "PAD_TOKEN", "train_tokenizer"]
+__all__ = ["EOS_TOKEN", "PAD_TOKEN", "load_tokenizer_dir", "tokenizer_fingerprint", "train_tokenizer"]
 
 #: GPT-NeoX's special tokens, with Pythia's ids (0 and 1).
 EOS_TOKEN = "<|endoftext|>"
@@ -75,3 +78,37 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096, *, min_frequen
         model_max_length=1 << 30,
         clean_up_tokenization_spaces=False,
     )
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """SHA-256 of the tokenizer's full serialisation (vocabulary, merges, normaliser, specials).
+
+    Two models whose fingerprints agree tokenize every text identically, which
+    is what correlating their neurons token by token needs.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise InputError(f"{type(tokenizer).__name__} is not a fast tokenizer; needle needs one.")
+    return hashlib.sha256(backend.to_str().encode()).hexdigest()
+
+
+def load_tokenizer_dir(path: str | os.PathLike):
+    """A toy tokenizer saved with ``save_pretrained`` (a tokenizer directory or a toy model directory).
+
+    Raises
+    ------
+    InputError
+        ``path`` holds no ``tokenizer.json``, or the tokenizer lacks the toy's special tokens.
+    """
+    from transformers import PreTrainedTokenizerFast
+
+    path = Path(path).expanduser()
+    if not (path / "tokenizer.json").is_file():
+        raise InputError(f"{path} holds no tokenizer.json; pass a directory written by a toy training run "
+                         "(or by --tokenizer on a first run), or a new directory to train the tokenizer into.")
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
+    ids = tokenizer.convert_tokens_to_ids([EOS_TOKEN, PAD_TOKEN])
+    if ids != [0, 1] or tokenizer.eos_token_id != 0 or tokenizer.pad_token_id != 1:
+        raise InputError(f"the tokenizer in {path} does not have the toy's special tokens "
+                         f"({EOS_TOKEN} = 0, {PAD_TOKEN} = 1); train one with needle toy train.")
+    return tokenizer

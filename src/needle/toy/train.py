@@ -8,6 +8,16 @@ fraction and the time fraction, so a time-bound run still anneals to its final
 rate. A run bound by steps alone is deterministic for a given seed and thread
 count; a time-bound run's number of steps depends on the machine's speed and load.
 
+Every training and evaluation block of ``context_length`` tokens opens with
+the BOS token (``<|endoftext|>``, id 0, Pythia's BOS/EOS) followed by
+``context_length - 1`` tokens of the packed stream, as TransformerLens feeds
+Pythia and GPT-2: an attention head always has a first token to rest on,
+which the attention-deactivation analysis of Chapter 3 needs.
+
+A tokenizer may be passed in (``tokenizer=``) instead of trained: models of a
+seed family share one, so that every text is the same token stream in each
+(:func:`needle.toy.seeds.train_seed_family`).
+
 What is saved (atomically: the directory appears complete or not at all):
 ``config.json`` and ``model.safetensors`` (``save_pretrained``), the
 tokenizer files, and ``training.json`` with the settings, the corpus sizes,
@@ -31,7 +41,7 @@ import numpy as np
 from needle.errors import InputError
 from needle.toy.config import ToySize, gpt_neox_config
 from needle.toy.corpus import TextUnit, ToyCorpus
-from needle.toy.tokenizer import train_tokenizer
+from needle.toy.tokenizer import tokenizer_fingerprint, train_tokenizer
 
 __all__ = ["DEFAULT_MAX_MINUTES", "TrainSettings", "TrainedToy", "train_toy_model"]
 
@@ -145,6 +155,7 @@ def train_toy_model(
     *,
     size: ToySize | None = None,
     settings: TrainSettings | None = None,
+    tokenizer: Any = None,
     overwrite: bool = False,
     echo: Callable[[str], None] | None = print,
 ) -> TrainedToy:
@@ -160,6 +171,10 @@ def train_toy_model(
         Default ``ToySize()``.
     settings : TrainSettings, optional
         Default ``TrainSettings()`` (a 15-minute wall-clock budget).
+    tokenizer : transformers.PreTrainedTokenizerFast, optional
+        Use this tokenizer (with the toy's special tokens, e.g. from
+        :func:`needle.toy.tokenizer.load_tokenizer_dir`) instead of training
+        one on ``corpus.train``; ``settings.vocab_size`` is then ignored.
     overwrite : bool
         Replace an existing ``out``.
     echo : callable or None
@@ -197,16 +212,23 @@ def train_toy_model(
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
 
-    tokenizer = train_tokenizer((u.text for u in corpus.train), settings.vocab_size)
+    shared_tokenizer = tokenizer is not None
+    if not shared_tokenizer:
+        tokenizer = train_tokenizer((u.text for u in corpus.train), settings.vocab_size)
+    elif tokenizer.eos_token_id is None or tokenizer.pad_token_id is None:
+        raise InputError("the tokenizer passed in has no EOS or padding token; use one trained by needle toy train.")
     tokenizer_seconds = time.perf_counter() - started
-    say(f"tokenizer: {len(tokenizer)} tokens ({tokenizer_seconds:.1f} s)")
+    say(f"tokenizer: {len(tokenizer)} tokens ({'shared' if shared_tokenizer else 'trained'}, "
+        f"{tokenizer_seconds:.1f} s)")
     eos = tokenizer.eos_token_id
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos
     order = rng.permutation(len(corpus.train))
     train_ids = _token_stream([corpus.train[i] for i in order], tokenizer, eos)
-    blocks = _blocks(train_ids, size.context_length)
+    blocks = _blocks(train_ids, size.context_length, bos)
     if len(blocks) < 1:
         raise InputError(f"the training text makes {len(train_ids)} tokens, fewer than one block of "
-                         f"{size.context_length}; pass more text or a smaller context_length.")
+                         f"{size.context_length} (BOS + {size.context_length - 1}); pass more text or a smaller "
+                         "context_length.")
     train_eval = _eval_sets(corpus.train, tokenizer, size.context_length, settings.eval_blocks_per_source)
     heldout_eval = _eval_sets(corpus.heldout, tokenizer, size.context_length, settings.eval_blocks_per_source)
     byte_lengths = _token_byte_lengths(tokenizer)
@@ -216,6 +238,7 @@ def train_toy_model(
     from transformers import GPTNeoXForCausalLM
 
     config = gpt_neox_config(size, len(tokenizer), eos_token_id=eos, pad_token_id=tokenizer.pad_token_id)
+    config.bos_token_id = bos
     model = GPTNeoXForCausalLM(config)
     n_params = sum(p.numel() for p in model.parameters())
     n_embedding = model.get_input_embeddings().weight.numel() + model.get_output_embeddings().weight.numel()
@@ -295,6 +318,8 @@ def train_toy_model(
         "n_parameters": n_params,
         "n_parameters_non_embedding": n_params - n_embedding,
         "vocab_size": len(tokenizer),
+        "bos_token_id": bos,
+        "tokenizer": {"sha256": tokenizer_fingerprint(tokenizer), "shared": shared_tokenizer},
         "corpus": {
             **corpus.params,
             "train_chars": corpus.chars("train"),
@@ -364,18 +389,23 @@ def _token_stream(units: list[TextUnit], tokenizer: Any, eos: int) -> np.ndarray
     return np.concatenate(parts)
 
 
-def _blocks(ids: np.ndarray, length: int) -> np.ndarray:
-    """Consecutive non-overlapping blocks; shape (n_blocks, length), the tail dropped."""
-    n = len(ids) // length
-    return ids[: n * length].reshape(n, length)
+def _blocks(ids: np.ndarray, length: int, bos: int) -> np.ndarray:
+    """Consecutive non-overlapping blocks, each BOS then ``length - 1`` stream tokens; shape (n_blocks, length).
+
+    The tail that fills no block is dropped.
+    """
+    n = len(ids) // (length - 1)
+    body = ids[: n * (length - 1)].reshape(n, length - 1)
+    return np.concatenate([np.full((n, 1), bos, np.int64), body], axis=1)
 
 
 def _eval_sets(units: list[TextUnit], tokenizer: Any, length: int, per_source: int) -> dict[str, np.ndarray]:
-    """Up to ``per_source`` blocks per source, spread evenly over its text; each (n_blocks, length)."""
+    """Up to ``per_source`` BOS-led blocks per source, spread evenly over its text; each (n_blocks, length)."""
     sets: dict[str, np.ndarray] = {}
     for source in sorted({u.source for u in units}):
         ids = _token_stream([u for u in units if u.source == source], tokenizer, tokenizer.eos_token_id)
-        blocks = _blocks(ids, length)
+        bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        blocks = _blocks(ids, length, bos)
         if len(blocks) == 0:
             continue
         if len(blocks) > per_source:
