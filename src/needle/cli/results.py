@@ -1,4 +1,4 @@
-"""``needle results summary``."""
+"""``needle results summary|verify``."""
 
 from __future__ import annotations
 
@@ -18,3 +18,26 @@ def summary_command(results: Annotated[Path, typer.Argument(help="A results Parq
     from needle.probing import load_results, summarize
 
     typer.echo(_format_summary(summarize(load_results(results))))
+
+
+@app.command("verify")
+def verify_command(results: Annotated[Path, typer.Argument(help="A results Parquet file.")]) -> None:
+    """Check a results file (and its splits) against the checksums written with them."""
+    import pyarrow.parquet as pq
+
+    from needle._checksums import DIGEST_KEY
+    from needle.errors import FormatError
+    from needle.probing import load_results
+    from needle.probing.splits import load_splits, splits_path
+
+    lines = []
+    for path, load, what in ((results, load_results, "result rows"), (splits_path(results), load_splits, "split rows")):
+        if path != results and not path.exists():
+            lines.append(f"{path}: absent (no splits saved)")
+            continue
+        frame = load(path)  # verifies page checksums and the content checksum
+        if DIGEST_KEY not in (pq.read_schema(path).metadata or {}):
+            raise FormatError(f"{path} records no checksum (written by an older needle), so it cannot be verified; "
+                              "rerun the sweep into a new file to get one.")
+        lines.append(f"{path}: ok, {len(frame)} {what} match their checksum")
+    typer.echo("\n".join(lines))

@@ -29,6 +29,9 @@ import numpy as np
 import pandas as pd
 
 from needle._io import atomic_directory
+
+#: ``format`` of a site's manifest.json; ``overwrite`` replaces only a directory of this kind.
+SITE_FORMAT = "needle.ScopeSite"
 from needle._version import __version__
 from needle.errors import InputError, NeedleError
 from needle.models.sites import site_id
@@ -213,7 +216,7 @@ def build_site(
     feature_info = {f["name"]: f for f in cache.manifest.get("features", [])}
     index = feature_index(results, {name: info.get("description", "") for name, info in feature_info.items()})
 
-    with atomic_directory(out, overwrite=True) as tmp:
+    with atomic_directory(out, overwrite=True, kind=SITE_FORMAT) as tmp:
         _copy_assets(tmp)
         _write(tmp / "index.html", _render_index(env, index, meta))
         for record in index:
@@ -226,7 +229,7 @@ def build_site(
         _write(tmp / "search-index.js", _search_index(index, uses, analyses))
         _write(tmp / "probes.json", json.dumps(probe_catalogue(results, ks=options.viewer_ks)))
         _write(tmp / "manifest.json", json.dumps({
-            "format": "needle.ScopeSite", "version": 1, "needle_version": __version__, **meta,
+            "format": SITE_FORMAT, "version": 1, "needle_version": __version__, **meta,
             "neurons": [ref.id for ref in uses], "neuron_scales": _neuron_scales(analyses),
             "options": {**options.__dict__, "max_sequences": max_sequences},
             **(extra_manifest or {}),
