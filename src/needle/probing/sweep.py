@@ -659,8 +659,10 @@ def sweep(
                 if own:
                     pool.shutdown(cancel_futures=True)
     finally:
-        commit()  # keep every completed task, even when interrupted
-        bar.close()
+        try:
+            commit()  # keep every completed task, even when interrupted
+        finally:
+            bar.close()  # ends the bar's line, so that an error message starts on its own
     if out is not None:
         return load_results(out) if out.exists() else merge_results(None, pd.DataFrame())
     return merge_results(None, pd.concat(computed, ignore_index=True)) if computed else merge_results(None, pd.DataFrame())
