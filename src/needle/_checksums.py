@@ -81,7 +81,8 @@ def verify_files(directory: str | os.PathLike, records: dict[str, dict[str, Any]
 
 # ------------------------------------------------------------------ Parquet tables
 def table_digest(table: pa.Table) -> str:
-    """SHA-256 of a table's decoded content: column names, nulls and values, independent of chunking and encoding.
+    """SHA-256 of a table's decoded content: column names, nulls and values, independent of chunking and encoding,
+    and its schema's key-value metadata (which steers the conversion to pandas).
 
     Strings and large strings, lists and large lists, dictionary-encoded and
     plain columns of the same values hash alike, so a table hashes the same
@@ -89,6 +90,9 @@ def table_digest(table: pa.Table) -> str:
     """
     digest = hashlib.sha256()
     digest.update(str(table.num_rows).encode())
+    for key, value in sorted((table.schema.metadata or {}).items()):
+        if key not in (DIGEST_KEY, b"ARROW:schema"):
+            digest.update(b"\0meta\0" + key + b"\0" + value)
     for name in table.column_names:
         digest.update(b"\0column\0" + name.encode())
         _hash_array(digest, table.column(name).combine_chunks())
