@@ -18,7 +18,7 @@ import signal
 import threading
 from multiprocessing.connection import wait
 
-__all__ = ["init_worker_process"]
+__all__ = ["init_worker_process", "stop_workers"]
 
 #: Exit status of a worker whose parent died.
 ORPHAN_EXIT_STATUS = 3
@@ -41,3 +41,13 @@ def init_worker_process() -> None:
         os._exit(ORPHAN_EXIT_STATUS)  # no cleanup to run: the parent owned every output
 
     threading.Thread(target=watch, name="needle-parent-watch", daemon=True).start()
+
+
+def stop_workers(pool) -> None:
+    """Terminate the worker processes of a ``ProcessPoolExecutor`` now (on Ctrl-C), without waiting for their tasks."""
+    terminate = getattr(pool, "terminate_workers", None)  # Python 3.14+
+    if terminate is not None:
+        terminate()
+        return
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.terminate()

@@ -655,6 +655,12 @@ def sweep(
                     bar.set_postfix_str(f"{task.feature} L{task.layer}", refresh=False)
                     collect(future.result())
                     bar.update()
+            except KeyboardInterrupt:
+                if own:  # the running tasks' rows could no longer be collected: do not wait for them
+                    from needle._workers import stop_workers
+
+                    stop_workers(pool)
+                raise
             finally:
                 if own:
                     pool.shutdown(cancel_futures=True)
