@@ -198,6 +198,8 @@ def test_k_above_the_neurons_is_refused_and_a_prefiltered_k_is_said(world, tmp_p
     assert_one_line_error(*run_main(monkeypatch, capsys, *probe, "--k", "1,5000"), "5000", "at most 64")
     code, err = run_main(monkeypatch, capsys, *probe, "--k", "1,32", "--prefilter", "16")
     assert code == 0 and "warning: --prefilter 16" in err and "k = [32]" in err
+    assert_one_line_error(*run_main(monkeypatch, capsys, *probe, "--k", "1", "--method-param", "osp.time_limit=3"),
+                          "['osp'], which this sweep does not run")
 
 
 def test_a_feature_name_too_long_for_a_file_name_gets_a_page():

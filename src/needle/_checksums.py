@@ -125,6 +125,13 @@ def _hash_array(digest, array: pa.Array) -> None:
         digest.update(np.ascontiguousarray(values).tobytes())
 
 
+def _digest_or_none(table: pa.Table) -> bytes | None:
+    try:
+        return table_digest(table).encode()
+    except (pa.ArrowException, ValueError):  # a damaged column that cannot even be decoded
+        return None
+
+
 def write_parquet(table: pa.Table, where: Any) -> None:
     """Write ``table`` to a path or binary handle with page checksums and its content digest in the metadata."""
     metadata = dict(table.schema.metadata or {})
@@ -147,7 +154,7 @@ def read_parquet(path: str | os.PathLike, what: str, remedy: str, *, columns: li
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise FormatError(f"{path} is not a readable {what} ({str(exc).splitlines()[0][:160]}); {remedy}.") from None
     recorded = (table.schema.metadata or {}).get(DIGEST_KEY)
-    if columns is None and recorded is not None and recorded.decode() != table_digest(table):
+    if columns is None and recorded is not None and recorded != _digest_or_none(table):
         raise FormatError(f"{path} is corrupt: its content no longer matches the checksum recorded when it was "
                           f"written; {remedy}.")
     return table

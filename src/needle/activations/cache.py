@@ -251,7 +251,7 @@ def verify_cache(path: str | os.PathLike) -> list[str]:
     cache = load_cache(path)
     files = cache.manifest.get("files")
     if not files:
-        raise FormatError(f"{cache.path} records no checksums (extracted by a needle before 0.1 recorded them), "
+        raise FormatError(f"{cache.path} records no checksums (it was extracted before needle recorded checksums), "
                           "so its bytes cannot be verified; extract it again to get them.")
     return verify_files(cache.path, files)
 

@@ -32,7 +32,7 @@ _OS_HINTS = {
     errno.ENAMETOOLONG: "a file name is too long for the file system; use a shorter path or name",
     errno.ENOENT: "check the path",
     errno.EISDIR: "give a file, not a directory",
-    errno.EEXIST: "choose another --out",
+    errno.EEXIST: "a file is in the way of that path; choose another --out",
 }
 
 

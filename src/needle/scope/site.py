@@ -29,9 +29,6 @@ import numpy as np
 import pandas as pd
 
 from needle._io import atomic_directory
-
-#: ``format`` of a site's manifest.json; ``overwrite`` replaces only a directory of this kind.
-SITE_FORMAT = "needle.ScopeSite"
 from needle._version import __version__
 from needle.errors import InputError, NeedleError
 from needle.models.sites import site_id
@@ -53,6 +50,9 @@ from needle.scope.tables import (
 )
 
 __all__ = ["build_site", "SiteOptions", "model_for_cache", "default_corpus"]
+
+#: ``format`` of a site's manifest.json; ``overwrite`` replaces only a directory of this kind.
+SITE_FORMAT = "needle.ScopeSite"
 
 
 @dataclass(frozen=True)
