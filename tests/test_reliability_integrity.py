@@ -264,3 +264,22 @@ def test_a_cache_with_a_file_of_another_size_or_no_checksums(cache, tmp_path):
     load_cache(old)  # caches from before checksums still open
     with pytest.raises(FormatError, match="records no checksums"):
         verify_cache(old)
+
+
+def test_a_table_rewritten_with_columns_dropped_is_not_taken_for_damage_but_other_edits_are(tmp_path):
+    import pyarrow.parquet as pq
+
+    from needle._checksums import checksum_state, read_parquet, write_parquet
+
+    table = pa.table({"a": [1, 2, 3], "b": ["x", "y", "z"], "c": [0.5, 1.5, 2.5]})
+    write_parquet(table, tmp_path / "t.parquet")
+    written = pq.read_table(tmp_path / "t.parquet")
+    assert checksum_state(written) == "verified"
+    assert checksum_state(written.drop(["b"])) == "stale"  # pyarrow keeps the metadata through drop
+    assert checksum_state(written.filter(pa.array([True, False, True]))) == "corrupt"
+    assert checksum_state(written.set_column(2, "c", pa.array([0.5, 1.5, 2.25]))) == "corrupt"
+    assert checksum_state(written.rename_columns(["a", "B", "c"])) == "corrupt"
+    assert checksum_state(table) == "absent"
+    pq.write_table(written.set_column(0, "a", pa.array([1, 2, 4])), tmp_path / "edited.parquet")
+    with pytest.raises(FormatError, match="damaged, or changed by another tool"):
+        read_parquet(tmp_path / "edited.parquet", "table", "rewrite it")

@@ -16,6 +16,7 @@ Two kinds, both from the standard library or the file format itself:
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ import pyarrow.parquet as pq
 from needle.errors import FormatError
 
 __all__ = ["file_records", "check_sizes", "verify_files", "table_digest", "write_parquet", "read_parquet",
-           "DIGEST_KEY"]
+           "checksum_state", "DIGEST_KEY"]
 
 #: Key of the content digest in a Parquet file's key-value metadata.
 DIGEST_KEY = b"needle.content_sha256"
@@ -111,8 +112,11 @@ def _hash_array(digest, array: pa.Array) -> None:
         _hash_array(digest, pc.list_flatten(array))
     elif pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind) \
             or pa.types.is_large_binary(kind):
+        # As distinct values and the index of each: results repeat long JSON strings (params, manifest) on every row.
+        encoded = pc.dictionary_encode(array.cast(pa.large_binary()))
         digest.update(b"bytes")
-        values = array.cast(pa.large_binary())
+        digest.update(encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64).tobytes())
+        values = encoded.dictionary
         n = len(values)
         offsets = np.frombuffer(values.buffers()[1], np.int64)[values.offset: values.offset + n + 1] if n else [0, 0]
         digest.update(np.diff(offsets).astype(np.int64).tobytes())
@@ -133,10 +137,39 @@ def _digest_or_none(table: pa.Table) -> bytes | None:
 
 
 def write_parquet(table: pa.Table, where: Any) -> None:
-    """Write ``table`` to a path or binary handle with page checksums and its content digest in the metadata."""
+    """Write ``table`` to a path or binary handle with page checksums and its content digest in the metadata.
+
+    The digest is recorded with the table's row count and column names, so
+    that a table another tool rewrote with columns dropped (pyarrow keeps the
+    schema metadata through ``drop``) is told apart from a damaged one (see
+    :func:`checksum_state`).
+    """
     metadata = dict(table.schema.metadata or {})
-    metadata[DIGEST_KEY] = table_digest(table).encode()
+    metadata.pop(DIGEST_KEY, None)
+    table = table.replace_schema_metadata(metadata)
+    record = {"sha256": table_digest(table), "rows": table.num_rows, "columns": table.column_names}
+    metadata[DIGEST_KEY] = json.dumps(record).encode()
     pq.write_table(table.replace_schema_metadata(metadata), where, write_page_checksum=True)
+
+
+def checksum_state(table: pa.Table) -> str:
+    """``"verified"`` (the content matches its digest), ``"absent"`` (none recorded: an older needle), ``"stale"``
+    (the recorded table's columns less some, as when another tool dropped columns keeping the metadata) or
+    ``"corrupt"`` (anything else: damaged, or changed after writing)."""
+    recorded = (table.schema.metadata or {}).get(DIGEST_KEY)
+    if recorded is None:
+        return "absent"
+    try:
+        record = json.loads(recorded)
+        digest, rows, columns = record["sha256"], record["rows"], record["columns"]
+        names = table.column_names
+    except (ValueError, KeyError, TypeError):  # the record or a column name is damaged
+        return "corrupt"
+    if rows == table.num_rows and names != columns and [c for c in columns if c in names] == names:
+        return "stale"  # a bit flip renames a column or changes a value; it does not remove a column
+    if rows != table.num_rows or names != columns:
+        return "corrupt"
+    return "verified" if digest.encode() == _digest_or_none(table) else "corrupt"
 
 
 def read_parquet(path: str | os.PathLike, what: str, remedy: str, *, columns: list[str] | None = None) -> pa.Table:
@@ -152,9 +185,13 @@ def read_parquet(path: str | os.PathLike, what: str, remedy: str, *, columns: li
     try:
         table = pq.read_table(path, columns=columns, page_checksum_verification=True)
     except (pa.ArrowException, OSError, ValueError) as exc:
-        raise FormatError(f"{path} is not a readable {what} ({str(exc).splitlines()[0][:160]}); {remedy}.") from None
-    recorded = (table.schema.metadata or {}).get(DIGEST_KEY)
-    if columns is None and recorded is not None and recorded != _digest_or_none(table):
+        message = str(exc).splitlines()[0].replace(f"Could not open Parquet input source '{path}': ", "")
+        raise FormatError(f"{path} is not a readable {what} ({message[:160]}); {remedy}.") from None
+    try:  # names and the pandas metadata are decoded lazily: a damaged byte there fails here, not in the caller
+        table.column_names, table.schema.pandas_metadata
+    except (UnicodeDecodeError, ValueError):
+        raise FormatError(f"{path} is corrupt: its schema cannot be decoded; {remedy}.") from None
+    if columns is None and checksum_state(table) == "corrupt":
         raise FormatError(f"{path} is corrupt: its content no longer matches the checksum recorded when it was "
-                          f"written; {remedy}.")
+                          f"written (damaged, or changed by another tool); {remedy}.")
     return table

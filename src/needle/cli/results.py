@@ -25,7 +25,7 @@ def verify_command(results: Annotated[Path, typer.Argument(help="A results Parqu
     """Check a results file (and its splits) against the checksums written with them."""
     import pyarrow.parquet as pq
 
-    from needle._checksums import DIGEST_KEY
+    from needle._checksums import checksum_state
     from needle.errors import FormatError
     from needle.probing import load_results
     from needle.probing.splits import load_splits, splits_path
@@ -35,9 +35,13 @@ def verify_command(results: Annotated[Path, typer.Argument(help="A results Parqu
         if path != results and not path.exists():
             lines.append(f"{path}: absent (no splits saved)")
             continue
-        frame = load(path)  # verifies page checksums and the content checksum
-        if DIGEST_KEY not in (pq.read_schema(path).metadata or {}):
+        frame = load(path)  # verifies the page checksums and the content checksum
+        state = checksum_state(pq.read_table(path))
+        if state == "absent":
             raise FormatError(f"{path} records no checksum (written by an older needle), so it cannot be verified; "
                               "rerun the sweep into a new file to get one.")
+        if state == "stale":
+            raise FormatError(f"{path} was rewritten by another tool after needle wrote it (its checksum describes "
+                              "another table), so it cannot be verified.")
         lines.append(f"{path}: ok, {len(frame)} {what} match their checksum")
     typer.echo("\n".join(lines))
