@@ -278,7 +278,8 @@ def test_a_table_rewritten_with_columns_dropped_is_not_taken_for_damage_but_othe
     assert checksum_state(written.drop(["b"])) == "stale"  # pyarrow keeps the metadata through drop
     assert checksum_state(written.filter(pa.array([True, False, True]))) == "corrupt"
     assert checksum_state(written.set_column(2, "c", pa.array([0.5, 1.5, 2.25]))) == "corrupt"
-    assert checksum_state(written.rename_columns(["a", "B", "c"])) == "corrupt"
+    renamed = pa.Table.from_arrays(written.columns, names=["a", "B", "c"], metadata=written.schema.metadata)
+    assert checksum_state(renamed) == "corrupt"  # what a bit flip in a column name does
     assert checksum_state(table) == "absent"
     pq.write_table(written.set_column(0, "a", pa.array([1, 2, 4])), tmp_path / "edited.parquet")
     with pytest.raises(FormatError, match="damaged, or changed by another tool"):
