@@ -6,7 +6,7 @@ Every error says what is wrong and how to fix it; the classes let callers
 
 from __future__ import annotations
 
-__all__ = ["NeedleError", "InputError", "FormatError", "TokenizerMismatchError"]
+__all__ = ["NeedleError", "InputError", "FormatError", "TokenizerMismatchError", "BusyError"]
 
 
 class NeedleError(Exception):
@@ -23,3 +23,7 @@ class FormatError(NeedleError, ValueError):
 
 class TokenizerMismatchError(NeedleError, ValueError):
     """A dataset was tokenized with a different tokenizer than the model's."""
+
+
+class BusyError(NeedleError, RuntimeError):
+    """Another process is writing the same destination (see :func:`needle._locks.exclusive_lock`)."""

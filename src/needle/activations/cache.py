@@ -8,7 +8,10 @@ On disk (format documented in ``docs/formats.md``)::
     layer_{l:03d}.npy    (n_rows, width) matrix per layer, memory-mappable
 
 A cache is written under a temporary name and renamed when complete, so a
-directory with this layout is always whole.
+directory with this layout is always whole. Its manifest records every
+file's size and SHA-256 (``files``): :func:`load_cache` checks the sizes and
+each layer file's header against the manifest (free), :func:`verify_cache`
+the digests (one read of every byte; ``needle cache verify``).
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from needle._checksums import check_sizes, read_parquet, verify_files
 from needle._io import read_json, read_manifest
 from needle.errors import FormatError, InputError
 from needle.models.sites import get_site, site_id
 
-__all__ = ["ActivationCache", "load_cache", "CACHE_FORMAT", "CACHE_FORMAT_VERSION", "layer_file"]
+__all__ = ["ActivationCache", "load_cache", "verify_cache", "CACHE_FORMAT", "CACHE_FORMAT_VERSION", "layer_file"]
 
 CACHE_FORMAT = "needle.ActivationCache"
 CACHE_FORMAT_VERSION = 2
@@ -34,6 +38,9 @@ CACHE_FORMAT_VERSION = 2
 _READABLE_VERSIONS = (1, 2)
 #: dtype of ``feature(name)[1]`` per task.
 _LABEL_DTYPES = {"binary": np.int8, "multiclass": np.int64, "regression": np.float64}
+#: Manifest keys every reader relies on.
+_REQUIRED = ("model_id", "model", "site", "layers", "dtype", "width", "n_rows", "dataset_hash", "dataset", "features")
+_REMEDY = "extract the activations again"
 
 
 def layer_file(layer: int) -> str:
@@ -94,7 +101,11 @@ class ActivationCache:
         """The activations of ``layer``, shape (n_rows, width), memory-mapped read-only."""
         if layer not in self.layers:
             raise InputError(f"layer {layer} is not in the cache {self.path}; it has layers {self.layers}.")
-        array = np.load(self.path / layer_file(layer), mmap_mode="r")
+        try:
+            array = np.load(self.path / layer_file(layer), mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise FormatError(f"{self.path / layer_file(layer)} is not a readable layer matrix ({exc}); "
+                              f"{_REMEDY}.") from None
         if array.shape != (self.n_rows, self.width):
             raise FormatError(f"{self.path / layer_file(layer)} has shape {array.shape}, expected {(self.n_rows, self.width)}.")
         return array
@@ -103,7 +114,7 @@ class ActivationCache:
     @cached_property
     def rows(self) -> dict[str, np.ndarray]:
         """Row table as arrays: ``sequence``, ``start``, ``end``, ``aggregation`` (str), ``skip``, ``group``."""
-        table = pq.read_table(self.path / "rows.parquet")
+        table = read_parquet(self.path / "rows.parquet", "row table", _REMEDY)
         return {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
 
     @property
@@ -125,7 +136,7 @@ class ActivationCache:
 
     @cached_property
     def _labels(self) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        table = pq.read_table(self.path / "labels.parquet")
+        table = read_parquet(self.path / "labels.parquet", "label table", _REMEDY)
         feature = table.column("feature").combine_chunks()
         if not pa.types.is_dictionary(feature.type):
             feature = feature.dictionary_encode()
@@ -212,8 +223,64 @@ def load_cache(path: str | os.PathLike) -> ActivationCache:
         found = read_json(path / "manifest.json")
         if isinstance(found, dict) and found.get("format_version") in _READABLE_VERSIONS:
             version = found["format_version"]
-    manifest = read_manifest(path, CACHE_FORMAT, version, "extract the activations again")
-    for name in ["rows.parquet", "labels.parquet", *(layer_file(l) for l in manifest["layers"])]:
+    manifest = read_manifest(path, CACHE_FORMAT, version, _REMEDY, required=_REQUIRED)
+    names = ["rows.parquet", "labels.parquet", *(layer_file(l) for l in manifest["layers"])]
+    for name in names:
         if not (path / name).is_file():
             raise FormatError(f"{path} is incomplete: {name} is missing.")
+    if "files" in manifest:  # caches extracted before needle recorded checksums have none
+        check_sizes(path, manifest["files"], _REMEDY)
+    _check_structure(path, manifest)
     return ActivationCache(path, manifest)
+
+
+def verify_cache(path: str | os.PathLike) -> list[str]:
+    """Check every byte of a cache against the checksums its manifest recorded at extraction.
+
+    Returns
+    -------
+    list of str
+        One line per damaged or missing file; empty when everything matches.
+
+    Raises
+    ------
+    FormatError
+        Not a cache, damaged beyond opening, or extracted before needle
+        recorded checksums (nothing to verify against).
+    """
+    cache = load_cache(path)
+    files = cache.manifest.get("files")
+    if not files:
+        raise FormatError(f"{cache.path} records no checksums (it was extracted before needle recorded checksums), "
+                          "so its bytes cannot be verified; extract it again to get them.")
+    return verify_files(cache.path, files)
+
+
+def _check_structure(path: Path, manifest: dict[str, Any]) -> None:
+    """The cheap checks: each layer file's header and size match the manifest, and each table's footer reads."""
+    shape = (int(manifest["n_rows"]), int(manifest["width"]))
+    for layer in manifest["layers"]:
+        file = path / layer_file(layer)
+        try:
+            with open(file, "rb") as handle:
+                version = np.lib.format.read_magic(handle)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                header = read_header(handle)
+                offset = handle.tell()
+        except (OSError, ValueError) as exc:
+            raise FormatError(f"{file} has no valid .npy header ({exc}); {_REMEDY}.") from None
+        found_shape, _, dtype = header
+        if tuple(found_shape) != shape or dtype != np.dtype(manifest["dtype"]):
+            raise FormatError(f"{file} holds a {found_shape} {dtype} matrix but the manifest says {shape} "
+                              f"{manifest['dtype']}; {_REMEDY}.")
+        expected = offset + shape[0] * shape[1] * dtype.itemsize
+        if file.stat().st_size != expected:
+            raise FormatError(f"{file} is {file.stat().st_size} bytes, but a {shape} {dtype} matrix takes {expected}: "
+                              f"it was truncated; {_REMEDY}.")
+    for name in ("rows.parquet", "labels.parquet"):
+        try:
+            pq.read_metadata(path / name)
+        except (pa.ArrowException, OSError) as exc:
+            raise FormatError(f"{path / name} is not a readable table ({str(exc).splitlines()[0][:120]}); "
+                              f"{_REMEDY}.") from None

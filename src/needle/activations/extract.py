@@ -19,10 +19,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
-from needle._io import read_json, write_json_atomic
+from needle._checksums import file_records, write_parquet
+from needle._io import check_replaceable, read_json, replace_path, write_json_atomic
+from needle._locks import exclusive_lock
 from needle._version import __version__
 from needle.activations.cache import CACHE_FORMAT, CACHE_FORMAT_VERSION, ActivationCache, layer_file, load_cache
 from needle.activations.stream import check_model_inputs, plan_batches, stream_batches
@@ -141,29 +142,35 @@ def extract(
     _check_compatible(model, dataset, check_tokenizer)
 
     out = Path(out)
-    if out.exists():
-        if not overwrite:
-            raise InputError(f"{out} already exists; choose another --out or pass overwrite=True / --overwrite.")
-    partial = out.with_name(f".{out.name}.partial")
-    units = dataset.units()
-    lengths = np.array([len(t) for t in dataset.tokens], np.int64)
-    plan = _make_plan(units, lengths, batch_tokens, max_batch_size)
-    width = site.width(model)
-    manifest = _manifest(model, dataset, dataset_path, site, layers, dtype, width, len(units),
-                         {"batch_tokens": batch_tokens, "max_batch_size": max_batch_size, "padding_side": padding_side})
-    signature = {key: manifest[key] for key in ("model", "dataset_hash", "site", "transform", "layers", "dtype", "params",
-                                                "n_rows", "needle_version")}
+    # One extraction per destination: a second one would replace the first's finished cache at its final rename.
+    with exclusive_lock(out, what="an extraction"):
+        if out.exists() or out.is_symlink():
+            if not overwrite:
+                raise InputError(f"{out} already exists; choose another --out or pass overwrite=True / --overwrite.")
+            check_replaceable(out, CACHE_FORMAT)
+        partial = out.with_name(f".{out.name}.partial")
+        units = dataset.units()
+        lengths = np.array([len(t) for t in dataset.tokens], np.int64)
+        plan = _make_plan(units, lengths, batch_tokens, max_batch_size)
+        width = site.width(model)
+        manifest = _manifest(model, dataset, dataset_path, site, layers, dtype, width, len(units),
+                             {"batch_tokens": batch_tokens, "max_batch_size": max_batch_size,
+                              "padding_side": padding_side})
+        signature = {key: manifest[key] for key in ("model", "dataset_hash", "site", "transform", "layers", "dtype",
+                                                    "params", "n_rows", "needle_version")}
 
-    done = _prepare_partial(partial, signature, overwrite, lambda: _start(partial, plan, units, dataset, layers, width, dtype))
-    _run_batches(model, dataset, plan, units, partial, layers, site, dtype, width, padding_side, done, signature, progress,
-                 checkpoint_seconds, callback)
+        done = _prepare_partial(partial, signature, overwrite,
+                                lambda: _start(partial, plan, units, dataset, layers, width, dtype),
+                                len(units) * width * np.dtype(_CACHE_DTYPES[dtype]).itemsize * len(layers))
+        _run_batches(model, dataset, plan, units, partial, layers, site, dtype, width, padding_side, done, signature,
+                     progress, checkpoint_seconds, callback)
 
-    write_json_atomic(partial / "manifest.json", manifest)
-    (partial / "state.json").unlink()
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(partial, out)
-    return load_cache(out)
+        names = ["rows.parquet", "labels.parquet", *(layer_file(layer) for layer in layers)]
+        manifest["files"] = file_records(partial, names)  # checked by `needle cache verify`; sizes on every load
+        write_json_atomic(partial / "manifest.json", manifest)
+        (partial / "state.json").unlink()
+        replace_path(partial, out)
+        return load_cache(out)
 
 
 # ---------------------------------------------------------------- checks
@@ -180,9 +187,16 @@ def _check_compatible(model: ModelAdapter, dataset: ProbeDataset, check_tokenize
             raise TokenizerMismatchError(
                 f"the dataset was tokenized with {dataset.tokenizer.get('name_or_path') or 'another tokenizer'} "
                 f"(vocabulary fingerprint {str(theirs)[:12]}…), which is not {model.model_id}'s tokenizer "
-                f"(fingerprint {ours[:12]}…). Rebuild the dataset with --model {model.model_id}."
+                f"(fingerprint {ours[:12]}…). Rebuild the dataset with --model {_model_name(model)}."
             )
     check_model_inputs(model, dataset.tokens, what="dataset", shorten="rebuild it with --context-length {max} or less")
+
+
+def _model_name(model: ModelAdapter) -> str:
+    """What to pass as ``--model`` to get ``model`` again: its alias when it has one (a hub id fails offline)."""
+    from needle.models.loading import ALIASES
+
+    return next((alias for alias, (_, hub_id) in ALIASES.items() if hub_id == model.model_id), model.model_id)
 
 
 # -------------------------------------------------------------- planning
@@ -235,12 +249,19 @@ def _manifest(model, dataset, dataset_path, site, layers, dtype, width, n_rows, 
 
 
 # ---------------------------------------------------------- partial state
-def _prepare_partial(partial: Path, signature: dict, overwrite: bool, start: Callable[[], None]) -> int:
-    """Return the number of batches already done in ``partial`` (starting it if needed)."""
+def _prepare_partial(partial: Path, signature: dict, overwrite: bool, start: Callable[[], None],
+                     layer_bytes: int) -> int:
+    """Return the number of batches already done in ``partial`` (starting it if needed).
+
+    Refuses to start (or resume) when the disk lacks room for the rest of the
+    layer files (``layer_bytes`` in all), rather than filling it up over a long run.
+    """
     state_path = partial / "state.json"
     if partial.exists() and not overwrite and state_path.is_file():
         state = read_json(state_path)
         if state.get("signature") == signature:
+            written = sum(f.stat().st_blocks * 512 for f in partial.glob("layer_*.npy"))  # the files are sparse
+            _check_space(partial, layer_bytes - written, resuming=True)
             return int(state["batches_done"])
         raise InputError(
             f"an interrupted extraction with different settings is at {partial}; "
@@ -248,16 +269,31 @@ def _prepare_partial(partial: Path, signature: dict, overwrite: bool, start: Cal
         )
     if partial.exists():
         shutil.rmtree(partial)
+    _check_space(partial.parent, layer_bytes, resuming=False)
     partial.mkdir(parents=True)
     start()
     write_json_atomic(state_path, {"signature": signature, "batches_done": 0})
     return 0
 
 
+def _check_space(where: Path, needed: int, *, resuming: bool) -> None:
+    """Refuse to extract when the file system at ``where`` has less free space than ``needed`` bytes (plus 1 %)."""
+    where.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(where).free
+    if needed > 0 and free < needed * 1.01:
+        state = f"the interrupted extraction at {where} needs" if resuming else "the activation cache needs"
+        raise InputError(f"not enough disk space: {state} {_gib(needed)} more and {where} has {_gib(free)} free. "
+                         "Free some space, extract fewer --layers, or choose another --out.")
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**27 else f"{n / 2**20:.1f} MiB"
+
+
 def _start(partial: Path, plan: _Plan, units, dataset: ProbeDataset, layers, width: int, dtype: str) -> None:
     rows_units = plan.unit_order
     seq = units.sequence[rows_units]
-    pq.write_table(
+    write_parquet(
         pa.table({
             "row": pa.array(np.arange(len(rows_units), dtype=np.int64)),
             "sequence": pa.array(seq.astype(np.int32)),
@@ -273,7 +309,7 @@ def _start(partial: Path, plan: _Plan, units, dataset: ProbeDataset, layers, wid
     unit_row[rows_units] = np.arange(len(rows_units))
     example_rows = unit_row[units.example_unit]
     names = np.asarray(dataset.feature_names, dtype=object)
-    pq.write_table(
+    write_parquet(
         pa.table({
             "feature": pa.array(names[dataset.examples.feature].tolist(), pa.string()).dictionary_encode(),
             "row": pa.array(example_rows),

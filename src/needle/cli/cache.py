@@ -1,4 +1,4 @@
-"""``needle cache info``."""
+"""``needle cache info|verify``."""
 
 from __future__ import annotations
 
@@ -19,12 +19,32 @@ def info_command(path: Annotated[Path, typer.Argument(help="An activation cache 
     m = cache.manifest
     typer.echo("\n".join([
         f"cache     {cache.path}",
-        f"model     {m['model_id']} ({m['model']['family']}, revision {m['model'].get('revision')}, "
-        f"weights {m['model']['weights_hash'][:12]}…)",
-        f"site      {cache.site}  ({m['hook_names'][0]} …)",
+        f"model     {m['model_id']} ({m['model'].get('family')}, revision {m['model'].get('revision')}, "
+        f"weights {str(m['model'].get('weights_hash'))[:12]}…)",
+        f"site      {cache.site}  ({(m.get('hook_names') or ['?'])[0]} …)",
         f"layers    {cache.layers}",
         f"rows      {cache.n_rows} × {cache.width} {m['dtype']}",
-        f"dataset   {m['dataset'].get('path')} (hash {m['dataset_hash'][:12]}…, builder {m['dataset']['builder']['name']})",
+        f"dataset   {m['dataset'].get('path')} (hash {m['dataset_hash'][:12]}…, "
+        f"builder {(m['dataset'].get('builder') or {}).get('name')})",
         f"features  {len(cache.feature_names)}: {', '.join(cache.feature_names[:12])}"
         + (" …" if len(cache.feature_names) > 12 else ""),
     ]))
+
+
+@app.command("verify")
+def verify_command(path: Annotated[Path, typer.Argument(help="An activation cache directory.")]) -> None:
+    """Check every file of a cache against the SHA-256 recorded at extraction (reads every byte)."""
+    from needle.activations import verify_cache
+    from needle.errors import FormatError
+
+    problems = verify_cache(path)
+    if problems:
+        raise FormatError(f"{path} is damaged: {'; '.join(problems)}. Extract the activations again.")
+    files = load_files(path)
+    typer.echo(f"ok: {len(files)} files, {sum(f['bytes'] for f in files.values())} bytes match their checksums")
+
+
+def load_files(path: Path) -> dict:
+    from needle.activations import load_cache
+
+    return load_cache(path).manifest["files"]

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from needle.cli._common import parse_params
+from needle.cli._common import on_interrupt, parse_params
 
 app = typer.Typer(no_args_is_help=True, help="Build and inspect ProbeDatasets (feature collections).")
 
@@ -27,19 +27,66 @@ def build_command(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
 ) -> None:
     """Build a feature collection for a model's tokenizer and save it."""
-    from needle.datasets.registry import build_collection
+    from needle.datasets.registry import get_builder
     from needle.models import load_tokenizer
 
-    tokenizer = load_tokenizer(model)
+    builder = get_builder(collection)
     params = parse_params(param)
+    _check_builder_params(collection, builder, params)
+    if out.exists() and not overwrite:  # before the build, not after it
+        from needle.errors import InputError
+
+        raise InputError(f"{out} already exists; choose another --out or pass --overwrite.")
+    tokenizer = load_tokenizer(model)
     if context_length is not None:
         params["context_length"] = context_length
     sources = [str(s) for s in source] if source else None
     if positive_ratio is not None:
         params["positive_ratio"] = positive_ratio if positive_ratio > 0 else None
-    dataset = build_collection(collection, sources, tokenizer, seed=seed, **params)
+    on_interrupt(f"nothing was written to {out} (a dataset is written only once it is complete)")
+    dataset = builder(sources, tokenizer, seed=seed, **params)
     dataset.save(out, overwrite=overwrite)
     typer.echo(_describe(dataset, out))
+
+
+def _check_builder_params(collection: str, builder, params: dict) -> None:
+    """Refuse a ``--param`` the builder does not take, or whose value is not of its default's type."""
+    import inspect
+
+    from needle.errors import InputError
+
+    signature = inspect.signature(builder)
+    accepted = {name: p for name, p in signature.parameters.items()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in ("seed",)}
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise InputError(f"the {collection} builder takes no parameter {', '.join(unknown)}; "
+                         f"--param accepts: {', '.join(accepted) or 'none'}.")
+    for name, value in params.items():
+        default = accepted[name].default
+        if default is None or default is inspect.Parameter.empty or value is None:
+            continue
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif isinstance(default, str):
+            ok = isinstance(value, str)
+        elif isinstance(default, (list, tuple)):
+            ok = isinstance(value, (list, str))
+        else:
+            ok = True
+        if not ok:
+            raise InputError(f"--param {name}={json_text(value)}: {collection}'s {name} takes a "
+                             f"value of type {type(default).__name__} (default {default!r}).")
+
+
+def json_text(value) -> str:
+    import json
+
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 @app.command("list")

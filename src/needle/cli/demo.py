@@ -15,6 +15,8 @@ def demo_command(
     jobs: Annotated[int, typer.Option("--jobs", help="Worker processes for probing.")] = 2,
 ) -> None:
     """Build the python-code collection from the standard library, extract activations and probe them."""
+    from needle.cli._common import check_jobs
     from needle.demo import run_demo
 
+    check_jobs(jobs)
     run_demo(out, model=model, max_files=max_files, n_jobs=jobs, echo=typer.echo)

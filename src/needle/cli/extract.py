@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from needle.cli._common import parse_layers
+from needle.cli._common import check_device, on_interrupt, parse_layers
 
 
 def extract_command(
@@ -28,8 +28,18 @@ def extract_command(
     from needle.activations import extract
     from needle.models import load_model
 
+    check_device(device)
     adapter = load_model(model, device=device, dtype=dtype)
+    on_interrupt(lambda: _kept(out))
     cache = extract(adapter, dataset, out, layers=parse_layers(layers), site=site, dtype=cache_dtype,
                     batch_tokens=batch_tokens, overwrite=overwrite)
     typer.echo(f"wrote {cache.n_rows} rows × {cache.width} {cache.basis} ({cache.site}) for layers {cache.layers} "
                f"to {cache.path}")
+
+
+def _kept(out: Path) -> str:
+    partial = out.with_name(f".{out.name}.partial")
+    if partial.is_dir():
+        return (f"the batches done so far are kept in {partial}; run the same command again to resume "
+                "(or delete it to start over)")
+    return f"nothing was written to {out}"

@@ -36,9 +36,10 @@ _MaxSequences = Annotated[Optional[int], typer.Option(help="Use at most this man
 
 
 def _load(model: str, device: str):
+    from needle.cli._common import check_device
     from needle.models import load_model
 
-    return load_model(model, device=device)
+    return load_model(model, device=check_device(device))
 
 
 def _corpus(adapter, dataset: Path | None, files: list[Path] | None, label: str | None, context_length: int,

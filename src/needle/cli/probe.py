@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from needle.cli._common import parse_layers, parse_params
+from needle.cli._common import check_jobs, on_interrupt, parse_layers, parse_params
 
 
 def _split(text: str | None) -> list[str] | None:
@@ -56,12 +56,44 @@ def probe_command(
             raise InputError(f"--C {c!r}: give a positive number such as 0.01, or 'cv'") from None
     if out.is_dir():
         raise InputError(f"--out {out} is a directory; give the results file to write, e.g. {out / 'results.parquet'}")
-    results = sweep(load_cache(cache), out=out, features=_split(features), layers=parse_layers(layers),
+    check_jobs(jobs)
+    source = load_cache(cache)
+    _check_ks(ks, source.width, prefilter, k is not None)
+    on_interrupt(lambda: _kept(out))
+    results = sweep(source, out=out, features=_split(features), layers=parse_layers(layers),
                     methods=_split(methods) or list(DEFAULT_METHODS), ks=ks, prefilter=prefilter or None, seed=seed,
                     baselines=baselines, C=C, method_params=_method_params(method_param), n_jobs=jobs,
                     overwrite=overwrite, bootstrap=bootstrap, splits=splits)
     typer.echo(f"{len(results)} result rows in {out}")
     typer.echo(_format_summary(summarize(results)))
+
+
+def _check_ks(ks: list[int], width: int, prefilter: int, given: bool) -> None:
+    """Refuse a --k no layer can have; say which ks the prefilter leaves out (they would vanish silently)."""
+    import warnings
+
+    from needle.errors import InputError
+
+    too_big = [k for k in ks if k > width]
+    if given and too_big:
+        raise InputError(f"--k {','.join(map(str, too_big))}: the cache has {width} columns per layer, so k can be "
+                         f"at most {width}.")
+    if given and prefilter and any(prefilter < k <= width for k in ks):
+        warnings.warn(f"--prefilter {prefilter} keeps {prefilter} candidates, so the selection methods skip "
+                      f"k = {[k for k in ks if prefilter < k <= width]} (the random-directions baseline still "
+                      "runs them); pass --prefilter 0 or a larger one to select among more.", stacklevel=2)
+
+
+def _kept(out: Path) -> str:
+    from needle.probing import load_results
+
+    if not out.is_file():
+        return f"no task had finished, so nothing was written to {out}"
+    try:
+        n = len(load_results(out))
+    except Exception:
+        return f"the rows of the finished tasks are in {out}"
+    return f"{out} holds the {n} result rows of the finished tasks; run the same command again to resume"
 
 
 def _method_params(pairs: list[str] | None) -> dict[str, dict]:

@@ -14,7 +14,14 @@ def report_command(
     heatmap_method: Annotated[Optional[str], typer.Option(help="Method shown in the layer × k heatmaps.")] = None,
 ) -> None:
     """Write a self-contained HTML report (figures and summary table) of a sweep."""
+    from needle.errors import InputError
+    from needle.probing import BASELINE_METHODS, load_results
     from needle.report import write_report
 
+    methods = set(load_results(results)["method"])
+    if not methods - set(BASELINE_METHODS):
+        found = ", ".join(sorted(methods)) or "no rows at all"
+        raise InputError(f"{results} holds no sparse probes ({found}); the report is about sparse probes. "
+                         "Run `needle probe` with --methods (e.g. mean_diff) into it first.")
     path = write_report(results, out, heatmap_method=heatmap_method)
     typer.echo(f"report written to {path.resolve()}")

@@ -1,4 +1,4 @@
-"""``needle results summary`` and ``needle results compare``."""
+"""``needle results summary``, ``needle results compare`` and ``needle results verify``."""
 
 from __future__ import annotations
 
@@ -151,3 +151,30 @@ def compare_command(
                f"{significant} with Holm-adjusted p < 0.05 (resolution 1/{int(table['n_boot'].max())}).")
     if table["few_positives"].any():
         typer.echo(f"! {int(table['few_positives'].sum())} pair(s) of features with fewer than 50 test positives.")
+
+
+@app.command("verify")
+def verify_command(results: Annotated[Path, typer.Argument(help="A results Parquet file.")]) -> None:
+    """Check a results file (and its splits) against the checksums written with them."""
+    import pyarrow.parquet as pq
+
+    from needle._checksums import checksum_state
+    from needle.errors import FormatError
+    from needle.probing import load_results
+    from needle.probing.splits import load_splits, splits_path
+
+    lines = []
+    for path, load, what in ((results, load_results, "result rows"), (splits_path(results), load_splits, "split rows")):
+        if path != results and not path.exists():
+            lines.append(f"{path}: absent (no splits saved)")
+            continue
+        frame = load(path)  # verifies the page checksums and the content checksum
+        state = checksum_state(pq.read_table(path))
+        if state == "absent":
+            raise FormatError(f"{path} records no checksum (written by an older needle), so it cannot be verified; "
+                              "rerun the sweep into a new file to get one.")
+        if state == "stale":
+            raise FormatError(f"{path} was rewritten by another tool after needle wrote it (its checksum describes "
+                              "another table), so it cannot be verified.")
+        lines.append(f"{path}: ok, {len(frame)} {what} match their checksum")
+    typer.echo("\n".join(lines))

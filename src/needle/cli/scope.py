@@ -35,6 +35,11 @@ def build_command(
         raise InputError(f"--max-k must be at least 1, got {max_k}.")
     if max_sequences < 1:
         raise InputError(f"--max-sequences must be at least 1, got {max_sequences}.")
+    if out.exists():  # refuse a folder that is not a site now, not after building one
+        from needle._io import check_replaceable
+        from needle.scope.site import SITE_FORMAT
+
+        check_replaceable(out, SITE_FORMAT)
     loaded_cache = load_cache(cache)
     adapter = None
     text_corpus = None
@@ -49,6 +54,9 @@ def build_command(
         context = min(512, adapter.max_positions or 512)
         text_corpus = Corpus.from_files(corpus, adapter.tokenizer, context, max_sequences=max_sequences)
     echo = (lambda line: None) if quiet else typer.echo
+    from needle.cli._common import on_interrupt
+
+    on_interrupt(f"{out} was left as it was (a site is written only once it is complete)")
     path = build_site(results, loaded_cache, out, model=adapter, corpus=text_corpus, max_sequences=max_sequences,
                       options=SiteOptions(max_k_pages=max_k), echo=echo, progress=not quiet)
     typer.echo(f"open {(path / 'index.html').resolve()} in a browser (python -m webbrowser {path / 'index.html'})")

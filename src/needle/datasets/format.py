@@ -393,7 +393,7 @@ class ProbeDataset:
         """Validate and write the dataset to directory ``path`` atomically."""
         self.validate()
         path = Path(path)
-        with atomic_directory(path, overwrite=overwrite) as tmp:
+        with atomic_directory(path, overwrite=overwrite, kind=FORMAT_NAME) as tmp:
             sequences = pa.table(
                 {
                     "sequence": pa.array(np.arange(self.n_sequences, dtype=np.int32)),
@@ -442,12 +442,17 @@ def load_dataset(path: str | os.PathLike, *, verify_hash: bool = True) -> ProbeD
         format version, or its content is inconsistent or corrupt.
     """
     path = Path(path)
-    manifest = _read_manifest(path, FORMAT_NAME, FORMAT_VERSION, READABLE_VERSIONS, "build the dataset with `needle dataset build`")
+    manifest = _read_manifest(path, FORMAT_NAME, FORMAT_VERSION, READABLE_VERSIONS, _REMEDY)
     try:
         sequences = pq.read_table(path / "sequences.parquet")
         examples = pq.read_table(path / "examples.parquet")
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise FormatError(f"{path}: cannot read the dataset tables ({exc}).") from None
+    except (OSError, pa.ArrowException) as exc:
+        raise FormatError(f"{path}: cannot read the dataset tables ({str(exc).splitlines()[0][:160]}).") from None
+    missing = [c for c in ("tokens", "attention_mask", "group", "text") if c not in sequences.column_names] + \
+        [c for c in ("feature", "sequence", "start", "end", "aggregation", "skip", "label")
+         if c not in examples.column_names]
+    if missing:
+        raise FormatError(f"{path}: the dataset tables lack columns {missing}; {_REMEDY}.")
     tokens = _list_column(sequences, "tokens", np.int32)
     masks = _list_column(sequences, "attention_mask", np.int8)
     texts = sequences.column("text").to_pylist()
@@ -475,9 +480,15 @@ def load_dataset(path: str | os.PathLike, *, verify_hash: bool = True) -> ProbeD
         extra=manifest.get("extra", {}),
     )
     dataset.validate(source=str(path))
+    _check_counts(manifest, dataset, path)
     if verify_hash and dataset.content_hash() != manifest.get("content_hash"):
         raise FormatError(f"{path}: content hash does not match the manifest; the files were changed or corrupted.")
     return dataset
+
+
+_REMEDY = "build the dataset again with `needle dataset build`"
+#: Manifest keys every reader relies on.
+_REQUIRED = ("builder", "tokenizer", "features", "n_sequences", "n_tokens", "n_examples", "content_hash")
 
 
 def _read_manifest(path: Path, name: str, current: int, readable: tuple[int, ...], remedy: str) -> dict:
@@ -487,7 +498,21 @@ def _read_manifest(path: Path, name: str, current: int, readable: tuple[int, ...
         found = read_json(path / "manifest.json")
         if isinstance(found, dict) and found.get("format_version") in readable:
             version = found["format_version"]
-    return read_manifest(path, name, version, remedy)
+    manifest = read_manifest(path, name, version, remedy, required=_REQUIRED)
+    bad = [f for f in manifest["features"] if not isinstance(f, dict) or not isinstance(f.get("name"), str)]
+    if not isinstance(manifest["features"], list) or bad:
+        raise FormatError(f"{path}/manifest.json: 'features' must be a list of objects with a 'name'; {remedy}.")
+    return manifest
+
+
+def _check_counts(manifest: dict, dataset: ProbeDataset, path: Path) -> None:
+    """The manifest's sizes must describe the tables beside it (an edited or mismatched manifest fails here)."""
+    found = {"n_sequences": dataset.n_sequences, "n_tokens": dataset.n_tokens, "n_examples": len(dataset.examples)}
+    wrong = {key: (manifest[key], value) for key, value in found.items() if manifest[key] != value}
+    if wrong:
+        detail = ", ".join(f"{key} {want} but the tables hold {got}" for key, (want, got) in wrong.items())
+        raise FormatError(f"{path}/manifest.json says {detail}: the manifest and the data do not belong together; "
+                          f"{_REMEDY}.")
 
 
 def _category_codes(table: pa.Table, column: str, categories: list[str], path: Path) -> np.ndarray:

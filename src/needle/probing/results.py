@@ -15,7 +15,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from needle._checksums import read_parquet, write_parquet
 from needle._io import atomic_file
+from needle._locks import exclusive_lock
 from needle.errors import FormatError
 from needle.probing.bootstrap import CI_COLUMNS
 from needle.probing.constants import BASELINE_METHODS
@@ -30,6 +32,8 @@ __all__ = [
     "load_results",
     "merge_results",
     "write_results",
+    "append_results",
+    "check_replaceable_results",
     "summarize",
     "MIN_TEST_POSITIVES",
 ]
@@ -143,12 +147,12 @@ def load_results(path: str | os.PathLike) -> pd.DataFrame:
         Missing file, not Parquet, or missing columns.
     """
     path = Path(path)
+    if path.is_dir():
+        raise FormatError(f"{path} is a directory; give the results file (the .parquet that `needle probe --out` wrote).")
     if not path.is_file():
         raise FormatError(f"{path} is missing: no results were written there.")
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise FormatError(f"{path} is not a readable Parquet file ({exc}).") from None
+    # Verifies Parquet's page checksums and needle's content checksum (tables written before them have none).
+    table = read_parquet(path, "results table", "restore it from a copy or run the sweep again")
     missing = [c for c in _COLUMNS if c not in table.column_names and c not in _ADDED_COLUMNS]
     if missing:
         raise FormatError(f"{path} is not a needle results table (missing columns {missing}).")
@@ -175,7 +179,7 @@ def write_results(path: str | os.PathLike, frame: pd.DataFrame) -> None:
     """Write a results table atomically (temporary file, then rename)."""
     table = pa.Table.from_pandas(_conform(frame)[_COLUMNS], schema=RESULT_SCHEMA, preserve_index=False)
     with atomic_file(path, "wb") as handle:
-        pq.write_table(table, handle)
+        write_parquet(table, handle)  # with page checksums and a content checksum, checked by load_results
 
 
 #: Below this many test positives a feature's scores are flagged as fragile (``few_positives``).
@@ -299,3 +303,67 @@ def summarize(results: pd.DataFrame, *, ks: tuple[int, int] = (1, 8),
                                 "neuron_score_lo", "neuron_score_hi", "n_test", "n_test_pos", "n_test_groups",
                                 "few_positives"]
     return pd.DataFrame(rows, columns=columns)
+
+
+#: Seconds a sweep waits for another one to finish writing the same results file.
+APPEND_WAIT_SECONDS = 600.0
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def append_results(path: str | os.PathLike, new: pd.DataFrame, *, before_write=None, known=None
+                   ) -> tuple[pd.DataFrame, tuple | None]:
+    """Merge ``new`` rows into the results file at ``path`` under its lock, so that concurrent sweeps lose nothing.
+
+    The file is re-read under the lock unless it is unchanged since ``known``
+    was taken (atomic writes give every version a new inode).
+
+    Parameters
+    ----------
+    path : path-like
+    new : DataFrame
+        Rows to add; rows already in the file win (:func:`merge_results`).
+    before_write : callable, optional
+        Called under the lock with the table on disk (or None) before writing:
+        compatibility checks, and writing the sidecar splits.
+    known : tuple, optional
+        ``(table, stamp)`` returned by the previous call.
+
+    Returns
+    -------
+    table : DataFrame
+        The whole table as written.
+    stamp : tuple
+        Pass back as ``known`` next time (with ``table``).
+    """
+    path = Path(path)
+    with exclusive_lock(path, what="another sweep appending results", wait=APPEND_WAIT_SECONDS):
+        stamp = _stamp(path)
+        if known is not None and stamp is not None and known[1] == stamp:
+            existing = known[0]
+        else:
+            existing = load_results(path) if stamp is not None else None
+        if before_write is not None:
+            before_write(existing)
+        merged = merge_results(existing, new)
+        write_results(path, merged)
+        return merged, _stamp(path)
+
+
+def check_replaceable_results(path: str | os.PathLike) -> None:
+    """Refuse to delete ``path`` for ``overwrite`` unless it is a needle results table (its schema is read, not its
+    data, so a damaged table can still be replaced)."""
+    path = Path(path)
+    try:
+        names = pq.read_schema(path).names
+    except (pa.ArrowException, OSError):
+        names = []
+    if path.is_dir() or not set(RESULT_KEY) <= set(names):
+        raise FormatError(f"{path} is not a needle results table; overwrite replaces only results tables. "
+                          "Choose another --out, or remove it yourself if it can go.")

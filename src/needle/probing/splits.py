@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from needle._checksums import read_parquet, write_parquet
 from needle._io import atomic_file
 from needle.errors import FormatError, InputError
 
@@ -303,7 +303,8 @@ def load_splits(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise FormatError(f"{path} is missing: no splits were saved there.")
-    frame = pq.read_table(path).to_pandas()
+    frame = read_parquet(path, "splits table", "delete it and its results file and run the sweep again, or write "
+                                               "to a new --out").to_pandas()
     missing = [c for c in SPLIT_COLUMNS if c not in frame.columns]
     if missing:
         raise FormatError(f"{path} is not a needle splits table (missing columns {missing}).")
@@ -322,6 +323,15 @@ def write_splits(path: str | os.PathLike, new: pd.DataFrame) -> pd.DataFrame:
     DataFrame
         The whole table as written.
     """
+    table = merged_splits(path, new)
+    arrow = pa.Table.from_pandas(table, schema=_SPLIT_SCHEMA, preserve_index=False)
+    with atomic_file(path, "wb") as handle:
+        write_parquet(arrow, handle)
+    return table.reset_index(drop=True)
+
+
+def merged_splits(path: str | os.PathLike, new: pd.DataFrame) -> pd.DataFrame:
+    """The splits table :func:`write_splits` would write, without writing it (raises as it does)."""
     path = Path(path)
     frames = [new]
     if path.exists():
@@ -344,8 +354,4 @@ def write_splits(path: str | os.PathLike, new: pd.DataFrame) -> pd.DataFrame:
             new = new.merge(shared[key].drop_duplicates(), on=key, how="left", indicator=True)
             new = new[new["_merge"] == "left_only"].drop(columns="_merge")
         frames = [old, new]
-    table = pd.concat(frames, ignore_index=True).sort_values(["dataset_hash", "feature", "example"], kind="stable")
-    arrow = pa.Table.from_pandas(table, schema=_SPLIT_SCHEMA, preserve_index=False)
-    with atomic_file(path, "wb") as handle:
-        pq.write_table(arrow, handle)
-    return table.reset_index(drop=True)
+    return pd.concat(frames, ignore_index=True).sort_values(["dataset_hash", "feature", "example"], kind="stable")

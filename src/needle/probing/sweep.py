@@ -46,12 +46,20 @@ from needle.probing.constants import DEFAULT_KS, DEFAULT_METHODS
 from needle.probing.estimators import DEFAULT_C, random_orthonormal
 from needle.probing.metrics import ALL_METRICS, PRIMARY_METRIC, metrics_batch
 from needle.probing.penalties import check_C
-from needle.probing.results import RESULT_KEY, certificate_columns, load_results, merge_results, write_results
+from needle.probing.results import (
+    RESULT_KEY,
+    append_results,
+    certificate_columns,
+    check_replaceable_results,
+    load_results,
+    merge_results,
+)
 from needle.probing.selection import get_selector
 from needle.probing.source import ProbeSource, feature_split, feature_task
 from needle.probing.splits import (
     derive_seed,
     group_train_test_split,
+    merged_splits,
     splits_frame,
     splits_path,
     user_split,
@@ -517,6 +525,9 @@ _WORKER_SOURCE: ProbeSource | None = None
 
 def _init_worker(source: ProbeSource) -> None:
     global _WORKER_SOURCE
+    from needle._workers import init_worker_process
+
+    init_worker_process()  # exit when this sweep's process dies; leave Ctrl-C to it
     _WORKER_SOURCE = source
     from threadpoolctl import threadpool_limits
 
@@ -621,27 +632,42 @@ def sweep(
     existing = None
     if out is not None:
         out = Path(out)
-        if overwrite:
-            for path in (out, splits_path(out)):
-                if path.exists():
-                    path.unlink()
+        if overwrite and out.exists():
+            from needle._locks import exclusive_lock
+
+            with exclusive_lock(out, what="another sweep appending results", wait=60):
+                check_replaceable_results(out)
+                for path in (out, splits_path(out)):
+                    if path.exists():
+                        path.unlink()
         if out.exists():
             existing = load_results(out)
             _check_compatible(existing, params, manifest, out)
     done = set() if existing is None else set(existing[list(RESULT_KEY)].itertuples(index=False, name=None))
     tasks, splits = plan_tasks(source, features=features, layers=layers, config=config, done=done)
     if out is not None and len(splits):
-        write_splits(splits_path(out), splits)
+        merged_splits(splits_path(out), splits)  # refuse other splits now; they are written with the first rows
 
     pending: list[pd.DataFrame] = []
     computed: list[pd.DataFrame] = []
     last_commit = time.monotonic()
+    known = None  # (table, stamp) of the last write: another sweep may append to the same file meanwhile
+    splits_written = not len(splits)
+
+    def before_write(on_disk: pd.DataFrame | None) -> None:
+        nonlocal splits_written
+        if on_disk is not None:
+            _check_compatible(on_disk, params, manifest, out)
+        if not splits_written:
+            write_splits(splits_path(out), splits)
+            splits_written = True
 
     def commit():
-        nonlocal existing, pending, last_commit
+        nonlocal existing, pending, last_commit, known
         if out is not None and pending:
-            existing = merge_results(existing, pd.concat(pending, ignore_index=True))
-            write_results(out, existing)
+            existing, stamp = append_results(out, pd.concat(pending, ignore_index=True), before_write=before_write,
+                                             known=known)
+            known = (existing, stamp)
         pending = []
         last_commit = time.monotonic()
 
@@ -683,12 +709,20 @@ def sweep(
                     bar.set_postfix_str(f"{task.feature} L{task.layer}", refresh=False)
                     collect(future.result())
                     bar.update()
+            except KeyboardInterrupt:
+                if own:  # the running tasks' rows could no longer be collected: do not wait for them
+                    from needle._workers import stop_workers
+
+                    stop_workers(pool)
+                raise
             finally:
                 if own:
                     pool.shutdown(cancel_futures=True)
     finally:
-        commit()  # keep every completed task, even when interrupted
-        bar.close()
+        try:
+            commit()  # keep every completed task, even when interrupted
+        finally:
+            bar.close()  # ends the bar's line, so that an error message starts on its own
     if out is not None:
         return load_results(out) if out.exists() else merge_results(None, pd.DataFrame())
     return merge_results(None, pd.concat(computed, ignore_index=True)) if computed else merge_results(None, pd.DataFrame())

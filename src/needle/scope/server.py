@@ -11,6 +11,16 @@ Routes::
 Answers of ``/api`` are JSON. Bad input is a 400 with ``{"error": message}``;
 anything unexpected is a 500 with a one-line message (the traceback goes to
 the server's log, never to the page).
+
+The server runs a model for whoever can reach it, so it answers only
+requests meant for it: the ``Host`` header must name a loopback address
+(which defeats DNS rebinding: a page of ``evil.example`` that resolves to
+127.0.0.1 still sends ``Host: evil.example``), and a request from a browser
+page of another origin (``Origin``, or ``Sec-Fetch-Site: cross-site``) is
+refused with a 403. Sockets time out (:data:`SOCKET_TIMEOUT`), so a slow or
+stalled client cannot hold a thread for ever; the listen backlog
+(:data:`LISTEN_BACKLOG`) takes bursts of connections; the ``Server`` header
+names needle only, not the Python version.
 """
 
 from __future__ import annotations
@@ -30,12 +40,18 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from needle.errors import InputError, NeedleError
 from needle.scope.viewer import Viewer
 
-__all__ = ["make_server", "serve_in_thread", "MAX_BODY_BYTES"]
+__all__ = ["make_server", "serve_in_thread", "MAX_BODY_BYTES", "SOCKET_TIMEOUT", "LISTEN_BACKLOG", "LOOPBACK_HOSTS"]
 
 log = logging.getLogger("needle.scope.server")
 
 #: Largest request body read (the viewer's text limit, with room for JSON escaping).
 MAX_BODY_BYTES = 1_000_000
+#: Seconds a connection may stay silent (reading a request or writing an answer) before it is closed.
+SOCKET_TIMEOUT = 30.0
+#: Connections waiting to be accepted (the standard library's default of 5 resets a burst of clients).
+LISTEN_BACKLOG = 128
+#: Host names the viewer answers to.
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def _asset(name: str) -> bytes | None:
@@ -52,6 +68,14 @@ def _viewer_page() -> bytes:
 class _Handler(BaseHTTPRequestHandler):
     server: _ScopeServer
     server_version = "needle-scope"
+    sys_version = ""
+
+    def setup(self) -> None:
+        self.timeout = self.server.socket_timeout  # StreamRequestHandler applies it to the socket
+        super().setup()
+
+    def version_string(self) -> str:
+        return self.server_version
 
     # ------------------------------------------------------------- helpers
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
@@ -83,9 +107,30 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         self._route("POST")
 
+    def _foreign(self) -> str | None:
+        """Why this request is not for this server (another Host, a page of another origin), or None."""
+        host = _hostname(self.headers.get("Host"))
+        if host not in self.server.allowed_hosts:
+            return (f"the viewer answers only requests to {', '.join(sorted(self.server.allowed_hosts))}, "
+                    f"not Host {self.headers.get('Host')!r}.")
+        origin = self.headers.get("Origin")
+        if origin is not None:
+            parts = urlsplit(origin)
+            port = parts.port if parts.port else {"http": 80, "https": 443}.get(parts.scheme)
+            if parts.scheme != "http" or _hostname(parts.netloc) not in self.server.allowed_hosts \
+                    or port != self.server.server_address[1]:
+                return f"requests from pages of another origin ({origin}) are refused."
+        if self.headers.get("Sec-Fetch-Site") in ("cross-site", "same-site"):
+            return "requests from pages of other sites are refused."
+        return None
+
     def _route(self, method: str) -> None:
         url = urlsplit(self.path)
         path = unquote(url.path)
+        foreign = self._foreign()
+        if foreign is not None:
+            self._error(HTTPStatus.FORBIDDEN, foreign)
+            return
         try:
             if path == "/api/info" and method == "GET":
                 self._json(HTTPStatus.OK, self.server.viewer.info())
@@ -111,7 +156,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _activations(self, method: str, query: str) -> None:
         if method == "POST":
-            length = int(self.headers.get("Content-Length") or 0)
+            text = (self.headers.get("Content-Length") or "0").strip()
+            if not text.isdigit():  # int() would take "-1", and rfile.read(-1) waits for the client to close
+                raise InputError(f"Content-Length {text!r} is not a byte count.")
+            length = int(text)
             if length > MAX_BODY_BYTES:
                 raise InputError(f"the request is {length} bytes; the viewer takes at most {MAX_BODY_BYTES}.")
             raw = self.rfile.read(length)
@@ -155,22 +203,39 @@ class _Handler(BaseHTTPRequestHandler):
         self._static(target.read_bytes() if target.is_file() else None, str(target))
 
 
+def _hostname(host: str | None) -> str | None:
+    """``"127.0.0.1:8765"`` → ``"127.0.0.1"``, ``"[::1]:8765"`` → ``"::1"``, lower case; None when unparsable."""
+    if not host:
+        return None
+    try:
+        return urlsplit(f"//{host.strip()}").hostname
+    except ValueError:
+        return None
+
+
 def _blank_to_none(value: Any) -> Any:
     return None if value is None or (isinstance(value, str) and not value.strip()) else value
 
 
 class _ScopeServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG
 
-    def __init__(self, address: tuple[str, int], viewer: Viewer, site_dir: Path | None):
+    def __init__(self, address: tuple[str, int], viewer: Viewer, site_dir: Path | None, socket_timeout: float):
         self.viewer = viewer
         self.site_dir = None if site_dir is None else Path(site_dir).resolve()
+        self.socket_timeout = socket_timeout
+        bound = _hostname(address[0])
+        self.allowed_hosts = LOOPBACK_HOSTS | ({bound} if bound and bound not in ("0.0.0.0", "::") else set())
         super().__init__(address, _Handler)
 
 
 def make_server(viewer: Viewer, *, host: str = "127.0.0.1", port: int = 8765,
-                site_dir: str | os.PathLike | None = None) -> ThreadingHTTPServer:
+                site_dir: str | os.PathLike | None = None, socket_timeout: float = SOCKET_TIMEOUT
+                ) -> ThreadingHTTPServer:
     """A server for ``viewer`` bound to ``host:port`` (port 0 picks a free one); call ``serve_forever()``.
+
+    ``socket_timeout`` is how many seconds a connection may stay silent before it is closed.
 
     Raises
     ------
@@ -178,7 +243,8 @@ def make_server(viewer: Viewer, *, host: str = "127.0.0.1", port: int = 8765,
         The port is taken or cannot be bound.
     """
     try:
-        return _ScopeServer((host, int(port)), viewer, None if site_dir is None else Path(site_dir))
+        return _ScopeServer((host, int(port)), viewer, None if site_dir is None else Path(site_dir),
+                            float(socket_timeout))
     except OSError as exc:
         raise InputError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port.") from None
 

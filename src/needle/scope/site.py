@@ -53,6 +53,9 @@ from needle.scope.tables import (
 
 __all__ = ["build_site", "SiteOptions", "model_for_cache", "default_corpus"]
 
+#: ``format`` of a site's manifest.json; ``overwrite`` replaces only a directory of this kind.
+SITE_FORMAT = "needle.ScopeSite"
+
 
 @dataclass(frozen=True)
 class SiteOptions:
@@ -215,7 +218,7 @@ def build_site(
     feature_info = {f["name"]: f for f in cache.manifest.get("features", [])}
     index = feature_index(results, {name: info.get("description", "") for name, info in feature_info.items()})
 
-    with atomic_directory(out, overwrite=True) as tmp:
+    with atomic_directory(out, overwrite=True, kind=SITE_FORMAT) as tmp:
         _copy_assets(tmp)
         _write(tmp / "index.html", _render_index(env, index, meta))
         for record in index:
@@ -228,7 +231,7 @@ def build_site(
         _write(tmp / "search-index.js", _search_index(index, uses, analyses))
         _write(tmp / "probes.json", json.dumps(probe_catalogue(results, ks=options.viewer_ks)))
         _write(tmp / "manifest.json", json.dumps({
-            "format": "needle.ScopeSite", "version": 1, "needle_version": __version__, **meta,
+            "format": SITE_FORMAT, "version": 1, "needle_version": __version__, **meta,
             "neurons": [ref.id for ref in uses], "neuron_scales": _neuron_scales(analyses),
             "options": {**options.__dict__, "max_sequences": max_sequences},
             **(extra_manifest or {}),

@@ -80,9 +80,13 @@ def neuron_page_name(ref: NeuronRef) -> str:
     return f"neurons/L{ref.layer}/{ref.id}.html"
 
 
+#: Characters of a feature's name kept in its page's file name (file systems allow 255 bytes).
+_MAX_NAME = 120
+
+
 def feature_page_name(feature: str) -> str:
     """Path of a feature's page, relative to the site root (the name made safe for a file system)."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", feature).strip("._") or "feature"
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", feature).strip("._")[:_MAX_NAME] or "feature"
     if safe != feature:
         safe = f"{safe}-{_short_hash(feature)}"  # two names that sanitise alike still get two pages
     return f"features/{safe}.html"

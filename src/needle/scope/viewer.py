@@ -138,20 +138,14 @@ class Viewer:
         return out
 
     def _check_layer(self, layer: Any) -> int:
-        try:
-            layer = int(layer)
-        except (TypeError, ValueError):
-            raise InputError(f"layer {layer!r} is not a number.") from None
+        layer = _index(layer, "layer")
         if not 0 <= layer < self.model.n_layers:
             raise InputError(f"layer {layer} does not exist; {self.model.model_id} has layers "
                              f"0..{self.model.n_layers - 1}.")
         return layer
 
     def _check_neuron(self, neuron: Any) -> int:
-        try:
-            neuron = int(neuron)
-        except (TypeError, ValueError):
-            raise InputError(f"neuron {neuron!r} is not a number.") from None
+        neuron = _index(neuron, "neuron")
         if not 0 <= neuron < self.model.n_neurons:
             raise InputError(f"neuron {neuron} does not exist; each layer of {self.model.model_id} has neurons "
                              f"0..{self.model.n_neurons - 1}.")
@@ -229,6 +223,24 @@ class Viewer:
                 "predicted": [s > 0 for s in scores],
             }
         return answer
+
+
+def _index(value: Any, what: str) -> int:
+    """A layer or neuron number from JSON or a query string: an integer, or text of one; never a truncated float."""
+    if isinstance(value, bool):
+        raise InputError(f"{what} {value!r} is not a number.")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} {value!r} is not a number.") from None
+    raise InputError(f"{what} {value!r} is not a whole number; "
+                     "give an integer such as 3.")
 
 
 def _sigmoid(value: float) -> float:

@@ -48,6 +48,8 @@ __all__ = ["DEFAULT_MAX_MINUTES", "TrainSettings", "TrainedToy", "train_toy_mode
 #: Default optimisation budget: with corpus gathering, tokenizer training,
 #: evaluation and saving (about two minutes), a run ends within 20 minutes.
 DEFAULT_MAX_MINUTES = 15.0
+#: ``format`` of a toy model's training.json; ``overwrite`` replaces only a directory of this kind.
+TOY_FORMAT = "needle-toy-training"
 
 
 @dataclass(frozen=True)
@@ -308,7 +310,7 @@ def train_toy_model(
 
     tokenizer.model_max_length = size.context_length
     summary = {
-        "format": "needle-toy-training",
+        "format": TOY_FORMAT,
         "needle_version": __version__,
         "torch_version": torch.__version__,
         "torch_threads": torch.get_num_threads(),
@@ -349,7 +351,7 @@ def train_toy_model(
         },
     }
     model.eval()
-    with atomic_directory(out, overwrite=overwrite) as tmp:
+    with atomic_directory(out, overwrite=overwrite, kind=TOY_FORMAT) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         write_json_atomic(Path(tmp) / "training.json", summary)
@@ -366,6 +368,10 @@ def _check_writable(out: Path, overwrite: bool) -> None:
         raise InputError(f"{out} already exists; choose another --out or pass --overwrite.")
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} exists and is not a directory; choose another --out.")
+    if out.exists():
+        from needle._io import check_replaceable
+
+        check_replaceable(out, TOY_FORMAT)
     parent = out.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
