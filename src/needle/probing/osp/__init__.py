@@ -37,7 +37,7 @@ medians of 20-30 s at k >= 4. Pass ``gamma=0.01`` to certify the support for
 the refit's own objective, with a longer ``time_limit``.
 """
 
-from needle.probing.osp._pool import CutPool
+from needle.optimal._pool import CutPool
 from needle.probing.osp._solve import (
     DEFAULT_GAMMA,
     OSPResult,

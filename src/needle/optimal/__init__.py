@@ -1,0 +1,1 @@
+"""Certified L0-constrained solvers shared by optimal sparse probing and sparse regression."""
