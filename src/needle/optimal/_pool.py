@@ -40,6 +40,8 @@ class CutPool:
         self._q = np.empty((64, self.n_neurons))
         self._size = 0
         self.fits: dict[tuple[int, ...], SupportFit] = {}
+        #: Certified lower bound per k solved on this pool (kept by solvers that combine answers across k).
+        self.bounds: dict[int, float] = {}
 
     def __len__(self) -> int:
         return self._size

@@ -136,6 +136,14 @@ class RidgeProblem:
     def constrained(self) -> bool:
         return self.A.shape[0] > 0
 
+    def target(self, t: int) -> RidgeProblem:
+        """Target ``t`` alone, as a one-target problem (unconstrained problems only: constraints may couple)."""
+        if self.constrained:
+            raise ValueError("a constrained problem does not split by target")
+        digest = hashlib.blake2b(f"{self.fingerprint}/target{t}".encode(), digest_size=16).hexdigest()
+        return RidgeProblem(R=self.R, RT=self.RT, Z=self.Z[t : t + 1], rho=self.rho[t : t + 1], alpha=self.alpha,
+                            A=np.zeros((0, self.n_features)), b=np.zeros(0), n_eq=0, fingerprint=digest)
+
     # ------------------------------------------------------------------ fits
     def _solve(self, cols: np.ndarray, pen: np.ndarray) -> _Solve:
         """Minimise ``sum_t ||z_t - R xi_t||^2 + sum_j pen_j xi_j^2`` on ``cols``, under the constraints."""
@@ -447,11 +455,15 @@ def make_ridge_problem(X, Y, *, alpha: float, eq=(None, None), ineq=(None, None)
     n_columns = X.shape[1] * Y.shape[1]
     A_eq, b_eq = _constraints(*eq, n_columns, "equality constraints")
     A_in, b_in = _constraints(*ineq, n_columns, "inequality constraints")
-    Q, R = np.linalg.qr(X, mode="reduced")
-    Z = (Q.T @ Y).T.copy()
-    # What no coefficients can fit, from the residual itself (||y||^2 - ||z||^2 would cancel).
-    resid = Y - Q @ Z.T
-    rho = np.einsum("ij,ij->j", resid, resid)
+    # One QR of [X | Y], without forming Q: R, then Z' = Q'Y above, and below it a triangle whose
+    # column norms are what no coefficients can fit (||y||^2 - ||z||^2 would cancel).
+    D = X.shape[1]
+    R_aug = scipy.linalg.qr(np.hstack([X, Y]), mode="r", check_finite=False)[0]
+    m = min(X.shape[0], D)
+    R = np.triu(R_aug[:m, :D])
+    Z = R_aug[:m, D:].T.copy()
+    T = np.triu(R_aug[m:, D:]) if R_aug.shape[0] > m else np.zeros((0, Y.shape[1]))
+    rho = np.einsum("ij,ij->j", T, T)
     A = np.vstack([A_eq, A_in])
     b = np.concatenate([b_eq, b_in])
     digest = hashlib.blake2b(digest_size=16)

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from needle.errors import InputError
 from needle.optimal._certify import ATOL, certify, check_k, check_options, check_warm, resolve_pool
@@ -159,12 +159,153 @@ def _result(prep: _Prepared, k, pool, found, start, tol) -> SparseRidgeResult:
     )
 
 
+_CONTROLLER: list = []
+
+
+def _one_blas_thread():
+    """Limit BLAS to one thread: the matrices are small, and on a shared machine a second thread costs 10x.
+
+    The controller is built once: building one scans the loaded libraries (about 0.1 s).
+    """
+    if not _CONTROLLER:
+        _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0].limit(limits=1, user_api="blas")
+
+
 def _solve(prep, k, pool, *, time_limit, tol, warm) -> SparseRidgeResult:
-    # Matrices of at most (n_features + k) x k: a second BLAS thread only adds contention.
-    with threadpool_limits(limits=1, user_api="blas"):
+    with _one_blas_thread():
         start = time.perf_counter()
         found = certify(prep.problem, k, pool, deadline=start + time_limit, tol=tol, warm=warm)
         return _result(prep, k, pool, found, start, tol)
+
+
+def _allocate(tables: np.ndarray, k: int) -> tuple[float, list[int]]:
+    """Minimise ``sum_t tables[t, k_t]`` over ``sum_t k_t <= k``; ``tables`` of shape (n_targets, k + 1)."""
+    d = tables.shape[0]
+    best = tables[0].copy()  # best[b]: targets 0..t with budget b
+    choice = [np.arange(k + 1)]
+    for t in range(1, d):
+        # cand[b, j] = tables[t, j] + best[b - j], j <= b
+        cand = np.full((k + 1, k + 1), np.inf)
+        for j in range(k + 1):
+            cand[j:, j] = tables[t, j] + best[: k + 1 - j]
+        pick = np.argmin(cand, axis=1)
+        best = cand[np.arange(k + 1), pick]
+        choice.append(pick)
+    b = int(np.argmin(best))
+    value = float(best[b])
+    alloc = [0] * d
+    for t in range(d - 1, 0, -1):
+        alloc[t] = int(choice[t][b])
+        b -= alloc[t]
+    alloc[0] = b
+    return value, alloc
+
+
+@dataclass(frozen=True, eq=False)
+class _Found:
+    """What :func:`_result` needs of a search (the shape of :class:`~needle.optimal._certify.Certified`)."""
+
+    best: object
+    bound: float
+    optimal: bool
+    n_nodes: int
+    n_fits: int
+
+
+def _solve_separable(prep, k, pools, *, time_limit, tol, warm) -> SparseRidgeResult:
+    """Several unconstrained targets under one budget: certified per-target paths, combined exactly.
+
+    Without constraints the stacked problem separates, ``c(S) = sum_t c_t(S_t)``,
+    so its optimum is ``min sum_t opt_t(k_t)`` over allocations
+    ``sum_t k_t <= k`` (a small dynamic programme). Each ``opt_t(j)`` is bounded
+    above by the best support of size ``<= j`` found and below by its
+    certificate, or, until solved, by the dense fit's bound (``opt_t`` is
+    non-increasing in ``j``). Only the ``(t, j)`` that the lower allocation
+    uses are solved, until the two allocations' values meet: the same
+    certificate as the stacked search, at a fraction of the work.
+    """
+    with _one_blas_thread():
+        start = time.perf_counter()
+        deadline = start + time_limit
+        problem = prep.problem
+        d, D = problem.n_targets, problem.n_features
+        subs = [problem.target(t) for t in range(d)]
+        kmax = min(k, problem.n_columns)
+        jmax = min(kmax, D)
+        n_nodes = n_fits = 0
+        floors, fits = [], [dict() for _ in range(d)]
+        for t, sub in enumerate(subs):
+            empty = sub.fit_support(())
+            fits[t][0] = empty
+            pools[t].bounds.setdefault(0, empty.value)
+            dense = pools[t].fits.get(tuple(range(D))) or sub.fit_support(tuple(range(D)))
+            floors.append(min(dense.value, dense.cut.constant - float(dense.cut.q.sum())))
+        warm_t = [[tuple(j - t * D for j in w if j // D == t) for w in warm] for t in range(d)]
+        while True:
+            ub = np.full((d, kmax + 1), np.inf)
+            lb = np.full((d, kmax + 1), -np.inf)
+            for t in range(d):
+                for j in range(kmax + 1):
+                    jj = min(j, jmax)
+                    sizes = [size for size in range(jj + 1) if pools[t].best_fit(size) is not None]
+                    known = [fits[t][0].value] + [pools[t].best_fit(size).value for size in sizes]
+                    ub[t, j] = min(known)
+                    solved = [b for size, b in pools[t].bounds.items() if size >= jj]
+                    lb[t, j] = max([floors[t]] + solved)
+            upper, alloc_u = _allocate(ub, kmax)
+            lower, alloc_l = _allocate(lb, kmax)
+            if upper - lower <= max(ATOL, tol * abs(upper)):
+                optimal = True
+                break
+            todo = [(t, min(j, jmax)) for t, j in enumerate(alloc_l) if min(j, jmax) not in pools[t].bounds]
+            if not todo or time.perf_counter() > deadline:
+                optimal = False
+                break
+            for t, j in todo:
+                found = certify(subs[t], j, pools[t], deadline=deadline, tol=tol,
+                                warm=[w for w in warm_t[t] if w])
+                pools[t].bounds[j] = min(found.bound, found.best.value)
+                n_nodes += found.n_nodes
+                n_fits += found.n_fits
+        # The upper allocation's supports: the best fit of size <= k_t per target.
+        support, coef = [], []
+        for t, j in enumerate(alloc_u):
+            options = [fits[t][0]] + [pools[t].best_fit(size) for size in range(1, min(j, jmax) + 1)]
+            best = min((f for f in options if f is not None), key=lambda f: f.value)
+            support += [t * D + c for c in best.support]
+            coef += list(best.coef)
+        order = np.argsort(support)
+        from needle.optimal._types import Cut, SupportFit
+
+        best = SupportFit(tuple(int(support[i]) for i in order), np.asarray(coef)[order], 0.0, upper,
+                          Cut(upper, np.zeros(problem.n_columns)))
+        found = _Found(best=best, bound=lower, optimal=optimal, n_nodes=n_nodes, n_fits=n_fits)
+        result = _result(prep, k, pools[0], found, start, tol)
+        return _replace_cuts(result, tuple(pools))
+
+
+def _replace_cuts(result: SparseRidgeResult, pools: tuple) -> SparseRidgeResult:
+    from dataclasses import replace
+
+    return replace(result, cuts=pools, n_cuts=int(sum(len(p) for p in pools)))
+
+
+def _resolve_pools(prep, cuts):
+    """One pool per target for a separable problem (``cuts``: None or the tuple of an earlier result)."""
+    subs = [prep.problem.target(t) for t in range(prep.problem.n_targets)]
+    if cuts is None:
+        return [CutPool(sub) for sub in subs]
+    if not (isinstance(cuts, tuple) and len(cuts) == len(subs)):
+        raise InputError(f"cuts must be the cuts of an earlier result on the same {len(subs)} targets "
+                         "(a tuple of one CutPool per target).")
+    for pool, sub in zip(cuts, subs):
+        resolve_pool(sub, pool)
+    return list(cuts)
+
+
+def _separable(prep) -> bool:
+    return prep.problem.n_targets > 1 and not prep.problem.constrained
 
 
 def solve_sparse_ridge(
@@ -238,10 +379,13 @@ def solve_sparse_ridge(
         (:class:`needle.errors.InputError`) on bad input: ``k < 1``, ``alpha <= 0``, NaN in ``X``,
         mismatched shapes, constraints of the wrong width, a mismatched ``cuts``.
     """
-    prep = _prepare(X, y, alpha=alpha, fit_intercept=fit_intercept, A_eq=A_eq, b_eq=b_eq, A_ub=A_ub, b_ub=b_ub)
+    with _one_blas_thread():
+        prep = _prepare(X, y, alpha=alpha, fit_intercept=fit_intercept, A_eq=A_eq, b_eq=b_eq, A_ub=A_ub, b_ub=b_ub)
     k = check_k(k, prep.problem.n_columns)
     time_limit, tol = check_options(time_limit, tol)
     warm = check_warm(warm_supports, prep.problem.n_columns)
+    if _separable(prep):
+        return _solve_separable(prep, k, _resolve_pools(prep, cuts), time_limit=time_limit, tol=tol, warm=warm)
     pool = resolve_pool(prep.problem, cuts)
     return _solve(prep, k, pool, time_limit=time_limit, tol=tol, warm=warm)
 
@@ -267,13 +411,19 @@ def solve_sparse_ridge_path(
     ``ks`` are solved in increasing order; ``time_limit`` is per ``k``. Returns
     one result per entry of ``ks``, in the order given.
     """
-    prep = _prepare(X, y, alpha=alpha, fit_intercept=fit_intercept, A_eq=A_eq, b_eq=b_eq, A_ub=A_ub, b_ub=b_ub)
+    with _one_blas_thread():
+        prep = _prepare(X, y, alpha=alpha, fit_intercept=fit_intercept, A_eq=A_eq, b_eq=b_eq, A_ub=A_ub, b_ub=b_ub)
     ks = list(ks)
     if not ks:
         raise InputError("ks must contain at least one k.")
     effective = [check_k(k, prep.problem.n_columns) for k in ks]
     time_limit, tol = check_options(time_limit, tol)
     warm = check_warm(warm_supports, prep.problem.n_columns)
+    if _separable(prep):
+        pools = _resolve_pools(prep, cuts)
+        solved = {k: _solve_separable(prep, k, pools, time_limit=time_limit, tol=tol, warm=warm)
+                  for k in sorted(set(effective))}
+        return [solved[k] for k in effective]
     pool = resolve_pool(prep.problem, cuts)
     solved = {k: _solve(prep, k, pool, time_limit=time_limit, tol=tol, warm=warm) for k in sorted(set(effective))}
     return [solved[k] for k in effective]
