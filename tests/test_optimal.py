@@ -223,3 +223,42 @@ def test_bad_data():
         solve_sparse_ridge(X, y, 2)
     with pytest.raises(InputError, match="rows"):
         solve_sparse_ridge(X[:-1], y, 2)
+
+
+def _centred_brute(X, y, k, alpha):
+    Xc, yc = X - X.mean(axis=0), y - y.mean()
+    best, best_s = np.inf, None
+    for S in itertools.combinations(range(X.shape[1]), k):
+        v = _ridge_value(Xc, yc, list(S), alpha)
+        if v < best:
+            best, best_s = v, S
+    return best, best_s
+
+
+def test_quadratic_l0_is_a_registered_solver():
+    from needle.probing import L0, Quadratic, solve
+
+    X, y = _data(13, n=50, D=9)
+    y = y + 4.0
+    sol = solve(X, y, Quadratic(), L0(k=3, gamma=0.5))
+    best, _ = _centred_brute(X, y, 3, 1.0 / 0.5)
+    resid = y - X @ sol.coef - sol.intercept
+    # The datafit + penalty the pair claims: 1/2 RSS + ||w||^2 / (2 gamma), i.e. half the ridge objective.
+    assert 0.5 * float(resid @ resid) + float(sol.coef @ sol.coef) / (2 * 0.5) == pytest.approx(0.5 * best, rel=1e-9)
+    assert sol.converged and np.count_nonzero(sol.coef) <= 3
+
+
+def test_sparse_regression_probe_osp_is_certified_on_its_standardised_input():
+    from needle.probing import SparseRegressionProbe
+    from needle.probing.preprocessing import standardization
+
+    X, y = _data(14, n=80, D=10)
+    probe = SparseRegressionProbe(k=3, selector="osp").fit(X, y)
+    mean, scale = standardization(X)
+    Z = (X - mean) / scale
+    gamma = probe.selection_info_["gamma"]
+    best, best_s = _centred_brute(Z, y, 3, 1.0 / gamma)
+    assert probe.status_ == "optimal"
+    assert sorted(probe.support_.tolist()) == sorted(best_s)
+    assert probe.objective_ == pytest.approx(best, rel=1e-9)
+    assert probe.bound_ <= probe.objective_
