@@ -262,3 +262,19 @@ def test_sparse_regression_probe_osp_is_certified_on_its_standardised_input():
     assert sorted(probe.support_.tolist()) == sorted(best_s)
     assert probe.objective_ == pytest.approx(best, rel=1e-9)
     assert probe.bound_ <= probe.objective_
+
+
+def test_target_caps_under_one_budget_match_enumeration():
+    X, Y = _data(15, D=6, d=2)
+    res = solve_sparse_ridge(X, Y, 4, alpha=0.3, target_caps=[1, 3])
+    D = 6
+    best = min(
+        sum(_ridge_value(X, Y[:, t], [j % D for j in S if j // D == t], 0.3) for t in range(2))
+        for size in range(5) for S in itertools.combinations(range(12), size)
+        if sum(j < D for j in S) <= 1 and sum(j >= D for j in S) <= 3
+    )
+    assert res.status == "optimal"
+    assert res.objective == pytest.approx(best, rel=1e-9)
+    assert np.count_nonzero(res.coef, axis=1).tolist()[0] <= 1
+    with pytest.raises(InputError, match="target_caps"):
+        solve_sparse_ridge(X, Y, 4, target_caps=[1])

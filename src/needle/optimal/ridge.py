@@ -213,7 +213,7 @@ class _Found:
     n_fits: int
 
 
-def _solve_separable(prep, k, pools, *, time_limit, tol, warm) -> SparseRidgeResult:
+def _solve_separable(prep, k, pools, *, time_limit, tol, warm, caps=None) -> SparseRidgeResult:
     """Several unconstrained targets under one budget: certified per-target paths, combined exactly.
 
     Without constraints the stacked problem separates, ``c(S) = sum_t c_t(S_t)``,
@@ -223,7 +223,8 @@ def _solve_separable(prep, k, pools, *, time_limit, tol, warm) -> SparseRidgeRes
     certificate, or, until solved, by the dense fit's bound (``opt_t`` is
     non-increasing in ``j``). Only the ``(t, j)`` that the lower allocation
     uses are solved, until the two allocations' values meet: the same
-    certificate as the stacked search, at a fraction of the work.
+    certificate as the stacked search, at a fraction of the work. ``caps``
+    bounds each target's own count (MIOSR's ``group_sparsity``).
     """
     with _one_blas_thread():
         start = time.perf_counter()
@@ -253,12 +254,17 @@ def _solve_separable(prep, k, pools, *, time_limit, tol, warm) -> SparseRidgeRes
                     ub[t, j] = min(known)
                     solved = [b for size, b in pools[t].bounds.items() if size >= jj]
                     lb[t, j] = max([floors[t]] + solved)
+                if caps is not None:
+                    # More than the cap is not allowed: such an allocation costs what the cap gives.
+                    ub[t, caps[t] + 1 :] = ub[t, min(caps[t], kmax)]
+                    lb[t, caps[t] + 1 :] = lb[t, min(caps[t], kmax)]
             upper, alloc_u = _allocate(ub, kmax)
             lower, alloc_l = _allocate(lb, kmax)
             if upper - lower <= max(ATOL, tol * abs(upper)):
                 optimal = True
                 break
-            todo = [(t, min(j, jmax)) for t, j in enumerate(alloc_l) if min(j, jmax) not in pools[t].bounds]
+            todo = [(t, _size(j, jmax, caps, t)) for t, j in enumerate(alloc_l)]
+            todo = [(t, j) for t, j in todo if j not in pools[t].bounds]
             if not todo or time.perf_counter() > deadline:
                 optimal = False
                 break
@@ -271,7 +277,8 @@ def _solve_separable(prep, k, pools, *, time_limit, tol, warm) -> SparseRidgeRes
         # The upper allocation's supports: the best fit of size <= k_t per target.
         support, coef = [], []
         for t, j in enumerate(alloc_u):
-            options = [fits[t][0]] + [pools[t].best_fit(size) for size in range(1, min(j, jmax) + 1)]
+            top = min(j, jmax) if caps is None else min(j, jmax, caps[t])
+            options = [fits[t][0]] + [pools[t].best_fit(size) for size in range(1, top + 1)]
             best = min((f for f in options if f is not None), key=lambda f: f.value)
             support += [t * D + c for c in best.support]
             coef += list(best.coef)
@@ -283,6 +290,22 @@ def _solve_separable(prep, k, pools, *, time_limit, tol, warm) -> SparseRidgeRes
         found = _Found(best=best, bound=lower, optimal=optimal, n_nodes=n_nodes, n_fits=n_fits)
         result = _result(prep, k, pools[0], found, start, tol)
         return _replace_cuts(result, tuple(pools))
+
+
+def _size(j, jmax, caps, t) -> int:
+    return min(j, jmax) if caps is None else min(j, jmax, caps[t])
+
+
+def _check_caps(caps, n_targets: int, constrained: bool):
+    if caps is None:
+        return None
+    caps = list(caps) if np.ndim(caps) else [caps] * n_targets
+    if len(caps) != n_targets or any(isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 0
+                                     for c in caps):
+        raise InputError(f"target_caps must be {n_targets} non-negative integers (one per target), got {caps!r}.")
+    if constrained:
+        raise InputError("target_caps cannot be combined with constraints (give one budget k, or fit each target).")
+    return [int(c) for c in caps]
 
 
 def _replace_cuts(result: SparseRidgeResult, pools: tuple) -> SparseRidgeResult:
@@ -319,6 +342,7 @@ def solve_sparse_ridge(
     b_eq=None,
     A_ub=None,
     b_ub=None,
+    target_caps=None,
     time_limit: float = 60.0,
     tol: float = 1e-6,
     warm_supports=None,
@@ -360,6 +384,9 @@ def solve_sparse_ridge(
         Equality constraints on the stacked coefficients.
     A_ub, b_ub : array-like of shape (n_ub, n_features * n_targets) and (n_ub,), optional
         Inequality constraints ``A_ub xi <= b_ub`` (solved with Clarabel, the ``sindy`` extra).
+    target_caps : int or sequence of int, optional
+        At most this many non-zero coefficients per target as well (2-D ``y``,
+        no constraints): MIOSR's ``group_sparsity`` under its ``target_sparsity``.
     time_limit : float, default=60.0
         Seconds of wall time, heuristics included.
     tol : float, default=1e-6
@@ -384,8 +411,10 @@ def solve_sparse_ridge(
     k = check_k(k, prep.problem.n_columns)
     time_limit, tol = check_options(time_limit, tol)
     warm = check_warm(warm_supports, prep.problem.n_columns)
-    if _separable(prep):
-        return _solve_separable(prep, k, _resolve_pools(prep, cuts), time_limit=time_limit, tol=tol, warm=warm)
+    caps = _check_caps(target_caps, prep.problem.n_targets, prep.problem.constrained)
+    if _separable(prep) or caps is not None:
+        return _solve_separable(prep, k, _resolve_pools(prep, cuts), time_limit=time_limit, tol=tol, warm=warm,
+                                caps=caps)
     pool = resolve_pool(prep.problem, cuts)
     return _solve(prep, k, pool, time_limit=time_limit, tol=tol, warm=warm)
 
@@ -401,6 +430,7 @@ def solve_sparse_ridge_path(
     b_eq=None,
     A_ub=None,
     b_ub=None,
+    target_caps=None,
     time_limit: float = 60.0,
     tol: float = 1e-6,
     warm_supports=None,
@@ -419,9 +449,10 @@ def solve_sparse_ridge_path(
     effective = [check_k(k, prep.problem.n_columns) for k in ks]
     time_limit, tol = check_options(time_limit, tol)
     warm = check_warm(warm_supports, prep.problem.n_columns)
-    if _separable(prep):
+    caps = _check_caps(target_caps, prep.problem.n_targets, prep.problem.constrained)
+    if _separable(prep) or caps is not None:
         pools = _resolve_pools(prep, cuts)
-        solved = {k: _solve_separable(prep, k, pools, time_limit=time_limit, tol=tol, warm=warm)
+        solved = {k: _solve_separable(prep, k, pools, time_limit=time_limit, tol=tol, warm=warm, caps=caps)
                   for k in sorted(set(effective))}
         return [solved[k] for k in effective]
     pool = resolve_pool(prep.problem, cuts)
