@@ -54,7 +54,7 @@ def _kkt_value(X, Y, S, alpha, A_eq, b_eq, A_ub, b_ub):
     non-negative multipliers on the active inequalities) is its optimum: try
     every set of active inequalities and keep the KKT points.
     """
-    D, d = X.shape[1], Y.shape[1]
+    D = X.shape[1]
     S = list(S)
     n_ub = 0 if A_ub is None else A_ub.shape[0]
     H = np.zeros((len(S), len(S)))
