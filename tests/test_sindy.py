@@ -161,3 +161,17 @@ def test_arrays_work_without_pysindy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_readme_snippet_runs():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split("### Certified sparse regression and SINDy")[1]
+    code = section.split("```python\n")[1].split("```")[0]
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["fit"].support.tolist() == [3, 7] and namespace["fit"].status == "optimal"
+    opt = namespace["model"].optimizer
+    assert opt.status_ == ["optimal"]
+    assert np.count_nonzero(namespace["model"].coefficients()) == 7
