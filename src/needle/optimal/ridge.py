@@ -44,8 +44,9 @@ class SparseRidgeResult:
     n_cuts, n_nodes, n_fits : int
         Cuts in the pool at the end, branch-and-bound nodes, exact support fits of this call.
     solve_seconds : float
-    cuts : CutPool
+    cuts : CutPool or tuple of CutPool
         Reusable: pass as ``cuts=`` to another solve on the same data, ``alpha`` and constraints.
+        For several targets without constraints (solved target by target), one pool per target.
     """
 
     coef: np.ndarray
@@ -61,7 +62,7 @@ class SparseRidgeResult:
     n_nodes: int
     n_fits: int
     solve_seconds: float
-    cuts: CutPool
+    cuts: CutPool | tuple
 
     def __repr__(self) -> str:
         return (
