@@ -214,7 +214,7 @@ def test_regression_and_multiclass_sweep_end_to_end(tmp_path):
     summary = summarize(load_results(out)).set_index("feature")
     assert summary.loc["value", "metric"] == "r2" and summary.loc["kind", "metric"] == "f1_macro"
     assert summary.loc["value", "score_k1"] > 0.9
-    with pytest.raises(InputError, match="selects for binary targets only"):
+    with pytest.raises(InputError, match="selects for binary, regression targets only"):
         sweep(_task_source(), out=None, features=["kind"], methods=["osp"], ks=[1], progress=False)
 
 

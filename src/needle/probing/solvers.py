@@ -20,6 +20,7 @@ scikit-learn where the problem is solved well there):
 (Quadratic, L2)               closed form: a Cholesky solve per support
 (Quadratic, ElasticNet)       scikit-learn's ``ElasticNet`` (coordinate descent)
 (Logistic, L0)                certified branch-and-bound (:func:`~needle.probing.osp.solve_osp`; registered by that package)
+(Quadratic, L0)               certified branch-and-bound (:func:`~needle.optimal.solve_sparse_ridge`; registered by osp)
 ============================  ==================================================================
 
 A new pair is one function registered with :func:`register_solver`.

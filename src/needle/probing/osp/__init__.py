@@ -13,8 +13,11 @@ perspective": the optimal value ``c(s)`` on a support ``s`` is convex in
 ``s``, and the dual of each fixed-support problem gives a cut
 (:mod:`._inner` has the derivation). No commercial MIP solver is needed: cuts
 and per-node Boolean relaxations (:mod:`._relax`) bound a best-first
-branch-and-bound over supports (:mod:`._bnb`), whose last level bounds every
-one-column extension at once (:mod:`._lookahead`).
+branch-and-bound over supports, whose last level bounds every one-column
+extension at once (:mod:`._lookahead`). The search itself (the tree, the cut
+pool, the incumbent heuristics) is loss-agnostic and lives in
+:mod:`needle.optimal`, shared with certified sparse ridge regression; this
+package supplies the logistic fits and bounds.
 
 Importing this package registers the ``"osp"`` selection method
 (:class:`OSPSelector`) used by ``SparseProbe(method="osp")`` and the sweep.
@@ -42,7 +45,7 @@ which in a sweep are the top ``prefilter`` (50) candidates by mean difference
 ``gamma``. ``OSPSelector(gamma="refit")`` uses the refit's ``C`` instead.
 """
 
-from needle.probing.osp._pool import CutPool
+from needle.optimal._pool import CutPool
 from needle.probing.osp._solve import (
     DEFAULT_GAMMA,
     OSPResult,

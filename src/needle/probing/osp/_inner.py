@@ -67,11 +67,10 @@ and sample weights).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from scipy.special import expit
 
+from needle.optimal._types import Cut, SupportFit
 from needle.probing.osp._problem import OSPProblem
 
 __all__ = ["Cut", "SupportFit", "binary_entropy", "dual_cut", "fit_support", "fit_weighted"]
@@ -80,39 +79,6 @@ _MAX_NEWTON = 100
 # Newton decrement, relative to the objective, below which a full step is taken
 # without a line search (the step then changes the objective by about 1% at most).
 _FULL_STEP = 1e-2
-
-
-@dataclass(frozen=True, eq=False)
-class Cut:
-    """A valid lower bound ``c(s) >= constant - q . s`` for every ``s`` in ``[0, 1]^d``."""
-
-    constant: float
-    q: np.ndarray
-
-
-@dataclass(frozen=True, eq=False)
-class SupportFit:
-    """The exact ridge-logistic fit on one support, with its cut.
-
-    Attributes
-    ----------
-    support : tuple of int
-        Sorted column ids.
-    coef : ndarray of shape (len(support),)
-    intercept : float
-    value : float
-        Primal objective at ``(coef, intercept)``: an upper bound on (and, up to
-        the solver's tolerance, equal to) the optimum over this support.
-    cut : Cut
-        The dual cut at this support; ``cut.constant - cut.q[support].sum()`` is a
-        certified lower bound on the optimum over this support.
-    """
-
-    support: tuple[int, ...]
-    coef: np.ndarray
-    intercept: float
-    value: float
-    cut: Cut
 
 
 def _newton(Z, y, c, penalty, theta, max_steps=_MAX_NEWTON):

@@ -60,6 +60,31 @@ class OSPProblem:
     def n_neurons(self) -> int:
         return self.X.shape[1]
 
+    @property
+    def n_columns(self) -> int:
+        return self.X.shape[1]
+
+    # The four methods the shared search calls (:mod:`needle.optimal._types`).
+    def fit_support(self, support, init=None):
+        from needle.probing.osp._inner import fit_support
+
+        return fit_support(self, support, init=init)
+
+    def relax_node(self, fixed_in, free, r, **options):
+        from needle.probing.osp._relax import relax_node
+
+        return relax_node(self, fixed_in, free, r, **options)
+
+    def extension_bounds(self, base, candidates):
+        from needle.probing.osp._lookahead import extension_bounds
+
+        return extension_bounds(self, base, candidates)
+
+    def screen_support(self, k: int) -> tuple[int, ...]:
+        from needle.probing.osp._heuristics import mean_difference_support
+
+        return mean_difference_support(self, k)
+
 
 def _labels_to_signs(y) -> np.ndarray:
     y = np.asarray(y)

@@ -1,4 +1,4 @@
-"""The Boolean (perspective) relaxation of a branch-and-bound node, and the bound it certifies.
+"""The Boolean (perspective) relaxation of a branch-and-bound node for the logistic loss, and its bound.
 
 A node fixes some columns in (``fixed_in``), some out, and leaves ``free``
 columns from which ``r`` more may be chosen. Its relaxation replaces the binary
@@ -26,11 +26,13 @@ bound is exact up to the iteration's accuracy and valid at every iteration.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from needle.probing.osp._inner import Cut, _newton, dual_cut
+from needle.optimal._relax import capped_simplex, node_bound
+from needle.optimal._relax import grow_working_set as _grow
+from needle.optimal._relax import initial_working_set as _initial_working_set
+from needle.optimal._types import NodeRelaxation
+from needle.probing.osp._inner import _newton, dual_cut
 from needle.probing.osp._problem import OSPProblem
 
 __all__ = ["NodeRelaxation", "capped_simplex", "node_bound", "relax_node"]
@@ -38,63 +40,6 @@ __all__ = ["NodeRelaxation", "capped_simplex", "node_bound", "relax_node"]
 # Floor of the smoothed |w| (relative to max |w|) in the s update, so that a column
 # whose weight hits zero can come back; it only affects speed, never validity.
 _SMOOTH = 1e-4
-
-
-@dataclass(eq=False)
-class NodeRelaxation:
-    """Result of a (possibly early-stopped) node relaxation.
-
-    Attributes
-    ----------
-    bound : float
-        Certified lower bound over the node's supports.
-    value : float
-        Relaxation objective at the last iterate: an upper bound on the relaxation optimum.
-    s : dict of int to float
-        Relaxation weights of the free columns in the working set (others are 0).
-    theta : dict
-        Last weights by column (fixed and working-set columns), and ``"b"`` for the intercept.
-    cut : Cut or None
-        The cut of the best iterate.
-    """
-
-    bound: float
-    value: float
-    s: dict
-    theta: dict
-    cut: Cut | None
-
-
-def capped_simplex(a: np.ndarray, r: float) -> np.ndarray:
-    """``s = min(1, a / tau)`` with ``sum(s) = r``, for ``a > 0`` and ``r < len(a)``."""
-    desc = np.sort(a)[::-1]
-    tail = np.cumsum(desc[::-1])[::-1]  # tail[m] = sum(desc[m:])
-    tau = tail[0] / r
-    for m in range(int(r)):
-        tau = tail[m] / (r - m)
-        if desc[m] <= tau:
-            break
-    return np.minimum(1.0, a / tau)
-
-
-def node_bound(cut: Cut, fixed_in: np.ndarray, free: np.ndarray, r: int) -> float:
-    """The cut minimised over supports ``fixed_in + R``, ``R`` within ``free``, ``|R| = r`` (``q >= 0``)."""
-    value = cut.constant - float(cut.q[fixed_in].sum())
-    if r > 0:
-        qf = cut.q[free]
-        value -= float(qf.sum()) if r >= qf.size else float(np.partition(qf, qf.size - r)[qf.size - r :].sum())
-    return value
-
-
-def _initial_working_set(free, r, warm_s, hint_q, extra):
-    chosen = [j for j in free.tolist() if warm_s.get(j, 0.0) > 1e-3] if warm_s else []
-    if hint_q is not None:
-        ranked = free[np.argsort(-hint_q[free], kind="stable")].tolist()
-        chosen += ranked[: r + extra]
-        chosen += ranked[r + extra :][: max(0, r + 1 - len(set(chosen)))]
-    else:
-        chosen += free.tolist()
-    return np.array(sorted(set(chosen)), dtype=np.intp)
 
 
 def relax_node(
@@ -173,18 +118,3 @@ def relax_node(
         theta_map = dict(zip(cols.tolist(), theta[:-1].tolist()), b=float(theta[-1]))
     return NodeRelaxation(bound=best, value=value, s=dict(zip(work.tolist(), s.tolist())), theta=theta_map, cut=best_cut)
 
-
-def _grow(work, s, free, q, r, max_add=3):
-    """Free columns outside the working set whose q exceeds the level of the weighted ones, or None."""
-    inside = np.zeros(q.size, dtype=bool)
-    inside[work] = True
-    outside = free[~inside[free]]
-    if outside.size == 0:
-        return None
-    weighted = q[work][s > 1e-3] if work.size > r else q[work]
-    level = weighted.min() if weighted.size else 0.0
-    violators = outside[q[outside] > level * (1.0 + 1e-6)]
-    if violators.size == 0:
-        return None
-    violators = violators[np.argsort(-q[violators], kind="stable")[:max_add]]
-    return np.sort(np.concatenate([work, violators]))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 import time
 from dataclasses import dataclass
 
@@ -10,24 +9,18 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from needle.errors import InputError
-from needle.probing.osp._bnb import branch_and_bound
-from needle.probing.osp._heuristics import (
-    Evaluator,
-    greedy_support,
-    mean_difference_support,
-    shrink_support,
-    swap_search,
-)
-from needle.probing.osp._inner import SupportFit
-from needle.probing.osp._pool import CutPool
-from needle.probing.osp._problem import OSPProblem, make_problem, objective
+from needle.optimal._certify import certify
+from needle.optimal._certify import check_k as _check_k
+from needle.optimal._certify import check_options as _check_options
+from needle.optimal._certify import check_warm as _check_warm
+from needle.optimal._certify import resolve_pool as _resolve_pool
+from needle.optimal._pool import CutPool
+from needle.probing.osp._problem import make_problem, objective
 
 __all__ = ["DEFAULT_GAMMA", "OSPResult", "solve_osp", "solve_osp_path"]
 
 #: Ten times the refit's ridge (scikit-learn C = 0.001 on standardised neurons); see the package docstring.
 DEFAULT_GAMMA = 0.001
-# Absolute part of the optimality tolerance, for objectives near zero.
-_ATOL = 1e-9
 
 
 @dataclass(frozen=True, eq=False)
@@ -91,78 +84,6 @@ class OSPResult:
         return self.status == "optimal"
 
 
-def _check_k(k, d: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise InputError(f"k must be a positive integer, got {k!r}.")
-    if k < 1:
-        raise InputError(f"k must be >= 1, got {k}.")
-    return min(int(k), d)
-
-
-def _check_options(time_limit, tol) -> tuple[float, float]:
-    try:
-        time_limit, tol = float(time_limit), float(tol)
-    except (TypeError, ValueError):
-        raise InputError(f"time_limit and tol must be numbers, got {time_limit!r} and {tol!r}.") from None
-    if not time_limit > 0:
-        raise InputError(f"time_limit must be > 0 seconds, got {time_limit}.")
-    if not (np.isfinite(tol) and tol >= 0):
-        raise InputError(f"tol must be a finite number >= 0, got {tol}.")
-    return time_limit, tol
-
-
-def _check_warm(warm_supports, d: int) -> list[tuple[int, ...]]:
-    if warm_supports is None:
-        return []
-    out = []
-    for support in warm_supports:
-        ids = np.asarray(support).ravel()
-        if ids.size == 0:
-            continue
-        if not np.issubdtype(ids.dtype, np.integer) or ids.min() < 0 or ids.max() >= d:
-            raise InputError(f"warm_supports: every support must be column ids in [0, {d}), got {ids.tolist()}.")
-        out.append(tuple(sorted(set(ids.tolist()))))
-    return out
-
-
-def _resolve_pool(problem: OSPProblem, cuts) -> CutPool:
-    if cuts is None:
-        return CutPool(problem)
-    if not isinstance(cuts, CutPool):
-        raise InputError(f"cuts must be a CutPool from a previous OSPResult, got {type(cuts).__name__}.")
-    cuts.check(problem)
-    return cuts
-
-
-def _incumbent(evaluate: Evaluator, k: int, warm: list[tuple[int, ...]], deadline: float) -> SupportFit:
-    """Best support of size k from the cheap heuristics, the warm starts and the pool's cache."""
-    problem = evaluate.problem
-    candidates = [evaluate(mean_difference_support(problem, k))]
-    for support in warm:
-        fit = evaluate(support)
-        if len(support) > k:
-            fit = shrink_support(evaluate, fit, k)
-        elif len(support) < k:
-            fit = greedy_support(evaluate, k, start=support)
-        candidates.append(fit)
-    for size in range(k + 1, min(k + 2, problem.n_neurons) + 1):
-        bigger = evaluate.pool.best_fit(size)
-        if bigger is not None:
-            candidates.append(shrink_support(evaluate, bigger, k))
-    smaller = evaluate.pool.best_fit(k - 1) if k > 1 else None
-    if smaller is not None:
-        candidates.append(greedy_support(evaluate, k, start=smaller.support))
-    cached = evaluate.pool.best_fit(k)
-    if cached is not None:
-        candidates.append(cached)
-    if time.perf_counter() < deadline:
-        candidates.append(greedy_support(evaluate, k))
-    best = min(candidates, key=lambda f: f.value)
-    if time.perf_counter() < deadline:
-        best = swap_search(evaluate, best, deadline=deadline)
-    return best
-
-
 def _solve_problem(problem, k, pool, *, time_limit, tol, warm) -> OSPResult:
     # The linear algebra is on matrices of at most n x (d + 1); a second BLAS
     # thread buys nothing there and, on a busy machine or inside a process
@@ -173,16 +94,9 @@ def _solve_problem(problem, k, pool, *, time_limit, tol, warm) -> OSPResult:
 
 def _solve_single_threaded(problem, k, pool, *, time_limit, tol, warm) -> OSPResult:
     start = time.perf_counter()
-    deadline = start + time_limit
-    evaluate = Evaluator(problem, pool)
+    found = certify(problem, k, pool, deadline=start + time_limit, tol=tol, warm=warm)
+    best, bound, optimal, n_nodes = found.best, found.bound, found.optimal, found.n_nodes
     d = problem.n_neurons
-    if k == d:
-        best = evaluate(tuple(range(d)))
-        bound, optimal, n_nodes = best.cut.constant - float(best.cut.q.sum()), True, 0
-    else:
-        best = _incumbent(evaluate, k, warm, deadline)
-        search = branch_and_bound(evaluate, k, best, deadline=deadline, rtol=tol, atol=_ATOL)
-        best, bound, optimal, n_nodes = search.best, search.bound, search.optimal, search.n_nodes
     coef = np.zeros(d)
     coef[list(best.support)] = best.coef
     value = objective(problem, coef, best.intercept)
@@ -201,7 +115,7 @@ def _solve_single_threaded(problem, k, pool, *, time_limit, tol, warm) -> OSPRes
         gamma=problem.gamma,
         n_cuts=len(pool),
         n_nodes=n_nodes,
-        n_fits=evaluate.n_fits,
+        n_fits=found.n_fits,
         solve_seconds=time.perf_counter() - start,
         cuts=pool,
     )

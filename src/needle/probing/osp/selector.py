@@ -1,8 +1,9 @@
 """The ``osp`` selection method: optimal sparse probing as a :class:`~needle.probing.selection.Selector`.
 
 Importing this module registers ``"osp"`` with the selection registry, so
-``SparseProbe(selector="osp")`` and ``sweep(methods=["osp"])`` find it, and
-the certified solver as the (Logistic, L0) pair of :func:`needle.probing.solvers.solve`.
+``SparseProbe(selector="osp")``, ``SparseRegressionProbe(selector="osp")`` and
+``sweep(methods=["osp"])`` find it, and the certified solvers as the
+(Logistic, L0) and (Quadratic, L0) pairs of :func:`needle.probing.solvers.solve`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from needle.errors import InputError
-from needle.probing.datafits import Logistic
+from needle.optimal import solve_sparse_ridge, solve_sparse_ridge_path
+from needle.probing.datafits import Logistic, Quadratic
 from needle.probing.estimators import DEFAULT_C
 from needle.probing.osp._solve import DEFAULT_GAMMA, solve_osp, solve_osp_path
 from needle.probing.penalties import L0
@@ -28,7 +30,11 @@ class OSPSelector(Selector):
 
     ``min sum_i c_i log(1 + exp(-y_i (w.x_i + b))) + ||w||^2 / (2 gamma)`` s.t. ``||w||_0 <= k``
 
-    with balanced weights ``c_i``. ``X`` is not rescaled here
+    with balanced weights ``c_i``; for a regression target,
+    :func:`~needle.optimal.solve_sparse_ridge_path` solves
+    ``min ||y - X w - b||^2 + ||w||^2 / gamma`` s.t. ``||w||_0 <= k`` (the
+    regression refit's objective ``C/2 ||y - Xw - b||^2 + ||w||^2 / 2`` times
+    ``2 / C`` at ``gamma = C``). ``X`` is not rescaled here
     (:attr:`standardized_input`): the sweep passes the candidates standardised
     by their training mean and standard deviation, exactly as the refit sees
     them, so ``objective`` can be checked from outside; with ``gamma`` equal
@@ -68,7 +74,7 @@ class OSPSelector(Selector):
     nested = False
     stochastic = False
     standardized_input = True
-    tasks = ("binary",)
+    tasks = ("binary", "regression")
     #: The certificate, exposed as ``SparseProbe.objective_``, ``bound_`` … (also kept in every result row).
     diagnostics = ("objective", "bound", "gap", "status", "n_cuts", "solve_seconds", "n_candidates")
 
@@ -95,7 +101,7 @@ class OSPSelector(Selector):
         limit = self.candidate_limit()
         if limit is not None and X.shape[1] > limit:
             # Callers order candidates by decreasing mean difference; re-rank anyway so a direct call is right too.
-            top = rank_by_score(mean_diff_score(X, np.asarray(y)))[:limit]
+            top = rank_by_score(mean_diff_score(X, np.asarray(y), task=task))[:limit]
         else:
             top = np.arange(X.shape[1])
         if max(ks) > top.size:
@@ -103,7 +109,11 @@ class OSPSelector(Selector):
         X = X[:, top]
         ks = [int(k) for k in ks]
         gamma = self.with_refit_C(DEFAULT_C).gamma
-        results = solve_osp_path(X, y, ks, gamma=gamma, time_limit=self.time_limit, tol=self.tol)
+        if task == "regression":
+            results = solve_sparse_ridge_path(X, np.asarray(y, dtype=np.float64), ks, alpha=1.0 / gamma,
+                                              fit_intercept=True, time_limit=self.time_limit, tol=self.tol)
+        else:
+            results = solve_osp_path(X, y, ks, gamma=gamma, time_limit=self.time_limit, tol=self.tol)
         supports, info = [], []
         for res in results:
             # Strongest first; a stable sort keeps equal weights in column order.
@@ -124,7 +134,7 @@ class OSPSelector(Selector):
                     "solve_seconds": float(res.solve_seconds),
                     "n_cuts": int(res.n_cuts),
                     "n_nodes": int(res.n_nodes),
-                    "gamma": float(res.gamma),
+                    "gamma": float(gamma),
                     "n_candidates": int(top.size),
                 }
             )
@@ -141,3 +151,11 @@ def _logistic_l0(X, y, datafit, penalty, *, time_limit=60.0, tol=1e-6):
     result = solve_osp(X, y, penalty.k, gamma=penalty.gamma, time_limit=time_limit, tol=tol)
     return Solution(result.coef, result.intercept, result.n_nodes, result.status == "optimal")
 
+
+
+@register_solver(Quadratic, L0)
+def _quadratic_l0(X, y, datafit, penalty, *, time_limit=60.0, tol=1e-6):
+    """``1/2 ||y - Xw - b||^2 + ||w||^2 / (2 gamma)`` s.t. ``||w||_0 <= k``: the certified ridge solver at ``alpha = 1/gamma``."""
+    result = solve_sparse_ridge(X, y, penalty.k, alpha=1.0 / penalty.gamma, fit_intercept=True,
+                                time_limit=time_limit, tol=tol)
+    return Solution(result.coef, result.intercept, result.n_nodes, result.status == "optimal")

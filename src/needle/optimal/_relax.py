@@ -1,0 +1,70 @@
+"""Pieces of every node relaxation: the capped simplex, a cut minimised over a node, working sets.
+
+A node fixes some columns in (``fixed_in``), some out, and leaves ``free``
+columns from which ``r`` more may be chosen. Its Boolean relaxation replaces
+the binary choice by ``s`` in ``{s_F = 1, 0 <= s_U <= 1, sum(s_U) = r}``; the
+perspective of the ridge term makes it jointly convex in the weights and
+``s``, solved by alternating a fit at fixed ``s`` with the closed-form best
+``s`` at fixed weights, ``s_j = min(1, |w_j| / tau)`` (:func:`capped_simplex`).
+Whatever the iterate, the cut of its dual point minimised over the node
+(:func:`node_bound`) is a certified bound. The fits differ per loss
+(:mod:`needle.probing.osp._relax`, :mod:`needle.optimal._ridge`); these
+pieces do not.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from needle.optimal._types import Cut
+
+__all__ = ["capped_simplex", "grow_working_set", "initial_working_set", "node_bound"]
+
+
+def capped_simplex(a: np.ndarray, r: float) -> np.ndarray:
+    """``s = min(1, a / tau)`` with ``sum(s) = r``, for ``a > 0`` and ``r < len(a)``."""
+    desc = np.sort(a)[::-1]
+    tail = np.cumsum(desc[::-1])[::-1]  # tail[m] = sum(desc[m:])
+    tau = tail[0] / r
+    for m in range(int(r)):
+        tau = tail[m] / (r - m)
+        if desc[m] <= tau:
+            break
+    return np.minimum(1.0, a / tau)
+
+
+def node_bound(cut: Cut, fixed_in: np.ndarray, free: np.ndarray, r: int) -> float:
+    """The cut minimised over supports ``fixed_in + R``, ``R`` within ``free``, ``|R| = r`` (``q >= 0``)."""
+    value = cut.constant - float(cut.q[fixed_in].sum())
+    if r > 0:
+        qf = cut.q[free]
+        value -= float(qf.sum()) if r >= qf.size else float(np.partition(qf, qf.size - r)[qf.size - r :].sum())
+    return value
+
+
+def initial_working_set(free, r, warm_s, hint_q, extra):
+    """The parent's weighted columns plus the ``r + extra`` free columns with the largest ``hint_q``."""
+    chosen = [j for j in free.tolist() if warm_s.get(j, 0.0) > 1e-3] if warm_s else []
+    if hint_q is not None:
+        ranked = free[np.argsort(-hint_q[free], kind="stable")].tolist()
+        chosen += ranked[: r + extra]
+        chosen += ranked[r + extra :][: max(0, r + 1 - len(set(chosen)))]
+    else:
+        chosen += free.tolist()
+    return np.array(sorted(set(chosen)), dtype=np.intp)
+
+
+def grow_working_set(work, s, free, q, r, max_add=3):
+    """Free columns outside the working set whose q exceeds the level of the weighted ones, or None."""
+    inside = np.zeros(q.size, dtype=bool)
+    inside[work] = True
+    outside = free[~inside[free]]
+    if outside.size == 0:
+        return None
+    weighted = q[work][s > 1e-3] if work.size > r else q[work]
+    level = weighted.min() if weighted.size else 0.0
+    violators = outside[q[outside] > level * (1.0 + 1e-6)]
+    if violators.size == 0:
+        return None
+    violators = violators[np.argsort(-q[violators], kind="stable")[:max_add]]
+    return np.sort(np.concatenate([work, violators]))
