@@ -21,7 +21,7 @@ and the sweep hands a (feature, layer)'s raw train/test activations to
   single decomposition (:func:`needle.probing.ridge.ridge_loo_pca`).
 - ``mlp`` — the linearity check of Table 4.2: ``W2 ReLU(W1 x + b1) + b2``
   with 256 hidden units (scikit-learn's ``MLPRegressor``, Adam, early
-  stopping on 10 % of the training split), on the standardised layer with
+  stopping on 10 % of the training split when it has 50 examples or more), on the standardised layer with
   a standardised target; its rows hold no coefficients.
 
 Rows of linear probes keep their coefficients in input units over every
@@ -223,8 +223,10 @@ class MLPProbe(LayerProbe):
             raise InputError(f"mlp: hidden must be a positive integer, not {self.hidden!r}.")
         Z, mean, scale = _standardised(X_train)
         y_mean, y_scale = float(np.mean(y_train)), float(np.std(y_train)) or 1.0
+        # Early stopping holds out 10 % of the training split; below 50 examples that is too few to say anything.
+        early = len(Z) >= 50
         model = MLPRegressor(hidden_layer_sizes=(int(self.hidden),), alpha=float(self.alpha), max_iter=int(self.max_iter),
-                             early_stopping=True, random_state=None if random_state is None else int(random_state) % 2**32)
+                             early_stopping=early, random_state=None if random_state is None else int(random_state) % 2**32)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             model.fit(Z, (np.asarray(y_train) - y_mean) / y_scale)
@@ -233,6 +235,7 @@ class MLPProbe(LayerProbe):
             return model.predict((np.asarray(X, np.float64) - mean) / scale) * y_scale + y_mean
 
         converged = model.n_iter_ < int(self.max_iter)
-        info = {"hidden": int(self.hidden), "alpha": float(self.alpha), "best_validation_r2": float(model.best_validation_score_)}
+        info = {"hidden": int(self.hidden), "alpha": float(self.alpha), "early_stopping": early,
+                **({"best_validation_r2": float(model.best_validation_score_)} if early else {})}
         return [LayerFit(k=X_train.shape[1], predict=predict, coef=np.zeros(0), intercept=float("nan"), info=info,
                          n_iter=int(model.n_iter_), converged=bool(converged))]
