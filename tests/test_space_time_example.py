@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from test_space_time_dataset import make_wheel
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "space_time.py"

@@ -126,8 +126,9 @@ def resid_at_entities(model: Any, dataset: Any, sequences: np.ndarray, positions
     -------
     ndarray of shape (n, d_model), float32
     """
-    import torch
     from contextlib import nullcontext
+
+    import torch
 
     from needle.neurons.ablation import ablated
 
