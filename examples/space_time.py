@@ -127,7 +127,7 @@ def main(argv=None) -> None:
 
     from needle.activations import load_cache
     from needle.models import load_model
-    from needle.spacetime import best_layer, entity_split, layer_scores, load_entities, test_predictions
+    from needle.spacetime import best_layer, entity_split, layer_scores, load_entities, held_out_predictions
     from needle.spacetime.figures import r2_by_layer, world_scatter, year_scatter
 
     work = args.work
@@ -145,7 +145,7 @@ def main(argv=None) -> None:
         scores.to_csv(work / f"scores-{name}.csv", index=False)
         scores_by[name] = scores
         layer = best_layer(scores)
-        frame = test_predictions(cache, entities, is_test, layer)
+        frame = held_out_predictions(cache, entities, is_test, layer)
         if entities.kind == "space":
             world_scatter(frame, work / f"map-{name}.png", colour_by=COLOUR_BY.get(name),
                           title=f"{name}: layer {layer}, held-out places")

@@ -18,7 +18,7 @@ from needle.spacetime.analysis import (
     fit_ridge,
     layer_scores,
     load_entities,
-    test_predictions,
+    held_out_predictions,
 )
 from needle.spacetime.metrics import (
     EARTH_RADIUS_KM,
@@ -36,7 +36,7 @@ __all__ = [
     "fit_ridge",
     "layer_scores",
     "best_layer",
-    "test_predictions",
+    "held_out_predictions",
     "block_holdout",
     "EARTH_RADIUS_KM",
     "haversine_km",

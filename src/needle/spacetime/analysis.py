@@ -15,7 +15,7 @@ leave-one-out error (:func:`needle.probing.ridge.ridge_loo`), one per target.
   leave-one-out R² (which picks the best layer without looking at the test
   split); per layer for places: great-circle error, R² on the sphere and
   proximity error of the entities that have both coordinates.
-- :func:`test_predictions` — the test entities' true and predicted values at a layer.
+- :func:`held_out_predictions` — the test entities' true and predicted values at a layer.
 - :func:`block_holdout` — Tables 4.3 and 4.4: hold out each block (a
   metadata value such as a country, a time block, a grid cell, or an entity
   type) in turn and compare its proximity error held out with its nominal one.
@@ -37,7 +37,7 @@ from needle.probing.ridge import DEFAULT_ALPHAS, RidgePath, ridge_loo
 from needle.spacetime.metrics import great_circle_errors, proximity_error, sphere_r2
 
 __all__ = ["Entities", "load_entities", "entity_split", "fit_ridge", "layer_scores", "best_layer",
-           "test_predictions", "block_holdout", "bootstrap_interval"]
+           "held_out_predictions", "block_holdout", "bootstrap_interval"]
 
 
 @dataclass
@@ -229,7 +229,7 @@ def best_layer(scores: pd.DataFrame) -> int:
     return int(per_layer.idxmax())
 
 
-def test_predictions(cache: Any, entities: Entities, is_test: np.ndarray, layer: int, *,
+def held_out_predictions(cache: Any, entities: Entities, is_test: np.ndarray, layer: int, *,
                      alphas: Sequence[float] = DEFAULT_ALPHAS) -> pd.DataFrame:
     """The test entities' names, metadata, true and predicted targets at ``layer`` (``pred_<target>`` columns)."""
     X = _layer_matrix(cache, layer)

@@ -59,7 +59,7 @@ def world_scatter(frame: pd.DataFrame, path: str | os.PathLike, *, colour_by: st
     Parameters
     ----------
     frame : DataFrame
-        From :func:`needle.spacetime.test_predictions`: ``latitude``, ``longitude``,
+        From :func:`needle.spacetime.held_out_predictions`: ``latitude``, ``longitude``,
         ``pred_latitude``, ``pred_longitude`` (rows lacking one are skipped), and ``colour_by``.
     path : path-like
         The PNG to write.
