@@ -127,7 +127,7 @@ def main(argv=None) -> None:
 
     from needle.activations import load_cache
     from needle.models import load_model
-    from needle.spacetime import best_layer, entity_split, layer_scores, load_entities, held_out_predictions
+    from needle.spacetime import best_layer, entity_split, held_out_predictions, layer_scores, load_entities
     from needle.spacetime.figures import r2_by_layer, world_scatter, year_scatter
 
     work = args.work

@@ -12,7 +12,7 @@ from sklearn.preprocessing import StandardScaler
 
 from needle.probing.ridge import DEFAULT_ALPHAS
 from needle.report.space_time import space_time_sections
-from needle.spacetime import block_holdout, entity_split, layer_scores, load_entities, held_out_predictions
+from needle.spacetime import block_holdout, entity_split, held_out_predictions, layer_scores, load_entities
 from needle.spacetime.metrics import proximity_error_bruteforce
 
 

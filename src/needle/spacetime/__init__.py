@@ -16,9 +16,9 @@ from needle.spacetime.analysis import (
     block_holdout,
     entity_split,
     fit_ridge,
+    held_out_predictions,
     layer_scores,
     load_entities,
-    held_out_predictions,
 )
 from needle.spacetime.metrics import (
     EARTH_RADIUS_KM,
