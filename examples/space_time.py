@@ -53,7 +53,7 @@ def build_and_extract(work: Path, name: str, args) -> tuple[Path, Path]:
     if not dataset_dir.exists():
         params = {"dataset": name, "sae_probes": args.sae_probes}
         if args.max_entities or name == "world-cities":
-            params["max_entities"] = args.max_entities or 10000
+            params["max_entities"] = args.max_entities or 5000
         build_collection("space-time", None, load_tokenizer(args.model), **params).save(dataset_dir)
     if not cache_dir.exists():
         extract(args.model, dataset_dir, cache_dir, site="resid", progress=not args.quiet)

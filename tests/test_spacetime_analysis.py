@@ -128,3 +128,16 @@ def test_report_section_only_for_space_time_rows():
     assert len(sections) == 1 and "data:image/png;base64," in sections[0]["html"]
     assert "0.450" in sections[0]["html"] and "0.500" in sections[0]["html"]  # MLP next to the ridge at its layer
     assert space_time_sections(rows[rows.collection == "pos"]) == []
+
+
+def test_scope_page_draws_the_map(tmp_path):
+    from needle.scope.render import environment
+    from needle.scope.space_time import space_time_page
+
+    cache, *_ = _synthetic(seed=4)
+    meta = {"model_id": "m", "site": "hook_resid_post", "needle_version": "0", "results_name": "r.parquet",
+            "dataset_hash": "0" * 12, "n_features": 2, "n_neurons": 0}
+    html = space_time_page(environment(set()), cache, cache.dataset(), meta, tmp_path)
+    assert 'src="space-time/map.png"' in html and "R² by layer" in html
+    assert (tmp_path / "space-time" / "map.png").stat().st_size > 5_000
+    assert space_time_page(environment(set()), cache, SimpleNamespace(extra={}), meta, tmp_path) is None
