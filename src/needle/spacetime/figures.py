@@ -71,7 +71,7 @@ def world_scatter(frame: pd.DataFrame, path: str | os.PathLike, *, colour_by: st
     plat, plon = np.clip(rows.pred_latitude.to_numpy(), -90, 90), rows.pred_longitude.to_numpy()
     labels = rows[colour_by].astype(str).to_numpy() if colour_by in rows else np.full(len(rows), "")
     colours, legend = _colours(labels)
-    plt, fig = _figure(12, 4.2)
+    plt, fig = _figure(12, 3.4)
     x0, x1, y0, y1 = _extent(np.r_[lat, plat], np.r_[lon, plon])
     step = 30 if x1 - x0 > 90 else 10 if x1 - x0 > 20 else 1 if x1 - x0 > 2 else 0.05
     for i, (name, (a, o)) in enumerate([("true positions", (lat, lon)), ("probe's predictions", (plat, plon))]):
