@@ -8,7 +8,9 @@ layer with bootstrap intervals, the best layer chosen by training
 leave-one-out R², great-circle error and proximity error, the block hold-out
 (Table 4.3) and the cross-entity hold-out (Table 4.4), the space/time
 neurons of §4.5 (alignment, projections, ablation) and the figures. Every
-stage is skipped when its output exists in ``--work``, so a run resumes.
+stage is skipped when its output exists in ``--work`` (a dataset's analyses
+are kept in ``analysis-<name>.pkl``), so a run resumes, and a run naming
+more datasets reuses those done before.
 
     python examples/space_time.py --work st-minilm --sae-probes sae_probes-0.4.2-py3-none-any.whl
     python examples/space_time.py --work st-pythia --model EleutherAI/pythia-160m --datasets world,historical
@@ -135,6 +137,11 @@ def main(argv=None) -> None:
     model = None
     summary, scores_by = {}, {}
     for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
+        saved = work / f"analysis-{name}.pkl"
+        if saved.exists():  # a dataset analysed by an earlier run
+            summary[name] = pd.read_pickle(saved)
+            scores_by[name] = summary[name]["scores"]
+            continue
         dataset_dir, cache_dir = build_and_extract(work, name, args)
         cache = load_cache(cache_dir)
         results = sweep_probes(cache, work / f"results-{name}.parquet", args)
@@ -158,6 +165,7 @@ def main(argv=None) -> None:
             model = model or load_model(args.model)
             entry["neurons"] = space_time_neurons(cache, dataset, entities, is_test, layer, model)
         summary[name] = entry
+        pd.to_pickle(entry, saved)
     r2_by_layer(scores_by, work / "r2-by-layer.png", title=f"{args.model}: ridge probe on hook_resid_post")
     write_summary(work, summary, args.model)
 
