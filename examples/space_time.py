@@ -209,6 +209,8 @@ def write_summary(work: Path, summary: dict, model: str) -> None:
                               ("entity", "Cross-entity hold-out (Table 4.4)", PAPER_ENTITY)):
         lines += ["", f"## {title}: mean proximity error over blocks (0.5 is chance)", "",
                   "| dataset | block | blocks | nominal | held out | paper nominal / held out |", "|---|---|---|---|---|---|"]
+        if not any(len(e["holdouts"].get(key, {}).get("table", [])) for e in summary.values()):
+            lines[-2:] = ["None of these datasets has the metadata for it."]
         for name, entry in summary.items():
             found = entry["holdouts"].get(key)
             if not found or not len(found["table"]):
