@@ -198,6 +198,8 @@ def write_summary(work: Path, summary: dict, model: str) -> None:
     lines += ["", "## Places: great-circle and proximity error at the best layer", "",
               "| dataset | entities with both coordinates (test) | R² on the sphere | median km | mean km | proximity error |",
               "|---|---|---|---|---|---|"]
+    if not any((e["scores"].target == "position").any() for e in summary.values()):
+        lines[-2:] = ["No place datasets in this run."]
     for name, entry in summary.items():
         pos = entry["scores"][(entry["scores"].layer == entry["layer"]) & (entry["scores"].target == "position")]
         for r in pos.itertuples():
