@@ -164,14 +164,15 @@ def test_missing_data_is_a_one_line_error(tmp_path, minilm_tokenizer, monkeypatc
 
 def test_modifiers_reorder_or_drop(tmp_path, minilm_tokenizer):
     wheel = make_wheel(tmp_path / "w.whl", {
-        "18_world_latitude": _table([("Dallas County, Iowa", 41.7), ("Dallas County, Texas", 32.8), ("Oslo", 59.9)]),
+        "18_world_latitude": _table([("Dallas County, Iowa", 41.7), ("Dallas County, Texas", 32.8), ("Oslo", 59.9),
+                                     ("Cathedral (Gaylord, Michigan)", 45.0)]),
         "19_world_longitude": _table([("Oslo", 10.7)]), "17_world_country": _table([]), "20_world_pageviews": _table([]),
     })
     reorder = build_space_time(None, minilm_tokenizer, dataset="world", modifier="reorder", sae_probes=wheel)
-    assert reorder.texts == ["Iowa's Dallas County", "Texas's Dallas County", "Oslo"]
+    assert reorder.texts == ["Cathedral (Gaylord, Michigan)", "Iowa's Dallas County", "Texas's Dallas County", "Oslo"]
     drop = build_space_time(None, minilm_tokenizer, dataset="world", modifier="drop", sae_probes=wheel)
-    assert drop.texts == ["Dallas County", "Dallas County", "Oslo"]
-    assert drop.groups[0] == drop.groups[1] != drop.groups[2]  # one name, one group: never on both sides
+    assert drop.texts == ["Cathedral (Gaylord, Michigan)", "Dallas County", "Dallas County", "Oslo"]
+    assert drop.groups[1] == drop.groups[2] != drop.groups[3]  # one name, one group: never on both sides
     with pytest.raises(InputError, match="modifier"):
         build_space_time(None, minilm_tokenizer, dataset="world", modifier="swap", sae_probes=wheel)
 

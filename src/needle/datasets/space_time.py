@@ -463,7 +463,8 @@ def _prompt(name: str, template: str, dataset: str, tokenizer: Any, rng: np.rand
 def _rewrite_modifier(name: str, how: str) -> str:
     """``"Dallas County, Iowa"`` → ``"Iowa's Dallas County"`` (reorder) or ``"Dallas County"`` (drop)."""
     head, comma, tail = name.rpartition(", ")
-    if not comma or not head or not tail:
+    # A comma inside parentheses ("Cathedral (Gaylord, Michigan)") is not a trailing modifier.
+    if not comma or not head or not tail or "(" in tail or ")" in tail or head.count("(") != head.count(")"):
         return name
     return f"{tail}'s {head}" if how == "reorder" else head
 
