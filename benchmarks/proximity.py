@@ -39,7 +39,6 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     import psutil
-
     from threadpoolctl import threadpool_limits
 
     from needle.spacetime.metrics import proximity_error, proximity_error_bruteforce
