@@ -38,6 +38,8 @@ BUILDERS: dict[str, tuple[str, str, str]] = {
                      "a property of a named person (table name,property,value) at the surname, over a corpus"),
     "table": ("needle.datasets.table", "build_table",
               "your own table of texts and labels (.csv/.tsv/.parquet/.jsonl, hf:NAME): binary, multiclass, regression"),
+    "space-time": ("needle.datasets.space_time", "build_space_time",
+                   "entity names with coordinates or years (world, us, nyc, historical, art, headlines, world-cities)"),
 }
 
 

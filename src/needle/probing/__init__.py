@@ -68,6 +68,8 @@ from needle.probing.template import CrossValidatedC, candidate_neurons, fit_path
 
 # Registers the "osp" method (an import, not a plugin lookup: it is part of the engine).
 from needle.probing.osp import OSPSelector  # noqa: E402  isort: skip
+# Registers the whole-layer regression probes "ridge", "pca" and "mlp".
+from needle.probing import layer_probes  # noqa: E402,F401  isort: skip
 
 __all__ = [
     # where X comes from

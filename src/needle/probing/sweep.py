@@ -214,6 +214,13 @@ def _grid(ks: Sequence[int], limit: int) -> list[int]:
     return [k for k in ks if k <= limit]
 
 
+def _method_ks(selector, ks: Sequence[int], n_cand: int, limit: int | None, width: int) -> list[int]:
+    """The ks of a method's rows: a whole-layer probe (:mod:`needle.probing.layer_probes`) says its own."""
+    if getattr(selector, "fits_layer", False):
+        return selector.row_ks(ks, width)
+    return _grid(ks, min(n_cand, limit or n_cand))
+
+
 def _check_ks(ks) -> tuple[int, ...]:
     ks = tuple(ks)
     bad = [k for k in ks if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1]
@@ -332,7 +339,7 @@ def plan_tasks(
             def missing(method, ks):
                 return any((model, dataset, site, feature, layer, method, k) not in done for k in ks)
 
-            todo = tuple(m for m in methods if missing(m, _grid(config.ks, min(n_cand, limits[m] or n_cand))))
+            todo = tuple(m for m in methods if missing(m, _method_ks(selectors[m], config.ks, n_cand, limits[m], width)))
             dense = baselines and missing("dense", [width])
             rand = baselines and missing("random_directions", _grid(config.ks, width))
             if todo or dense or rand:
@@ -465,6 +472,9 @@ def run_task(source: ProbeSource, task: ProbeTask, config: SweepConfig, *, param
         for method in task.methods:
             selector = get_selector(method, **config.method_params.get(method, {}))
             seed = derive_seed(config.seed, "select", task.feature, task.layer, method)
+            if getattr(selector, "fits_layer", False):  # a whole-layer probe fits every column itself
+                rows += selector.result_rows(common, X_train, y_train, X_test, y_test, config.ks, random_state=seed)
+                continue
             path = fit_path(prepared, selector, config.ks, random_state=seed, **fit_options)
             rows += _rows_for_path(common, method, path, X_test, y_test, boot)
 

@@ -86,8 +86,12 @@ def build_report(results: pd.DataFrame, *, title: str = "needle sparse-probing r
         "n_rows": len(results),
         "needle_version": __version__,
     }
+    from needle.report.space_time import space_time_sections  # sections of later chapters' collections
+
+    extra_sections = [dict(s, html=jinja2.utils.markupsafe.Markup(s["html"])) for s in space_time_sections(results)]
     return environment.get_template("report.html.j2").render(
         title=title,
+        extra_sections=extra_sections,
         meta=meta,
         results_name=results_name,
         heatmap_method=heatmap_method,

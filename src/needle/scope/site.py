@@ -220,6 +220,12 @@ def build_site(
 
     with atomic_directory(out, overwrite=True, kind=SITE_FORMAT) as tmp:
         _copy_assets(tmp)
+        from needle.scope.space_time import PAGE, space_time_page  # Chapter 4: a map or years page, when it applies
+
+        page = space_time_page(env, cache, dataset, meta, tmp)
+        if page is not None:
+            meta = {**meta, "space_time_page": PAGE}
+            _write(tmp / PAGE, page)
         _write(tmp / "index.html", _render_index(env, index, meta))
         for record in index:
             html = _render_feature(env, record, results, meta, pages, options,
