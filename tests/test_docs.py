@@ -38,6 +38,11 @@ SHRINK = [
      "needle probe --cache runs/ewt-train-minilm --out runs/ewt-train.parquet --jobs 1 "
      "--features pos:NOUN,pos:VERB,dep:nsubj --layers 0,3 --methods mean_diff,f_stat --bootstrap 200"),
     ("README.md", "--out runs/site   # static", "--out runs/site --max-k 2 --max-sequences 32   # static"),
+    # The universal-neurons family: two one-layer members trained for two steps on needle's own toy sources.
+    ("README.md", "needle toy train-seeds --out fam --seeds 5",
+     f"needle toy train-seeds --out fam --seeds 2 --python {Path(__file__).resolve().parents[1] / 'src/needle/toy'} "
+     "--no-ud --vocab-size 280 --hidden-size 16 --layers 1 --heads 2 --neurons 32 --context-length 16 "
+     "--batch-size 2 --steps 2"),
 ]
 EWT = SHARED_DATA / "ud" / "en_ewt"
 

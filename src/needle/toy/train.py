@@ -196,9 +196,6 @@ def train_toy_model(
     """
     import torch
 
-    from needle._io import atomic_directory, write_json_atomic
-    from needle._version import __version__
-
     size = size if size is not None else ToySize()
     settings = settings if settings is not None else TrainSettings()
     size.check()
@@ -210,7 +207,24 @@ def train_toy_model(
     say = echo or (lambda _: None)
     started = time.perf_counter()
     if settings.threads is not None:
+        # Restored when training ends: a library call must not leave the process on fewer threads.
+        previous_threads = torch.get_num_threads()
         torch.set_num_threads(settings.threads)
+        try:
+            return _train(out, corpus, size, settings, tokenizer, overwrite, say, started)
+        finally:
+            torch.set_num_threads(previous_threads)
+    return _train(out, corpus, size, settings, tokenizer, overwrite, say, started)
+
+
+def _train(out: Path, corpus: ToyCorpus, size: ToySize, settings: TrainSettings, tokenizer: Any,
+           overwrite: bool, say: Callable[[str], None], started: float) -> TrainedToy:
+    """The body of :func:`train_toy_model`, on checked arguments."""
+    import torch
+
+    from needle._io import atomic_directory, write_json_atomic
+    from needle._version import __version__
+
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
 
