@@ -12,6 +12,7 @@ from needle.cli import neuron as _neuron
 from needle.cli import probe as _probe
 from needle.cli import report as _report
 from needle.cli import results as _results
+from needle.cli import sae as _sae
 from needle.cli import scope as _scope
 from needle.cli import toy as _toy
 from needle.cli._common import run
@@ -28,6 +29,7 @@ app.command("demo")(_demo.demo_command)
 app.add_typer(_neuron.app, name="neuron")
 app.add_typer(_scope.app, name="scope")
 app.add_typer(_toy.app, name="toy")
+app.add_typer(_sae.app, name="sae")
 
 
 def main() -> None:
