@@ -138,6 +138,7 @@ SAE_LENS_CLASSES = {"standard": ("StandardSAE", "StandardSAEConfig"), "topk": ("
 
 
 @pytest.mark.parametrize("architecture", list(SAE_LENS_CLASSES))
+@pytest.mark.slow
 def test_sae_lens_round_trip(tmp_path, architecture):
     """What sae-lens saves, needle reads (same latents as sae-lens's encode); what needle saves, sae-lens reads."""
     sae_lens = pytest.importorskip("sae_lens", reason="sae-lens is not installed (pip install sae-lens)")
@@ -242,10 +243,19 @@ def test_evaluate_sae_equals_numpy():
     assert got["n_rows"] == 200 and got["l0_se"] == pytest.approx((z > 0).sum(1).std(ddof=1) / np.sqrt(200))
 
 
+@pytest.fixture
+def one_thread():
+    """Small matrices: one thread is faster than two on a shared machine, and the result does not depend on it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("architecture", ["topk", "standard"])
-def test_trainer_learns_planted_codes_and_is_deterministic(architecture):
+def test_trainer_learns_planted_codes_and_is_deterministic(architecture, one_thread):
     x = planted_codes()
-    kwargs = dict(width=48, k=4, l1=1.0, steps=150, batch_size=256, lr=3e-3, architecture=architecture, seed=1)
+    kwargs = dict(width=48, k=4, l1=1.0, steps=80, batch_size=256, lr=3e-3, architecture=architecture, seed=1)
     sae, report = train_sae(x, **kwargs)
     e = report["eval"]
     # scale folded back: the SAE reads raw (shifted, scaled) activations
@@ -260,7 +270,8 @@ def test_trainer_learns_planted_codes_and_is_deterministic(architecture):
     assert e["explained_variance"] > baseline["explained_variance"] + 0.3
 
 
-def test_sae_lens_trainer_runs_offline():
+@pytest.mark.slow
+def test_sae_lens_trainer_runs_offline(one_thread):
     pytest.importorskip("sae_lens", reason="sae-lens is not installed (pip install sae-lens)")
     sae, report = train_sae(planted_codes(n=1000), width=48, k=4, steps=60, batch_size=128, lr=3e-3,
                             trainer="sae-lens")
@@ -276,3 +287,56 @@ def test_trainer_bad_input():
             train_sae(x, steps=1, **kwargs)
     with pytest.raises(InputError, match="too few"):
         train_sae(x[:2], steps=1)
+
+
+# ---------------------------------------------------------------- command line
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, bpe_tokenizer):
+    path = tmp_path_factory.mktemp("tiny-neox-sae")
+    build_model("gpt_neox", len(bpe_tokenizer)).save_pretrained(path)
+    bpe_tokenizer.save_pretrained(path)
+    return path
+
+
+def test_sae_train_info_and_extract_commands(tmp_path, tiny_dir, bpe_tokenizer):
+    from typer.testing import CliRunner
+
+    from needle.activations import load_cache
+    from needle.cli import app
+
+    runner = CliRunner()
+    text = tmp_path / "text.txt"
+    text.write_text("\n".join(f"The quick brown fox {i} jumps over the lazy dog, def f(x): return x + {i}"
+                              for i in range(60)))
+    out = tmp_path / "sae"
+    result = runner.invoke(app, ["sae", "train", "--model", str(tiny_dir), "--layer", "1", "--text", str(text),
+                                 "--max-tokens", "600", "--expansion", "2", "--k", "4", "--steps", "20",
+                                 "--batch-size", "64", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "explained variance" in result.output and "dead" in result.output
+    report = json.loads((out / "training_report.json").read_text())
+    assert report["params"]["d_sae"] == 64 and report["eval"]["n_rows"] == 60 and report["params"]["n_train"] == 540
+    sae = load_sae(out)
+    assert sae.hook == ("hook_resid_post", 1) and sae.k == 4
+    result = runner.invoke(app, ["sae", "info", str(out)])
+    assert result.exit_code == 0 and "blocks.1.hook_resid_post" in result.output
+    make_dataset(bpe_tokenizer).save(tmp_path / "ds")
+    result = runner.invoke(app, ["extract", "--model", str(tiny_dir), "--dataset", str(tmp_path / "ds"),
+                                 "--out", str(tmp_path / "cache"), "--sae", str(out)])
+    assert result.exit_code == 0, result.output
+    cache = load_cache(tmp_path / "cache")
+    assert cache.layers == [1] and cache.site == f"hook_resid_post+{sae.name}" and cache.width == 64
+    token = np.asarray(cache.rows["aggregation"]) == "token"  # a span's mean of latents is not k-sparse
+    assert ((np.asarray(cache.layer(1))[token] > 0).sum(1) <= 4).all()
+
+
+def test_bad_sae_path_is_one_line(monkeypatch, capsys, tmp_path):
+    from needle.cli import main
+
+    monkeypatch.setattr("sys.argv", ["needle", "extract", "--dataset", str(tmp_path), "--out", str(tmp_path / "o"),
+                                     "--sae", str(tmp_path / "missing")])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --sae") and "\n" not in err
