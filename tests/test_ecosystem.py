@@ -110,3 +110,23 @@ def test_nnsight_model_reads_what_nnsight_traces(tmp_path, pair, bpe_tokenizer):
     reference = extract(ours, make_dataset(bpe_tokenizer), tmp_path / "hf", layers=[1], dtype="float32",
                         progress=False)
     assert np.array_equal(cache.layer(1), reference.layer(1))
+
+
+def test_readme_snippet_runs(tmp_path, pair, bpe_tokenizer):
+    """The README's TransformerLens / nnsight snippet, run on tiny models."""
+    import re
+    from pathlib import Path
+
+    nnsight = pytest.importorskip("nnsight", reason="nnsight is not installed (pip install nnsight)")
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("### Sparse autoencoders, other bases and controls", 1)[1].split("\n## ", 1)[0]
+    (snippet,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    ours, hf = pair
+    namespace = {"hooked_model": hooked_gpt2(hf, processed=False), "lm": nnsight.LanguageModel(hf, tokenizer=bpe_tokenizer),
+                 "tokenizer": bpe_tokenizer, "dataset": make_dataset(bpe_tokenizer), "tmp": tmp_path}
+    exec(snippet, namespace)
+    reference = extract(ours, namespace["dataset"], tmp_path / "hf", layers=[1], progress=False)
+    for name in ("tl-cache", "nnsight-cache"):
+        from needle.activations import load_cache
+
+        np.testing.assert_allclose(load_cache(tmp_path / name).layer(1), reference.layer(1), atol=2e-3, rtol=2e-3)
