@@ -53,7 +53,7 @@ class TransformedSource:
             transform = self.transforms[layer]
             transform.out_width(raw.shape[1])
             with torch.inference_mode():
-                self._read[layer] = np.concatenate([transform(torch.from_numpy(raw[a:a + 65536])).numpy()
+                self._read[layer] = np.concatenate([transform(torch.tensor(raw[a:a + 65536])).numpy()
                                                     for a in range(0, len(raw), 65536)]).astype(np.float32)
         return self._read[layer]
 
