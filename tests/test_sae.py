@@ -182,6 +182,14 @@ def test_extracted_latents_equal_the_encoder_on_raw_activations(tmp_path, tiny, 
     want = sae.encode(torch.from_numpy(np.asarray(raw.layer(1))[token])).numpy()
     np.testing.assert_allclose(cache.layer(1)[token], want, rtol=1e-5, atol=1e-5)
     assert ((cache.layer(1)[token] > 0).sum(1) <= 5).all()
+    # what `needle sae train --cache` reads: the raw rows, never a transformed basis
+    from needle.sae import cache_activations
+
+    assert np.array_equal(cache_activations(raw.path, 1), np.asarray(raw.layer(1)))
+    with pytest.raises(InputError, match="transformed basis"):
+        cache_activations(cache.path, 1)
+    with pytest.raises(InputError, match="layer 0 is not"):
+        cache_activations(raw.path, 0)
 
 
 def test_sae_site_and_layers_refuses_the_wrong_place():
