@@ -123,8 +123,13 @@ def extract(
         from needle.models import load_model
 
         model = load_model(model, device=device or "cpu")
-    elif device is not None:
-        model.model.to(device)
+    else:
+        if not isinstance(model, ModelAdapter):  # a HookedTransformer, an nnsight model, a bare transformers model
+            from needle.models import adapt
+
+            model = adapt(model)
+        if device is not None:
+            model.model.to(device)
     dataset_path = None
     if not isinstance(dataset, ProbeDataset):
         dataset_path = str(Path(dataset).resolve())

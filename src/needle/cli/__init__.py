@@ -12,6 +12,7 @@ from needle.cli import neuron as _neuron
 from needle.cli import probe as _probe
 from needle.cli import report as _report
 from needle.cli import results as _results
+from needle.cli import sae as _sae
 from needle.cli import scope as _scope
 from needle.cli import toy as _toy
 from needle.cli import universal as _universal
@@ -30,6 +31,7 @@ app.add_typer(_neuron.app, name="neuron")
 app.add_typer(_scope.app, name="scope")
 app.add_typer(_toy.app, name="toy")
 app.add_typer(_universal.app, name="universal")
+app.add_typer(_sae.app, name="sae")
 
 
 def _print_version(value: bool) -> None:

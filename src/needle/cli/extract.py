@@ -15,9 +15,12 @@ def extract_command(
     out: Annotated[Path, typer.Option("--out", help="Directory of the activation cache to write.")],
     model: Annotated[str, typer.Option(help="Alias, directory or hub id (id@revision pins a revision).")] = "minilm",
     layers: Annotated[Optional[str], typer.Option(help="e.g. 0,2,4 or 0-5 (default: all).")] = None,
-    site: Annotated[str, typer.Option(help="mlp.hook_post (post: the neurons), mlp.hook_pre (pre), hook_resid_post "
-                                           "(resid), hook_resid_pre, hook_resid_mid, attn.hook_z, hook_attn_out or "
-                                           "hook_mlp_out.")] = "post",
+    site: Annotated[Optional[str], typer.Option(help="mlp.hook_post (post: the neurons; the default), mlp.hook_pre "
+                                                     "(pre), hook_resid_post (resid), hook_resid_pre, hook_resid_mid, "
+                                                     "attn.hook_z, hook_attn_out or hook_mlp_out.")] = None,
+    sae: Annotated[Optional[str], typer.Option(help="SAE folder in SAELens's format (or release:sae_id with "
+                                                    "sae-lens): store its latents. Site and layer default to the "
+                                                    "SAE's hook_name.")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1…")] = "cpu",
     dtype: Annotated[str, typer.Option(help="Model dtype: float32, float16, bfloat16.")] = "float32",
     cache_dtype: Annotated[str, typer.Option(help="Storage dtype: float16 or float32.")] = "float16",
@@ -29,10 +32,17 @@ def extract_command(
     from needle.models import load_model
 
     check_device(device)
+    layer_list, transform = parse_layers(layers), None
+    if sae is not None:
+        from needle.sae import load_sae
+        from needle.sae.autoencoder import sae_site_and_layers
+
+        transform = load_sae(sae)
+        site, layer_list = sae_site_and_layers(transform, site, layer_list)
     adapter = load_model(model, device=device, dtype=dtype)
     on_interrupt(lambda: _kept(out))
-    cache = extract(adapter, dataset, out, layers=parse_layers(layers), site=site, dtype=cache_dtype,
-                    batch_tokens=batch_tokens, overwrite=overwrite)
+    cache = extract(adapter, dataset, out, layers=layer_list, site=site or "post", transform=transform,
+                    dtype=cache_dtype, batch_tokens=batch_tokens, overwrite=overwrite)
     typer.echo(f"wrote {cache.n_rows} rows × {cache.width} {cache.basis} ({cache.site}) for layers {cache.layers} "
                f"to {cache.path}")
 

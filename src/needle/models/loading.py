@@ -126,7 +126,13 @@ def adapter_class(model_type: str) -> type[ModelAdapter]:
 
 
 def adapt(model: nn.Module, tokenizer: Any = None, *, model_id: str = "", revision: str | None = None) -> ModelAdapter:
-    """Wrap an already-loaded Hugging Face model (e.g. one built from a config in a test)."""
+    """Wrap an already-loaded Hugging Face model (e.g. one built from a config in a test), a TransformerLens
+    ``HookedTransformer`` or an nnsight model (:mod:`needle.models.ecosystem`)."""
+    from needle.models.ecosystem import foreign_adapter
+
+    foreign = foreign_adapter(model, tokenizer, model_id=model_id, revision=revision)
+    if foreign is not None:
+        return foreign
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if model_type is None:
         raise InputError(f"{type(model).__name__} has no Hugging Face config; needle adapts transformers models.")

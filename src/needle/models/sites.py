@@ -240,6 +240,9 @@ class Site:
 
     def module(self, adapter: ModelAdapter, layer: int) -> tuple[nn.Module, str]:
         """The module of ``adapter`` to hook at ``layer``, and the side (``"input"`` or ``"output"``) to read."""
+        custom = getattr(adapter, "locate_site", None)  # adapters with their own hook points (TransformerLens)
+        if custom is not None:
+            return custom(self, layer)
         locator = self.locate.get(adapter.family)
         if locator is None:
             raise InputError(f"site {self.name} is not defined for the {adapter.family} family.")
@@ -251,6 +254,8 @@ class Site:
             return adapter.n_neurons
         if self.width_of == "d_model":
             return adapter.d_model
+        if hasattr(adapter, "n_attention_columns"):
+            return int(adapter.n_attention_columns)
         return int(adapter._linear_weight_in_out(self.module(adapter, 0)[0]).shape[0])
 
     def width(self, adapter: ModelAdapter) -> int:
