@@ -38,6 +38,11 @@ SHRINK = [
      "needle probe --cache runs/ewt-train-minilm --out runs/ewt-train.parquet --jobs 1 "
      "--features pos:NOUN,pos:VERB,dep:nsubj --layers 0,3 --methods mean_diff,f_stat --bootstrap 200"),
     ("README.md", "--out runs/site   # static", "--out runs/site --max-k 2 --max-sequences 32   # static"),
+    # The SAE: a small one on a few thousand tokens, and its sweep narrowed as the neurons' is.
+    ("README.md", "--out runs/sae-minilm-L3   # UD", "--out runs/sae-minilm-L3 --max-tokens 3000 --steps 30 --expansion 2   # UD"),
+    ("README.md", "needle probe --cache runs/ewt-train-sae --out runs/ewt-train-sae.parquet",
+     "needle probe --cache runs/ewt-train-sae --out runs/ewt-train-sae.parquet --jobs 1 "
+     "--features pos:NOUN,pos:VERB --methods mean_diff --bootstrap 200"),
     # The universal-neurons family: two one-layer members trained for two steps on needle's own toy sources.
     ("README.md", "needle toy train-seeds --out fam --seeds 5",
      f"needle toy train-seeds --out fam --seeds 2 --python {Path(__file__).resolve().parents[1] / 'src/needle/toy'} "
