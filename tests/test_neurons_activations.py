@@ -270,3 +270,18 @@ def test_firing_statistics_and_whole_corpus_histogram_by_hand(neox, corpus, ever
         assert np.abs(inside - values).max() <= 1e-5
         expected, _ = np.histogram(inside, bins=np.asarray(row.edges))
         np.testing.assert_array_equal(row.counts, expected)
+
+
+def test_firing_statistics_with_a_known_range_equal_the_two_pass_result(neox, corpus):
+    plain = firing_statistics(neox, corpus, NEURONS, bins=7, batch_tokens=30)
+    top = top_activations(neox, corpus, NEURONS, n_top=1, n_bottom=1, bands=(), batch_tokens=30)
+    known = {(r.layer, r.neuron): (float(top[(top.layer == r.layer) & (top.neuron == r.neuron)].activation.min()),
+                                   float(top[(top.layer == r.layer) & (top.neuron == r.neuron)].activation.max()))
+             for r in plain.itertuples()}
+    assert all(known[(r.layer, r.neuron)] == (r.min, r.max) for r in plain.itertuples())
+    one_pass = firing_statistics(neox, corpus, NEURONS, bins=7, batch_tokens=30, known_range=known)
+    wrong = firing_statistics(neox, corpus, NEURONS, bins=7, batch_tokens=30,
+                              known_range={ref: (lo - 1.0, hi) for ref, (lo, hi) in known.items()})
+    for table in (one_pass, wrong):
+        assert table["counts"].tolist() == plain["counts"].tolist()
+        assert table["edges"].tolist() == plain["edges"].tolist()

@@ -10,6 +10,26 @@ import typer
 app = typer.Typer(no_args_is_help=True, help="Universal neurons across models trained from different seeds.")
 
 
+def _family_dir(name: str) -> Path | None:
+    """The toy family's directory when ``name`` is one (it holds ``family.json``), else None."""
+    path = Path(name).expanduser()
+    return path if (path / "family.json").is_file() else None
+
+
+def _one_model_and_sequences(model, text, ud, split, context_length, max_tokens):
+    """The model to analyse (a family's first member, or ``model`` itself) and the packed token sequences."""
+    from needle.models import load_model
+    from needle.universal.family import resolve_family
+    from needle.universal.tokens import pack_texts
+
+    family_dir = _family_dir(model)
+    location = resolve_family(model)[0].model if family_dir is not None else model
+    texts, _ = _texts(text, family_dir, ud, split)
+    adapter = load_model(location)
+    length = context_length or min(adapter.max_positions or 512, 512)
+    return adapter, pack_texts(texts, adapter.tokenizer, length, max_tokens=max_tokens)
+
+
 def _texts(text_paths, family_dir, ud, split):
     """Texts to stream: the files given, or the toy family's own held-out split."""
     from needle.errors import InputError
@@ -103,7 +123,7 @@ def correlate_command(
         except ValueError:
             raise InputError(f"--layers must be comma-separated integers, not {layers!r}.") from None
     members = resolve_family(family)
-    family_dir = Path(family).expanduser() if (Path(family).expanduser() / "family.json").is_file() else None
+    family_dir = _family_dir(family)
     texts, source = _texts(text, family_dir, ud, split)
     models = [load_model(member.model, device=device) for member in members]
     names = [member.name for member in members]
@@ -156,22 +176,15 @@ def stats_command(
     """Activation and weight statistics of every neuron (Figure 3.3), as percentiles within each layer."""
     from needle._io import atomic_directory
     from needle.errors import InputError
-    from needle.models import load_model
     from needle.universal.correlate import UniversalCorrelations
-    from needle.universal.family import resolve_family
     from needle.universal.roles import classify_roles
     from needle.universal.stats import activation_statistics, compare_universal, layer_percentiles, weight_statistics
-    from needle.universal.tokens import newline_token_ids, pack_texts
+    from needle.universal.tokens import newline_token_ids
 
     if out.exists() and not overwrite:
         raise InputError(f"{out} already exists; choose another --out or pass --overwrite.")
-    family_dir = Path(model).expanduser() if (Path(model).expanduser() / "family.json").is_file() else None
-    location = resolve_family(model)[0].model if family_dir is not None else model
-    texts, _ = _texts(text, family_dir, ud, split)
-    adapter = load_model(location)
+    adapter, sequences = _one_model_and_sequences(model, text, ud, split, context_length, max_tokens)
     tokenizer = adapter.tokenizer
-    length = context_length or min(adapter.max_positions or 512, 512)
-    sequences = pack_texts(texts, tokenizer, length, max_tokens=max_tokens)
     excluded = newline_token_ids(tokenizer) if exclude_newlines else []
     if tokenizer.pad_token_id is not None:
         excluded.append(tokenizer.pad_token_id)
@@ -187,7 +200,7 @@ def stats_command(
         corr = UniversalCorrelations.load(correlations)
         table = table.merge(corr.neurons[["layer", "neuron", "excess"]], on=["layer", "neuron"], how="left")
         if table["excess"].isna().all():
-            raise InputError(f"{correlations} holds no neuron of {location}; pass the correlations of this model.")
+            raise InputError(f"{correlations} holds no neuron of {adapter.model_id or model}; pass the correlations of this model.")
         table["universal"] = table["excess"] > threshold
         comparison = compare_universal(table, table["universal"].to_numpy())
     with atomic_directory(out, overwrite=overwrite) as tmp:
@@ -251,20 +264,12 @@ def explain_command(
     """Best variance-reduction explanations of every neuron (Eq. 3.4) and, with --correlations, a family table."""
     from needle._io import atomic_file
     from needle.errors import InputError
-    from needle.models import load_model
     from needle.universal.correlate import UniversalCorrelations
     from needle.universal.explain import explain_neurons
-    from needle.universal.family import resolve_family
-    from needle.universal.tokens import pack_texts
 
     if out.exists() and not overwrite:
         raise InputError(f"{out} already exists; choose another --out or pass --overwrite.")
-    family_dir = Path(model).expanduser() if (Path(model).expanduser() / "family.json").is_file() else None
-    location = resolve_family(model)[0].model if family_dir is not None else model
-    texts, _ = _texts(text, family_dir, ud, split)
-    adapter = load_model(location)
-    length = context_length or min(adapter.max_positions or 512, 512)
-    sequences = pack_texts(texts, adapter.tokenizer, length, max_tokens=max_tokens)
+    adapter, sequences = _one_model_and_sequences(model, text, ud, split, context_length, max_tokens)
     table = explain_neurons(adapter, sequences, n_unigrams=unigrams, top=top)
     with atomic_file(out) as handle:
         table.to_parquet(handle, index=False)

@@ -103,6 +103,18 @@ def stream_activations(model: ModelAdapter, corpus: Corpus, neurons: NeuronSet, 
             bar.update(int(batch.attention_mask.sum()))
 
 
+def excluded_ids(corpus: Corpus, exclude_special: bool) -> torch.Tensor:
+    """Token ids a corpus pass leaves out: the tokenizer's special tokens, or none."""
+    return torch.from_numpy(corpus.special_ids()) if exclude_special else torch.zeros(0, dtype=torch.long)
+
+
+def group_codes(corpus: Corpus) -> np.ndarray:
+    """An int64 code (>= 0) per sequence for its group (document), for per-document bookkeeping."""
+    import pandas as pd
+
+    return pd.factorize(corpus.groups)[0].astype(np.int64)
+
+
 def context_window(tokens: np.ndarray, position: int, context: tuple[int, int]) -> tuple[int, int]:
     """Token range ``[a, b)`` around ``position``: ``context[0]`` tokens before, ``context[1]`` after."""
     before, after = context

@@ -36,7 +36,7 @@ import torch
 
 from needle.errors import InputError
 from needle.models.base import ModelAdapter, normalize_site
-from needle.neurons._common import NeuronLike, NeuronSet, check_context
+from needle.neurons._common import NeuronLike, NeuronSet, check_context, excluded_ids, group_codes
 from needle.neurons.corpus import Corpus
 from needle.neurons.ids import parse_neurons
 from needle.neurons.logits import _check_causal, final_norm_scale
@@ -192,8 +192,8 @@ def logit_attribution(
     total = torch.zeros(n, dtype=torch.float64)
     negative = torch.zeros(n, dtype=torch.float64)
     count = 0
-    special = torch.from_numpy(corpus.special_ids()) if exclude_special else torch.zeros(0, dtype=torch.long)
-    group_code = pd.factorize(corpus.groups)[0].astype(np.int64)
+    special = excluded_ids(corpus, exclude_special)
+    group_code = group_codes(corpus)
 
     from tqdm.auto import tqdm
 
@@ -225,8 +225,7 @@ def logit_attribution(
     records = []
     for j, (layer, index) in enumerate(nset.neurons):
         for kind_name, buf, sign in (("raises", raises, 1.0), ("lowers", lowers, -1.0)):
-            filled = np.isfinite(buf.value[j])
-            for rank, (v, s, p) in enumerate(zip(buf.value[j][filled], buf.seq[j][filled], buf.pos[j][filled])):
+            for rank, (v, s, p) in buf.entries(j):
                 records.append((j, layer, index, kind_name, "", np.nan, np.nan, rank, np.nan, int(s), int(p), sign * v))
     frame = pd.DataFrame(records, columns=["column", "layer", "neuron", "kind", "band", "band_low", "band_high",
                                            "rank", "activation", "sequence", "position", "attribution"])

@@ -16,14 +16,14 @@ estimated from a sample.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 import torch
 
 from needle.errors import InputError
 from needle.models.base import ModelAdapter, normalize_site
-from needle.neurons._common import NeuronLike, NeuronSet, stream_activations
+from needle.neurons._common import NeuronLike, NeuronSet, excluded_ids, stream_activations
 from needle.neurons.corpus import Corpus
 from needle.neurons.ids import parse_neurons
 
@@ -44,6 +44,7 @@ def firing_statistics(
     exclude_special: bool = True,
     batch_tokens: int = 8192,
     progress: bool = False,
+    known_range: Mapping[tuple[int, int], tuple[float, float]] | None = None,
 ) -> pd.DataFrame:
     """Firing density and the whole-corpus activation histogram of each neuron.
 
@@ -61,6 +62,12 @@ def firing_statistics(
         Leave out the tokenizer's special tokens.
     batch_tokens : int, default 8192
     progress : bool, default False
+    known_range : mapping of (layer, neuron) to (min, max), optional
+        Each neuron's smallest and largest activation on this corpus, already
+        known from another pass (e.g. :func:`~needle.neurons.top_activations`
+        with the same ``exclude_special``). The histogram is then filled in
+        the first pass. If the pass finds other extremes, it falls back to a
+        second pass, so the result is the same either way.
 
     Returns
     -------
@@ -76,12 +83,24 @@ def firing_statistics(
         raise InputError(f"bins must be at least 1, got {bins}.")
     nset = NeuronSet.build(model, parse_neurons(neurons), site)
     n = len(nset)
-    special = torch.from_numpy(corpus.special_ids()) if exclude_special else torch.zeros(0, dtype=torch.long)
+    special = excluded_ids(corpus, exclude_special)
 
     def tokens():
         for batch, acts in stream_activations(model, corpus, nset, site=site, batch_tokens=batch_tokens,
                                               progress=progress, desc="firing"):
             yield acts[batch.valid & ~torch.isin(batch.input_ids, special)].double()  # (n_tokens, n)
+
+    bins = int(bins)
+    guess = None
+    if known_range is not None and all(ref in known_range for ref in nset.neurons):
+        guess = torch.tensor([known_range[ref] for ref in nset.neurons], dtype=torch.float64).reshape(n, 2)
+
+    def histogram(values, low, width, counts):
+        index = ((values - low) / width).floor().clamp(0, bins - 1).long()  # the top edge joins the last bin
+        counts.scatter_add_(1, index.T, torch.ones_like(values.T))
+
+    def bin_width(low, high):
+        return torch.where(high > low, (high - low) / bins, torch.ones_like(high))
 
     count = 0
     firing = torch.zeros(n, dtype=torch.float64)
@@ -89,6 +108,7 @@ def firing_statistics(
     squares = torch.zeros(n, dtype=torch.float64)
     low = torch.full((n,), torch.inf, dtype=torch.float64)
     high = torch.full((n,), -torch.inf, dtype=torch.float64)
+    counts = torch.zeros((n, bins), dtype=torch.float64)
     for values in tokens():
         count += values.shape[0]
         firing += (values > threshold).double().sum(0)
@@ -97,13 +117,13 @@ def firing_statistics(
         if values.shape[0]:
             low = torch.minimum(low, values.min(0).values)
             high = torch.maximum(high, values.max(0).values)
-    bins = int(bins)
-    width = torch.where(high > low, (high - low) / bins, torch.ones_like(high))
-    counts = torch.zeros((n, bins), dtype=torch.float64)
-    if count:
+            if guess is not None:
+                histogram(values, guess[:, 0], bin_width(guess[:, 0], guess[:, 1]), counts)
+    width = bin_width(low, high)
+    if count and (guess is None or not (torch.equal(guess[:, 0], low) and torch.equal(guess[:, 1], high))):
+        counts.zero_()  # the range was not known (or not right): bin every token again on the true one
         for values in tokens():
-            index = ((values - low) / width).floor().clamp(0, bins - 1).long()  # the top edge joins the last bin
-            counts.scatter_add_(1, index.T, torch.ones_like(values.T))
+            histogram(values, low, width, counts)
     mean = total / max(count, 1)
     std = (squares / max(count, 1) - mean**2).clamp(min=0).sqrt()
     rows = []

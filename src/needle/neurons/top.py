@@ -26,7 +26,15 @@ import torch
 
 from needle.errors import InputError
 from needle.models.base import ModelAdapter, normalize_site
-from needle.neurons._common import NeuronLike, NeuronSet, check_context, context_window, stream_activations
+from needle.neurons._common import (
+    NeuronLike,
+    NeuronSet,
+    check_context,
+    context_window,
+    excluded_ids,
+    group_codes,
+    stream_activations,
+)
 from needle.neurons.corpus import Corpus
 from needle.neurons.ids import parse_neurons
 
@@ -58,6 +66,11 @@ class _Extremes:
         self.seq = np.full((n_neurons, size), np.iinfo(np.int64).max, np.int64)
         self.pos = np.full((n_neurons, size), np.iinfo(np.int64).max, np.int64)
         self.group = np.full((n_neurons, size), -1, np.int64)
+
+    def entries(self, j: int):
+        """``(rank, value, sequence, position)`` of neuron ``j``'s kept entries, the most extreme first."""
+        filled = np.isfinite(self.value[j])
+        return enumerate(zip(self.value[j][filled], self.seq[j][filled], self.pos[j][filled]))
 
     def push(self, values: torch.Tensor, seq: np.ndarray, pos: np.ndarray, group: np.ndarray) -> None:
         """Merge a batch: ``values`` of shape (n_tokens, n_neurons); ``seq``, ``pos``, ``group`` of shape (n_tokens,).
@@ -239,9 +252,9 @@ def top_activations(
     n = len(nset)
     top = _Extremes(n, int(n_top), one_per_group=one_per_group)
     bottom = _Extremes(n, int(n_bottom), one_per_group=one_per_group)
-    group_code = pd.factorize(corpus.groups)[0].astype(np.int64)  # per sequence
+    group_code = group_codes(corpus)
     pool = _Reservoir(n, int(band_pool) if bands and per_band else 0, seed)
-    special = torch.from_numpy(corpus.special_ids()) if exclude_special else torch.zeros(0, dtype=torch.long)
+    special = excluded_ids(corpus, exclude_special)
 
     for batch, acts in stream_activations(model, corpus, nset, site=site, batch_tokens=batch_tokens,
                                           progress=progress, desc="top activations"):
@@ -257,8 +270,7 @@ def top_activations(
     records = []
     for j, (layer, index) in enumerate(nset.neurons):
         for kind, buf, sign in (("top", top, 1.0), ("bottom", bottom, -1.0)):
-            filled = np.isfinite(buf.value[j])
-            for rank, (v, s, p) in enumerate(zip(buf.value[j][filled], buf.seq[j][filled], buf.pos[j][filled])):
+            for rank, (v, s, p) in buf.entries(j):
                 records.append((j, layer, index, kind, "", np.nan, np.nan, rank, sign * v, int(s), int(p)))
         if len(pool.key) and per_band:
             records += _band_rows(j, layer, index, pool, bands, int(per_band), seed)

@@ -308,7 +308,7 @@ def _neuron_analyses(model, cache, corpus, results, uses, options: SiteOptions, 
 
     neurons = [(ref.layer, ref.index) for ref in uses]
     empty = pd.DataFrame(columns=["layer", "neuron"])
-    top, tokens, firing = empty, empty, empty
+    top, tokens, firing, attribution, attribution_summary = empty, empty, empty, empty, empty
     if neurons:
         t0 = time.perf_counter()
         say(f"  max-activating examples of {len(neurons)} neurons on {corpus!r} …")
@@ -319,7 +319,7 @@ def _neuron_analyses(model, cache, corpus, results, uses, options: SiteOptions, 
         tokens = token_statistics(model, corpus, neurons, site=cache.site, min_count=options.token_min_count,
                                   batch_tokens=options.batch_tokens, progress=progress)
         firing = firing_statistics(model, corpus, neurons, site=cache.site, batch_tokens=options.batch_tokens,
-                                   progress=progress)
+                                   progress=progress, known_range=_activation_ranges(top))
         say(f"  corpus passes done in {time.perf_counter() - t0:.0f} s")
     histograms: dict[NeuronRef, list[dict]] = {}
     by_feature: dict[str, list[NeuronRef]] = {}
@@ -345,11 +345,21 @@ def _neuron_analyses(model, cache, corpus, results, uses, options: SiteOptions, 
             say("  examples by direct logit attribution …")
             found = logit_attribution(model, corpus, neurons, n_top=options.n_top, context=options.context,
                                       batch_tokens=options.batch_tokens, progress=progress)
-            return _NeuronData(top, tokens, histograms, logits, note, found.examples, found.summary, firing)
+            attribution, attribution_summary = found.examples, found.summary
     else:
         note = (f"{model.model_id} is an encoder ({model.family}): it has no unembedding, so its neurons have no "
                 "direct effect on next-token logits.")
-    return _NeuronData(top, tokens, histograms, logits, note, firing=firing)
+    return _NeuronData(top, tokens, histograms, logits, note, attribution, attribution_summary, firing)
+
+
+def _activation_ranges(top: pd.DataFrame) -> dict[tuple[int, int], tuple[float, float]]:
+    """Each neuron's smallest and largest activation, from the top and bottom rows of a corpus pass."""
+    extremes = top[top["kind"].isin(["top", "bottom"])]
+    if not len(extremes) or set(extremes["kind"]) != {"top", "bottom"}:
+        return {}
+    grouped = extremes.groupby(["layer", "neuron"])["activation"]
+    return {(int(layer), int(neuron)): (float(lo), float(hi))
+            for (layer, neuron), lo, hi in zip(grouped.min().index, grouped.min(), grouped.max())}
 
 
 def _tied(values: pd.Series, precision: float = 5e-4) -> float | None:
@@ -385,11 +395,11 @@ def _attribution_view(data: _NeuronData, ref: NeuronRef, top: pd.DataFrame, scal
                         "html": context_html(list(r.context_tokens), list(r.context_activations), int(r.focus),
                                              scale)}
                        for r in part.itertuples(index=False)]
-    top_positions = set(zip(top[top["kind"] == "top"]["sequence"], top[top["kind"] == "top"]["position"]))
-    raised = table[table["kind"] == "raises"]
-    shared = len(set(zip(raised["sequence"], raised["position"])) & top_positions)
+    from needle.neurons.dla import overlap
+
+    counts = overlap(table, top, ref.layer, ref.index)
     row = summary.iloc[0]
-    return {"raises": lists["raises"], "lowers": lists["lowers"], "shared": shared, "n_top": len(top_positions),
+    return {"raises": lists["raises"], "lowers": lists["lowers"], "shared": counts["shared"], "n_top": counts["top"],
             "mean": float(row["mean_attribution"]), "fraction_negative": float(row["fraction_negative"]),
             "n_tokens": int(row["n_tokens"]), "lowers_correct_token": bool(row["lowers_correct_token"])}
 
