@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test lint venv bench clean
+.PHONY: demo demo-causal test lint venv bench clean
 
 venv: $(STAMP)
 
@@ -22,6 +22,10 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/needle demo --out demo-output
 
+# The same pipeline on the toy causal model trained here first (logit effects, attribution, ablation).
+demo-causal: $(STAMP)
+	$(VENV)/bin/needle demo --causal --out demo-causal-output
+
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks examples
 
@@ -32,4 +36,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/extract.py
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache
+	rm -rf $(VENV) demo-output demo-causal-output .pytest_cache

@@ -55,3 +55,41 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, tiny_model_dir):
     assert any("reusing the activation cache" in line for line in lines)
     assert any("reusing the site" in line for line in lines)
     assert len(load_results(paths["results"])) == len(results)  # nothing duplicated
+
+
+def test_causal_demo_trains_probes_and_ablates(tmp_path):
+    """Plumbing on a toy model trained for a few steps (no finding is asserted: the model has learnt little)."""
+    import sysconfig
+    from pathlib import Path
+
+    import pandas as pd
+
+    from needle.demo import CAUSAL_GUIDE, run_causal_demo
+    from needle.toy import ToySize, TrainSettings, gather_corpus
+
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    corpus = gather_corpus(python=[stdlib / name for name in ("bisect.py", "colorsys.py", "keyword.py", "this.py")],
+                           ud=None, unit_chars=400)
+    lines: list[str] = []
+    paths = run_causal_demo(
+        tmp_path / "causal", toy_size=ToySize(hidden_size=16, n_layers=2, n_heads=2, intermediate_size=32,
+                                              context_length=64),
+        toy_settings=TrainSettings(steps=3, max_minutes=None, batch_size=4, vocab_size=300, threads=1),
+        toy_corpus=corpus, ablate_neurons=2, ablation_sequences=8, max_files=6, max_sequences_per_file=1,
+        max_positives=40, methods=["mean_diff"], ks=[1, 2], n_jobs=1, site_max_k=1, site_sequences=8,
+        echo=lines.append)
+    assert (paths["model"] / "training.json").is_file()
+    table = pd.read_csv(paths["ablation"])
+    assert list(table["feature"]).count("(random)") == len(table) // 2 and len(table) >= 2
+    assert (table["n_sequences"] == min(8, load_dataset(paths["dataset"]).n_sequences)).all()
+    # The delta is the two losses' difference, recomputed from the table.
+    assert (table["loss_ablated"] - table["loss_clean"] - table["delta"]).abs().max() < 1e-6
+    # Logit effects reach the neuron pages of a causal model.
+    pages = list((paths["site"] / "neurons").rglob("*.html"))
+    assert pages and any('class="data logits"' in page.read_text() for page in pages)
+    assert CAUSAL_GUIDE in lines and any(line.startswith("causal demo done in") for line in lines)
+    lines.clear()
+    run_causal_demo(tmp_path / "causal", toy_corpus=corpus, ablate_neurons=2, ablation_sequences=8, max_files=6,
+                    max_sequences_per_file=1, max_positives=40, methods=["mean_diff"], ks=[1, 2], n_jobs=1,
+                    site_max_k=1, site_sequences=8, echo=lines.append)
+    assert any("reusing the toy model" in line for line in lines)
