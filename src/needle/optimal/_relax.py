@@ -18,7 +18,12 @@ import numpy as np
 
 from needle.optimal._types import Cut
 
-__all__ = ["capped_simplex", "grow_working_set", "initial_working_set", "node_bound"]
+__all__ = ["capped_simplex", "grow_working_set", "initial_working_set", "node_bound", "relaxed_weights",
+           "start_weights"]
+
+# Floor of the smoothed |w| (relative to max |w|) in the s update, so that a column whose
+# weight hits zero can come back; it only affects speed, never validity.
+_SMOOTH = 1e-4
 
 
 def capped_simplex(a: np.ndarray, r: float) -> np.ndarray:
@@ -31,6 +36,17 @@ def capped_simplex(a: np.ndarray, r: float) -> np.ndarray:
         if desc[m] <= tau:
             break
     return np.minimum(1.0, a / tau)
+
+
+def start_weights(work: np.ndarray, warm_s: dict, r: int) -> np.ndarray:
+    """Relaxed weights for the working set ``work``: the warm ones where known, on the capped simplex."""
+    s = np.array([warm_s.get(j, 0.0) for j in work.tolist()]) + 1e-3
+    return capped_simplex(s, r) if work.size > r else np.ones(work.size)
+
+
+def relaxed_weights(a: np.ndarray, r: int) -> np.ndarray:
+    """The closed-form best ``s`` for free-weight magnitudes ``a`` (shape ``(len(work),)``), smoothed."""
+    return np.maximum(capped_simplex(a + _SMOOTH * max(a.max(), 1e-12), r), 1e-8)
 
 
 def node_bound(cut: Cut, fixed_in: np.ndarray, free: np.ndarray, r: int) -> float:
