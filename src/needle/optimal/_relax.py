@@ -19,6 +19,7 @@ import numpy as np
 from needle.optimal._types import Cut
 
 __all__ = ["capped_simplex", "grow_working_set", "initial_working_set", "node_bound", "relaxed_weights",
+    "relaxation_done",
            "start_weights"]
 
 # Floor of the smoothed |w| (relative to max |w|) in the s update, so that a column whose
@@ -47,6 +48,15 @@ def start_weights(work: np.ndarray, warm_s: dict, r: int) -> np.ndarray:
 def relaxed_weights(a: np.ndarray, r: int) -> np.ndarray:
     """The closed-form best ``s`` for free-weight magnitudes ``a`` (shape ``(len(work),)``), smoothed."""
     return np.maximum(capped_simplex(a + _SMOOTH * max(a.max(), 1e-12), r), 1e-8)
+
+
+def relaxation_done(best, value, it, *, prune_level, rtol, min_iter, clock, deadline) -> bool:
+    """Whether a node's alternation stops: pruned, converged (gap within ``rtol``), good enough, or out of time."""
+    if best >= prune_level or value - best <= rtol * max(1.0, abs(value)):
+        return True
+    if it + 1 >= min_iter and value < prune_level:
+        return True
+    return clock is not None and clock() > deadline
 
 
 def node_bound(cut: Cut, fixed_in: np.ndarray, free: np.ndarray, r: int) -> float:

@@ -67,6 +67,7 @@ from needle.optimal._relax import (
     grow_working_set,
     initial_working_set,
     node_bound,
+    relaxation_done,
     relaxed_weights,
     start_weights,
 )
@@ -382,11 +383,8 @@ class RidgeProblem:
             bound = node_bound(cut, fixed_in, free, r)
             if bound > best:
                 best, best_cut = bound, cut
-            if best >= prune_level or value - best <= rtol * max(1.0, abs(value)):
-                break
-            if it + 1 >= min_iter and value < prune_level:
-                break
-            if clock is not None and clock() > deadline:
+            if relaxation_done(best, value, it, prune_level=prune_level, rtol=rtol, min_iter=min_iter,
+                               clock=clock, deadline=deadline):
                 break
             if work.size > r:
                 a = np.abs(xi[n_fixed:])

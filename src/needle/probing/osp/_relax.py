@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from needle.optimal._relax import capped_simplex, node_bound, relaxed_weights, start_weights
+from needle.optimal._relax import capped_simplex, node_bound, relaxation_done, relaxed_weights, start_weights
 from needle.optimal._relax import grow_working_set as _grow
 from needle.optimal._relax import initial_working_set as _initial_working_set
 from needle.optimal._types import NodeRelaxation
@@ -90,11 +90,8 @@ def relax_node(
         bound = node_bound(cut, fixed_in, free, r)
         if bound > best:
             best, best_cut = bound, cut
-        if best >= prune_level or value - best <= rtol * max(1.0, abs(value)):
-            break
-        if it + 1 >= min_iter and value < prune_level:
-            break
-        if clock is not None and clock() > deadline:
+        if relaxation_done(best, value, it, prune_level=prune_level, rtol=rtol, min_iter=min_iter,
+                           clock=clock, deadline=deadline):
             break
         if work.size > r:
             a = np.abs(theta[n_fixed:-1])
