@@ -18,7 +18,13 @@ import numpy as np
 
 from needle.optimal._types import Cut
 
-__all__ = ["capped_simplex", "grow_working_set", "initial_working_set", "node_bound"]
+__all__ = ["capped_simplex", "grow_working_set", "initial_working_set", "node_bound", "relaxed_weights",
+    "relaxation_done",
+           "start_weights"]
+
+# Floor of the smoothed |w| (relative to max |w|) in the s update, so that a column whose
+# weight hits zero can come back; it only affects speed, never validity.
+_SMOOTH = 1e-4
 
 
 def capped_simplex(a: np.ndarray, r: float) -> np.ndarray:
@@ -31,6 +37,26 @@ def capped_simplex(a: np.ndarray, r: float) -> np.ndarray:
         if desc[m] <= tau:
             break
     return np.minimum(1.0, a / tau)
+
+
+def start_weights(work: np.ndarray, warm_s: dict, r: int) -> np.ndarray:
+    """Relaxed weights for the working set ``work``: the warm ones where known, on the capped simplex."""
+    s = np.array([warm_s.get(j, 0.0) for j in work.tolist()]) + 1e-3
+    return capped_simplex(s, r) if work.size > r else np.ones(work.size)
+
+
+def relaxed_weights(a: np.ndarray, r: int) -> np.ndarray:
+    """The closed-form best ``s`` for free-weight magnitudes ``a`` (shape ``(len(work),)``), smoothed."""
+    return np.maximum(capped_simplex(a + _SMOOTH * max(a.max(), 1e-12), r), 1e-8)
+
+
+def relaxation_done(best, value, it, *, prune_level, rtol, min_iter, clock, deadline) -> bool:
+    """Whether a node's alternation stops: pruned, converged (gap within ``rtol``), good enough, or out of time."""
+    if best >= prune_level or value - best <= rtol * max(1.0, abs(value)):
+        return True
+    if it + 1 >= min_iter and value < prune_level:
+        return True
+    return clock is not None and clock() > deadline
 
 
 def node_bound(cut: Cut, fixed_in: np.ndarray, free: np.ndarray, r: int) -> float:

@@ -62,15 +62,21 @@ import numpy as np
 import scipy.linalg
 
 from needle.errors import InputError
-from needle.optimal._relax import capped_simplex, grow_working_set, initial_working_set, node_bound
+from needle.optimal._relax import (
+    capped_simplex,
+    grow_working_set,
+    initial_working_set,
+    node_bound,
+    relaxation_done,
+    relaxed_weights,
+    start_weights,
+)
 from needle.optimal._types import Cut, NodeRelaxation, SupportFit
 
 __all__ = ["RidgeFit", "RidgeProblem", "make_ridge_problem"]
 
 # Relative residual of A xi = b above which a support counts as infeasible.
 _FEAS_TOL = 1e-8
-# Floor of the smoothed |xi| in the relaxation's s update (as for the logistic loss).
-_SMOOTH = 1e-4
 
 
 @dataclass(frozen=True, eq=False)
@@ -358,8 +364,7 @@ class RidgeProblem:
         work = initial_working_set(free, r, warm_s, hint_q, extra)
         n_fixed = fixed_in.size
         best, best_cut, value = -np.inf, None, np.inf
-        s = np.array([warm_s.get(j, 0.0) for j in work.tolist()]) + 1e-3
-        s = capped_simplex(s, r) if work.size > r else np.ones(work.size)
+        s = start_weights(work, warm_s, r)
         xi, cols = np.zeros(0), fixed_in
         for it in range(max_iter):
             cols = np.concatenate([fixed_in, work])
@@ -378,21 +383,17 @@ class RidgeProblem:
             bound = node_bound(cut, fixed_in, free, r)
             if bound > best:
                 best, best_cut = bound, cut
-            if best >= prune_level or value - best <= rtol * max(1.0, abs(value)):
-                break
-            if it + 1 >= min_iter and value < prune_level:
-                break
-            if clock is not None and clock() > deadline:
+            if relaxation_done(best, value, it, prune_level=prune_level, rtol=rtol, min_iter=min_iter,
+                               clock=clock, deadline=deadline):
                 break
             if work.size > r:
                 a = np.abs(xi[n_fixed:])
-                s = np.maximum(capped_simplex(a + _SMOOTH * max(a.max(), 1e-12), r), 1e-8)
+                s = relaxed_weights(a, r)
             grown = grow_working_set(work, s, free, cut.q, r)
             if grown is not None:
                 old = dict(zip(work.tolist(), s.tolist()))
                 work = grown
-                s = np.array([old.get(j, 0.0) for j in work.tolist()]) + 1e-3
-                s = capped_simplex(s, r) if work.size > r else np.ones(work.size)
+                s = start_weights(work, old, r)
         theta = dict(zip(cols.tolist(), xi.tolist())) if xi.size == cols.size else {}
         theta["b"] = 0.0
         return NodeRelaxation(bound=best, value=value, s=dict(zip(work.tolist(), s.tolist())), theta=theta,

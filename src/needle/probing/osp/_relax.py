@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from needle.optimal._relax import capped_simplex, node_bound
+from needle.optimal._relax import capped_simplex, node_bound, relaxation_done, relaxed_weights, start_weights
 from needle.optimal._relax import grow_working_set as _grow
 from needle.optimal._relax import initial_working_set as _initial_working_set
 from needle.optimal._types import NodeRelaxation
@@ -36,10 +36,6 @@ from needle.probing.osp._inner import _newton, dual_cut
 from needle.probing.osp._problem import OSPProblem
 
 __all__ = ["NodeRelaxation", "capped_simplex", "node_bound", "relax_node"]
-
-# Floor of the smoothed |w| (relative to max |w|) in the s update, so that a column
-# whose weight hits zero can come back; it only affects speed, never validity.
-_SMOOTH = 1e-4
 
 
 def relax_node(
@@ -78,8 +74,7 @@ def relax_node(
     work = _initial_working_set(free, r, warm_s, hint_q, extra)
     n_fixed = fixed_in.size
     best, best_cut, value = -np.inf, None, np.inf
-    s = np.array([warm_s.get(j, 0.0) for j in work.tolist()]) + 1e-3
-    s = capped_simplex(s, r) if work.size > r else np.ones(work.size)
+    s = start_weights(work, warm_s, r)
     warm_theta = warm_theta or {}
     theta = None
     for it in range(max_iter):
@@ -95,22 +90,18 @@ def relax_node(
         bound = node_bound(cut, fixed_in, free, r)
         if bound > best:
             best, best_cut = bound, cut
-        if best >= prune_level or value - best <= rtol * max(1.0, abs(value)):
-            break
-        if it + 1 >= min_iter and value < prune_level:
-            break
-        if clock is not None and clock() > deadline:
+        if relaxation_done(best, value, it, prune_level=prune_level, rtol=rtol, min_iter=min_iter,
+                           clock=clock, deadline=deadline):
             break
         if work.size > r:
             a = np.abs(theta[n_fixed:-1])
-            s = np.maximum(capped_simplex(a + _SMOOTH * max(a.max(), 1e-12), r), 1e-8)
+            s = relaxed_weights(a, r)
         grown = _grow(work, s, free, cut.q, r)
         if grown is not None:
             warm_theta = dict(zip(cols.tolist(), theta[:-1].tolist()), b=float(theta[-1]))
             warm_s = dict(zip(work.tolist(), s.tolist()))
             work = grown
-            s = np.array([warm_s.get(j, 0.0) for j in work.tolist()]) + 1e-3
-            s = capped_simplex(s, r) if work.size > r else np.ones(work.size)
+            s = start_weights(work, warm_s, r)
             theta = None
     if theta is None:  # the working set grew on the last iteration
         theta_map = warm_theta
