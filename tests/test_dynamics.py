@@ -59,3 +59,13 @@ def test_bad_input():
 
     with pytest.raises(InputError, match="system"):
         build_dynamics(None, "minilm", system="rossler")
+
+
+def test_dynamics_corpus_holds_out_whole_trajectories():
+    from needle.toy.corpus import dynamics_corpus
+
+    corpus = dynamics_corpus("lorenz", n_trajectories=10, length=6, heldout_fraction=0.2, seed=3)
+    assert len(corpus.train) == 8 and len(corpus.heldout) == 2
+    assert not {u.name for u in corpus.train} & {u.name for u in corpus.heldout}
+    x = lorenz_trajectories(10, 6, seed=3)[9, :, 0]
+    assert corpus.heldout[-1].text == ", ".join(f"{v:.2f}" for v in x)
