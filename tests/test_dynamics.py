@@ -69,3 +69,27 @@ def test_dynamics_corpus_holds_out_whole_trajectories():
     assert not {u.name for u in corpus.train} & {u.name for u in corpus.heldout}
     x = lorenz_trajectories(10, 6, seed=3)[9, :, 0]
     assert corpus.heldout[-1].text == ", ".join(f"{v:.2f}" for v in x)
+
+
+def test_pipeline_plumbing_on_a_random_tiny_model():
+    import torch
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    from needle.sindy.lm import logistic_map_fit, probe_layers, separator_states
+
+    torch.manual_seed(0)
+    model = GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=2,
+                                             num_attention_heads=2, intermediate_size=32))
+    ds = build_dynamics(None, "minilm", n_trajectories=6, length=12)
+    states, y, split = separator_states(model, ds, "current")
+    assert states.shape[:2] == (3, len(y))
+    # the state at the first example is the model's own hidden state at that token
+    ids = torch.as_tensor(ds.tokens[0][None].astype(np.int64))
+    with torch.no_grad():
+        h = model(input_ids=ids, output_hidden_states=True).hidden_states[2][0, ds.examples.start[0]].numpy()
+    np.testing.assert_allclose(states[2, 0], h, rtol=1e-5, atol=1e-6)
+    rows = probe_layers(states, y, split)
+    assert [r["layer"] for r in rows] == [0, 1, 2] and all(r["n_test"] == (split == 1).sum() for r in rows)
+    x, r = logistic_trajectories(1, 50, seed=4)
+    xi = logistic_map_fit(x[0, :-1], x[0, 1:])
+    np.testing.assert_allclose(xi, [0, r[0], -r[0], 0], atol=1e-8)
