@@ -76,6 +76,9 @@ def train_command(
     threads: Annotated[Optional[int], typer.Option(help="Torch CPU threads (default: OMP_NUM_THREADS).")] = None,
     seed: Annotated[int, typer.Option(help="Seeds the initialisation and the batch order.")] = 0,
     data_seed: DataSeedOption = 0,
+    dynamics: Annotated[Optional[str], typer.Option(
+        help="Train on trajectory strings instead: logistic or lorenz (x only); whole trajectories held out.")
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
 ) -> None:
     """Train a GPT-NeoX (Pythia-architecture) model on the standard library and UD sentences; report its loss."""
@@ -87,7 +90,12 @@ def train_command(
                              learning_rate=learning_rate, vocab_size=vocab_size, seed=seed, threads=threads)
     size.check()
     settings.check()
-    corpus = _corpus(ud, no_ud, python, no_python, languages, data_seed)
+    if dynamics is not None:
+        from needle.toy.corpus import dynamics_corpus
+
+        corpus = dynamics_corpus(dynamics, seed=data_seed)
+    else:
+        corpus = _corpus(ud, no_ud, python, no_python, languages, data_seed)
     shared = None if tokenizer is None else shared_tokenizer(tokenizer, corpus, vocab_size, echo=typer.echo)
     summary = train_toy_model(out, corpus, size=size, settings=settings, tokenizer=shared, overwrite=overwrite,
                               echo=typer.echo).summary

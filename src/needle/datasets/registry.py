@@ -40,6 +40,8 @@ BUILDERS: dict[str, tuple[str, str, str]] = {
               "your own table of texts and labels (.csv/.tsv/.parquet/.jsonl, hf:NAME): binary, multiclass, regression"),
     "space-time": ("needle.datasets.space_time", "build_space_time",
                    "entity names with coordinates or years (world, us, nyc, historical, art, headlines, world-cities)"),
+    "dynamics": ("needle.datasets.dynamics", "build_dynamics",
+                 "logistic-map or Lorenz-x trajectory strings; current, next (and Lorenz y, z) at separators"),
 }
 
 

@@ -41,6 +41,7 @@ from needle.errors import InputError
 __all__ = [
     "TextUnit",
     "ToyCorpus",
+    "dynamics_corpus",
     "gather_corpus",
     "language_of_treebank",
     "python_units",
@@ -438,3 +439,32 @@ def gather_corpus(
 
 def _as_list(paths) -> list:
     return [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+
+
+def dynamics_corpus(
+    system: str = "logistic",
+    *,
+    n_trajectories: int = 2_000,
+    length: int = 40,
+    decimals: int = 2,
+    heldout_fraction: float = 0.1,
+    seed: int = 0,
+) -> ToyCorpus:
+    """Trajectory strings of ``system`` (see :mod:`needle.datasets.dynamics`), one unit each.
+
+    Whole trajectories are held out (the last ``heldout_fraction`` of them), so
+    the probes of the held-out strings read text the model never trained on.
+    """
+    from needle.datasets.dynamics import SYSTEMS, logistic_trajectories, lorenz_trajectories, trajectory_text
+
+    if system not in SYSTEMS:
+        raise InputError(f"dynamics corpus: system must be one of {SYSTEMS}, not {system!r}.")
+    if system == "logistic":
+        values = logistic_trajectories(n_trajectories, length, seed=seed)[0]
+    else:
+        values = lorenz_trajectories(n_trajectories, length, seed=seed)[..., 0]
+    units = [TextUnit(system, f"trajectory:{i}", trajectory_text(v, decimals)[0]) for i, v in enumerate(values)]
+    n_test = max(1, int(round(heldout_fraction * n_trajectories)))
+    params = {"dynamics": system, "n_trajectories": n_trajectories, "length": length, "decimals": decimals,
+              "heldout_fraction": heldout_fraction, "seed": seed}  # fmt: skip
+    return ToyCorpus(train=units[:-n_test], heldout=units[-n_test:], params=params)
