@@ -71,7 +71,7 @@ def workspace(tmp_path_factory, bpe_tokenizer):
     build_model("gpt_neox", len(bpe_tokenizer)).save_pretrained(root / "model")
     bpe_tokenizer.save_pretrained(root / "model")
     many_sequences(bpe_tokenizer, 60).save(root / "small")
-    many_sequences(bpe_tokenizer, 600, seed=1).save(root / "long")
+    many_sequences(bpe_tokenizer, 6000, seed=1).save(root / "long")
     extract(load_model(root / "model"), root / "small", root / "cache", progress=False)
     return root
 
@@ -135,7 +135,8 @@ def test_two_sweeps_appending_to_one_results_file_lose_no_rows(workspace, tmp_pa
 
 def test_ctrl_c_exits_130_and_says_what_was_kept(workspace, tmp_path):
     out = tmp_path / "cache"
-    # One sequence per forward pass: hundreds of passes, so the run is still going when Ctrl-C comes.
+    # One sequence per forward pass: thousands of passes (600 ended within a second on an idle machine), so the
+    # run is still going when Ctrl-C comes.
     run = needle_process("extract", "--model", workspace / "model", "--dataset", workspace / "long", "--out", out,
                          "--batch-tokens", "16")
     try:
