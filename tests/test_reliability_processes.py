@@ -140,8 +140,11 @@ def test_ctrl_c_exits_130_and_says_what_was_kept(workspace, tmp_path):
     run = needle_process("extract", "--model", workspace / "model", "--dataset", workspace / "long", "--out", out,
                          "--batch-tokens", "16")
     try:
-        wait_for(lambda: (tmp_path / ".cache.partial" / "state.json").exists() or run.poll() is not None, 120,
+        # The partial directory's layer files exist once the batches start (state.json only at the first
+        # checkpoint, 30 s in, or at the end: waiting for it let a fast machine finish before the signal).
+        wait_for(lambda: any((tmp_path / ".cache.partial").glob("layer_*.npy")) or run.poll() is not None, 120,
                  "the extraction to start")
+        assert run.poll() is None, "the extraction ended before Ctrl-C could interrupt it"
         run.send_signal(signal.SIGINT)
         _, err = run.communicate(timeout=60)
     finally:
