@@ -114,3 +114,23 @@ def test_probe_attention_agrees_with_the_models_own_on_a_rotary_model(bpe_tokeni
     model.model.config._attn_implementation = "sdpa"
     expected = attentions[1][:, 2, 8:, 0].reshape(-1).numpy()
     np.testing.assert_allclose(table["bos_attention"].to_numpy(), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_next_token_firing_counts_against_a_direct_tally(bpe_tokenizer):
+    from needle.universal.roles import next_token_firing, token_sets
+
+    model = adapt(build_model("gpt_neox", len(bpe_tokenizer), seed=5, n_layers=2), bpe_tokenizer)
+    rng = np.random.default_rng(2)
+    sequences = [np.concatenate([[0], rng.integers(2, len(bpe_tokenizer), 23)]) for _ in range(6)]
+    neurons = [(1, 4, "suppression"), (0, 9, "prediction")]
+    table = next_token_firing(model, sequences, neurons, z=2.0, batch_size=4)
+    sets = token_sets(model, neurons, z=2.0)
+    ids = torch.tensor(np.stack(sequences))
+    for (layer, neuron, _), row in zip(neurons, table.itertuples()):
+        acts = model.capture(ids, torch.ones_like(ids), [layer], site="post")[layer][:, 1:-1, neuron].numpy()
+        inside = np.isin(ids[:, 2:].numpy(), sets[(layer, neuron)])
+        assert row.n_in == inside.sum() and row.n_out == (~inside).sum() and row.set_size > 0
+        assert row.mean_out == pytest.approx(acts[~inside].mean(), rel=1e-5)
+        assert row.fire_out == pytest.approx((acts[~inside] > 0).mean())
+        if inside.any():
+            assert row.mean_in == pytest.approx(acts[inside].mean(), rel=1e-5)
