@@ -47,24 +47,11 @@ def _texts(text_paths, family_dir, ud, split):
                 except (OSError, UnicodeDecodeError) as exc:
                     raise InputError(f"cannot read {file} as UTF-8 text ({exc}); pass text files.") from None
         return texts, {"text": [str(p) for p in text_paths]}
-    from needle._io import read_json
-    from needle.toy import gather_corpus
+    from needle.universal.family import family_corpus
 
-    manifest = read_json(family_dir / "family.json") if family_dir is not None else {}
-    corpus_params = manifest.get("corpus")
-    if not corpus_params:
+    if family_dir is None:
         raise InputError("give --text FILE/DIR: only a toy family (needle toy train-seeds) knows its own corpus.")
-    python = corpus_params.get("python")
-    ud_root = ud if ud is not None else corpus_params.get("ud")
-    if ud_root is not None and not Path(ud_root).is_dir():
-        raise InputError(f"UD directory {ud_root} (the family's corpus) does not exist; pass --ud DIR or --text.")
-    corpus = gather_corpus(
-        python=None if python == "stdlib" else python, ud=ud_root, languages=corpus_params.get("languages"),
-        max_chars_python=corpus_params.get("max_chars_python"),
-        max_chars_per_language=corpus_params.get("max_chars_per_language"),
-        max_chars_per_file=corpus_params.get("max_chars_per_file", 6000),
-        unit_chars=corpus_params.get("unit_chars", 2000), heldout_fraction=corpus_params.get("heldout_fraction", 0.1),
-        seed=corpus_params.get("split_seed", 0))
+    corpus = family_corpus(family_dir, ud=ud)
     return corpus.texts(split), {"corpus_split": split, "corpus": corpus.params}
 
 

@@ -15,8 +15,19 @@ the thesis: ``is_all_caps``, ``contains_digit``, ``leading_space``,
 ``begins_with_<letter>`` and ``is_letter_<letter>`` (the token is that single
 letter, with or without a leading space), and ``unigram:<token>`` for each
 frequent token; every test also runs **shifted to the previous token**
-(``prev:<name>``). :func:`family_of` maps a neuron's best test to its family
-(unigram, alphabet, previous-token, vocabulary).
+(``prev:<name>``). Beside them, :func:`explain_neurons` runs
+
+* **context** tests ``context:<source>`` — the token is in text of that
+  source (a language of the UD treebanks, or Python code): the stand-in for
+  the thesis's Pile subdistributions;
+* the **position** test (:mod:`needle.universal.position`): mutual information
+  with the absolute position, as a share of the activation's binned entropy;
+* **syntax** tests on gold UD labels (:mod:`needle.universal.syntax`).
+
+:func:`family_of` maps a neuron's best test to its family (unigram, alphabet,
+previous-token, vocabulary, context, position, syntax). Scores of different
+kinds share the [0, 1] scale but not a meaning: the position score is a share
+of information, the others of variance.
 """
 
 from __future__ import annotations
@@ -29,6 +40,7 @@ import numpy as np
 import torch
 
 from needle.errors import InputError
+from needle.universal.position import PositionInformation
 
 __all__ = ["VarianceReduction", "explain_neurons", "family_of", "variance_reduction", "vocabulary_labels"]
 
@@ -136,12 +148,21 @@ def family_of(test: str) -> str:
         return "unigram"
     if test.startswith(("is_letter_", "begins_with_")):
         return "alphabet"
+    if test.startswith("context:"):
+        return "context"
+    if test == "position":
+        return "position"
+    if test.startswith(("pos:", "dep:", "morph:")):
+        return "syntax"
     return "vocabulary"
 
 
 def explain_neurons(model: Any, sequences: Sequence[np.ndarray], *, layers: Sequence[int] | None = None,
-                    n_unigrams: int = 200, top: int = 3, batch_tokens: int = 8192) -> Any:
-    """Score every neuron against every vocabulary labelling and its previous-token shift.
+                    n_unigrams: int = 200, top: int = 3, batch_tokens: int = 8192,
+                    sources: Sequence[str] | None = None, position: bool = True,
+                    ud: Any = None, return_scores: bool = False) -> Any:
+    """Score every neuron against every vocabulary labelling and its previous-token shift, and context,
+    position and syntax tests.
 
     Parameters
     ----------
@@ -153,11 +174,20 @@ def explain_neurons(model: Any, sequences: Sequence[np.ndarray], *, layers: Sequ
         The most frequent tokens of ``sequences`` each get a unigram test.
     top : int
         Best explanations kept per neuron.
+    sources : sequence of str, optional
+        The source of each sequence (:func:`needle.universal.tokens.pack_units`): one ``context:<source>``
+        test per source when there are at least two.
+    position : bool
+        Run the position test (sequences of equal length).
+    ud : path-like or iterable of path-like, optional
+        CoNLL-U files for the syntax tests.
+    return_scores : bool
+        Also return every score: ``(table, names, {layer: (n_tests, p)})``.
 
     Returns
     -------
     pandas.DataFrame
-        ``layer``, ``neuron``, ``rank``, ``test``, ``score`` (variance reduction), ``family``.
+        ``layer``, ``neuron``, ``rank``, ``test``, ``score``, ``family``.
     """
     import pandas as pd
 
@@ -173,23 +203,60 @@ def explain_neurons(model: Any, sequences: Sequence[np.ndarray], *, layers: Sequ
     names, table = vocabulary_labels(model.tokenizer, unigram_ids=frequent[:n_unigrams])
     names = names + [f"prev:{n}" for n in names]
     table_t = torch.from_numpy(table)
+    context_names: list[str] = []
+    if sources is not None:
+        if len(sources) != len(sequences):
+            raise InputError(f"got {len(sources)} sources for {len(sequences)} sequences; give one per sequence.")
+        context_names = sorted(set(sources))
+        if len(context_names) < 2:
+            context_names = []  # one source splits nothing
+    source_code = torch.tensor([context_names.index(s) for s in sources] if context_names else
+                               [0] * len(sequences))
+    names = names + [f"context:{c}" for c in context_names]
+    lengths = np.array([len(s) for s in sequences])
+    if position and len(set(lengths.tolist())) != 1:
+        raise InputError("the position test needs sequences of one length (pack_texts makes them).")
     accumulators = {layer: VarianceReduction(len(names), model.n_neurons) for layer in layers}
-    plan = plan_batches(np.array([len(s) for s in sequences]), np.arange(len(sequences)), batch_tokens, 256)
+    positional = {layer: PositionInformation(model.n_neurons, int(lengths[0])) for layer in layers} if position \
+        else {}
+    plan = plan_batches(lengths, np.arange(len(sequences)), batch_tokens, 256)
     for batch in stream_batches(sequences, None, plan, pad_id=0):
         ids = batch.input_ids
         keep = batch.attention_mask.bool()
         keep[:, 0] = False  # the BOS, which has no previous token either
         previous = torch.cat([ids[:, :1], ids[:, :-1]], 1)
-        labels = torch.cat([table_t[ids[keep]], table_t[previous[keep]]], 1)
+        parts = [table_t[ids[keep]], table_t[previous[keep]]]
+        if context_names:
+            code = source_code[torch.as_tensor(batch.sequences)][:, None].expand_as(ids)[keep]
+            parts.append(code[:, None] == torch.arange(len(context_names))[None, :])
+        labels = torch.cat(parts, 1)
+        where = torch.arange(ids.shape[1])[None, :].expand_as(ids)[keep]
         captured = model.capture(ids, batch.attention_mask, layers, site="post")
         for layer in layers:
-            accumulators[layer].update(captured[layer][keep.to(model.device)], labels)
+            values = captured[layer][keep.to(model.device)]
+            accumulators[layer].update(values, labels)
+            if position:
+                positional[layer].update(values, where)
+    all_names = names + (["position"] if position else [])
+    all_scores = {layer: accumulators[layer].scores() for layer in layers}
+    if position:
+        for layer in layers:
+            all_scores[layer] = np.concatenate([all_scores[layer], positional[layer].result()["score"][None]])
+    if ud is not None:
+        from needle.universal.syntax import ud_variance_reduction
+
+        ud_names, ud_scores, _ = ud_variance_reduction(model, ud, layers=layers, context_length=int(lengths.max()))
+        all_names += ud_names
+        for layer in layers:
+            all_scores[layer] = np.concatenate([all_scores[layer], ud_scores[layer]])
+    names = all_names
     rows = []
     for layer in layers:
-        scores = accumulators[layer].scores()  # (L, p)
+        scores = all_scores[layer]  # (L, p)
         best = np.argsort(-scores, axis=0, kind="stable")[:top]
         for neuron in range(scores.shape[1]):
             for rank, j in enumerate(best[:, neuron]):
                 rows.append({"layer": layer, "neuron": neuron, "rank": rank, "test": names[j],
                              "score": float(scores[j, neuron]), "family": family_of(names[j])})
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    return (table, names, all_scores) if return_scores else table

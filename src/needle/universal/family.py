@@ -17,10 +17,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from needle.errors import InputError
 
-__all__ = ["HUB_FAMILIES", "FamilyMember", "hub_family", "resolve_family"]
+__all__ = ["HUB_FAMILIES", "FamilyMember", "family_corpus", "hub_family", "resolve_family"]
 
 
 def _polypythia(size: str, n: int = 5) -> list[tuple[str, str]]:
@@ -116,3 +117,41 @@ def resolve_family(spec: str | os.PathLike) -> list[FamilyMember]:
     if len(members) < 2:
         raise InputError(f"family {text!r} has {len(members)} member(s); universality needs at least two models.")
     return members
+
+
+def family_corpus(directory: str | os.PathLike, *, ud: str | os.PathLike | None = None) -> Any:
+    """The toy corpus a family directory (``needle toy train-seeds``) was trained on, split as it was.
+
+    Parameters
+    ----------
+    directory : path-like
+        Holds ``family.json`` with the corpus parameters.
+    ud : path-like, optional
+        Where the family's UD treebanks are now, if moved.
+
+    Returns
+    -------
+    needle.toy.ToyCorpus
+
+    Raises
+    ------
+    InputError
+        No ``family.json`` with a corpus (a published family knows none), or its UD directory is gone.
+    """
+    from needle._io import read_json
+    from needle.toy import gather_corpus
+
+    path = Path(directory).expanduser() / "family.json"
+    params = read_json(path).get("corpus") if path.is_file() else None
+    if not params:
+        raise InputError(f"{path} records no corpus; give the text to stream (--text), only a toy family "
+                         "(needle toy train-seeds) knows its own.")
+    ud_root = ud if ud is not None else params.get("ud")
+    if ud_root is not None and not Path(ud_root).is_dir():
+        raise InputError(f"UD directory {ud_root} (the family's corpus) does not exist; pass --ud DIR or --text.")
+    python = params.get("python")
+    return gather_corpus(
+        python=None if python == "stdlib" else python, ud=ud_root, languages=params.get("languages"),
+        max_chars_python=params.get("max_chars_python"), max_chars_per_language=params.get("max_chars_per_language"),
+        max_chars_per_file=params.get("max_chars_per_file", 6000), unit_chars=params.get("unit_chars", 2000),
+        heldout_fraction=params.get("heldout_fraction", 0.1), seed=params.get("split_seed", 0))

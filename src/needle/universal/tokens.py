@@ -9,7 +9,7 @@ import numpy as np
 
 from needle.errors import InputError
 
-__all__ = ["check_same_tokenizer", "newline_token_ids", "pack_texts"]
+__all__ = ["check_same_tokenizer", "newline_token_ids", "pack_texts", "pack_units"]
 
 
 def pack_texts(texts: Sequence[str], tokenizer: Any, context_length: int, *, max_tokens: int | None = None
@@ -61,6 +61,47 @@ def pack_texts(texts: Sequence[str], tokenizer: Any, context_length: int, *, max
                          "give more text or a smaller --context-length.")
     blocks = np.concatenate([np.full((n, 1), bos, np.int64), stream[: n * body].reshape(n, body)], axis=1)
     return list(blocks)
+
+
+def pack_units(units: Sequence[Any], tokenizer: Any, context_length: int, *, max_tokens: int | None = None
+               ) -> tuple[list[np.ndarray], list[str]]:
+    """:func:`pack_texts` per source: no block mixes two sources, and each block's source is returned.
+
+    Parameters
+    ----------
+    units : sequence of TextUnit
+        Anything with ``source`` and ``text`` (:class:`needle.toy.corpus.TextUnit`).
+    tokenizer, context_length
+        As :func:`pack_texts`.
+    max_tokens : int, optional
+        Shared among the sources in proportion to their characters.
+
+    Returns
+    -------
+    sequences : list of ndarray of int64, each of shape (context_length,)
+    sources : list of str
+        The source of each sequence.
+    """
+    by_source: dict[str, list[str]] = {}
+    for unit in units:
+        by_source.setdefault(unit.source, []).append(unit.text)
+    if not by_source:
+        raise InputError("no text units to pack; give some text.")
+    chars = {source: sum(len(t) for t in texts) for source, texts in by_source.items()}
+    total = sum(chars.values())
+    sequences: list[np.ndarray] = []
+    labels: list[str] = []
+    for source in sorted(by_source):
+        share = None if max_tokens is None else max(context_length, int(max_tokens * chars[source] / total))
+        try:
+            blocks = pack_texts(by_source[source], tokenizer, context_length, max_tokens=share)
+        except InputError:
+            continue  # a source too short for one block
+        sequences += blocks
+        labels += [source] * len(blocks)
+    if not sequences:
+        raise InputError(f"no source has enough text for one block of {context_length} tokens; give more text.")
+    return sequences, labels
 
 
 def newline_token_ids(tokenizer: Any) -> list[int]:
