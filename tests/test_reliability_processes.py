@@ -33,7 +33,14 @@ def needle_process(*args, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     kwargs = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **kwargs}
-    return subprocess.Popen([sys.executable, "-m", "needle.cli", *map(str, args)], env=env, text=True, **kwargs)
+    # A test runner started in the background by a shell without job control (nohup, `make test &`, some CI
+    # runners) ignores SIGINT, and an ignored signal stays ignored across exec: the child would never see Ctrl-C.
+    return subprocess.Popen([sys.executable, "-m", "needle.cli", *map(str, args)], env=env, text=True,
+                            preexec_fn=_default_sigint, **kwargs)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for(condition, timeout: float, what: str) -> None:
