@@ -13,7 +13,8 @@ trajectory's first ``--train-fraction`` of steps train the probes, the later ste
 (time-separated). Per layer: the ridge probe's test R², MSE and MAE for each target (the current
 value, the next one and, for Lorenz, the never-written y and z), then SINDy fitted on the probes'
 test predictions with needle's certified MIOSR and with PySINDy's STLSQ, scored against the true
-equations; the same fit on the true values of the same steps is the control (what the data allow).
+equations. The control is the same fit on the probes' targets at the same steps (what a perfect
+probe would give: the rounded values of the text, and the true y and z).
 
 - logistic: x_{t+1} = r x_t − r x_t², one map per trajectory (its own r), library [1, x, x², x³], 2 terms;
 - lorenz: the ODE in (x, y, z) from the probes' predictions of all three, degree-2 library, 7 terms,
@@ -55,6 +56,13 @@ def true_states(args) -> np.ndarray:
     if args.system == "logistic":
         return logistic_trajectories(args.trajectories, args.length, seed=1)[0][..., None]
     return lorenz_trajectories(args.trajectories, args.length, seed=1)
+
+
+def targets_at(cache, feature: str, rows: np.ndarray) -> np.ndarray:
+    """The probe targets of ``feature`` at cache ``rows`` (the values a perfect probe would give)."""
+    all_rows, y = cache.feature(feature)
+    value = dict(zip(all_rows.tolist(), y.tolist()))
+    return np.array([value[r] for r in rows.tolist()])
 
 
 def logistic_recovery(series: dict, r: np.ndarray) -> list[dict]:
@@ -116,15 +124,16 @@ def main(argv=None) -> Path:
             r = logistic_trajectories(args.trajectories, args.length, seed=1)[1]
             row = probes["current"][i]
             series = predicted_series(cache, row["rows"], row["prediction"])
-            control = {s: states[s, cut:-1, 0] for s in series}
-            for source, data in (("probe", series), ("truth", control)):
+            control = predicted_series(cache, row["rows"], targets_at(cache, "current", row["rows"]))
+            for source, data in (("probe", series), ("target", control)):
                 recovery_rows += [{"layer": layer, "source": source, **x} for x in logistic_recovery(data, r)]
         else:
             rows = probes["current"][i]["rows"]
             stacked = np.stack([probes[f][i]["prediction"] for f in ("current", "y", "z")], axis=1)
             series = predicted_series(cache, rows, stacked)
-            control = {s: states[s, cut:-1] for s in series}
-            for source, data in (("probe", series), ("truth", control)):
+            truth = np.stack([targets_at(cache, f, rows) for f in ("current", "y", "z")], axis=1)
+            control = predicted_series(cache, rows, truth)
+            for source, data in (("probe", series), ("target", control)):
                 recovery_rows += [{"layer": layer, "source": source, **x} for x in lorenz_recovery(data, dt)]
     recovery = pd.DataFrame(recovery_rows)
     recovery.to_csv(work / "recovery.csv", index=False)
@@ -139,6 +148,34 @@ def main(argv=None) -> Path:
     figures(work, args, pd.DataFrame(probe_rows), summary, probes, cache, states, cut)
     print((work / "summary.md").read_text())
     return work
+
+
+def simulate(system: str, predicted: dict, s: int, start: np.ndarray) -> np.ndarray:
+    """The MIOSR model fitted to the probes' series (one trajectory's map, or the pooled ODE), run from ``start``.
+
+    Returns shape (n_steps, d), n_steps the length of the trajectory's test series.
+    """
+    from needle.sindy.lm import fit_flow, fit_map, map_library
+
+    steps = len(predicted["current"][s])
+    if system == "logistic":
+        coef = fit_map(predicted["current"][s], k=2)
+        x = [float(start[0])]
+        for _ in range(steps - 1):
+            x.append(float(map_library(np.array([x[-1]]))[0] @ coef))
+        return np.array(x)[:, None]
+    from scipy.integrate import solve_ivp
+
+    series = [np.stack([predicted[f][t] for f in ("current", "y", "z")], axis=1) for t in predicted["current"]]
+    coef = fit_flow(series, 0.02, k=7)
+    def terms(v):  # the degree-2 library in PySINDy's order (LORENZ_TERMS)
+        return np.array([1, v[0], v[1], v[2], v[0] ** 2, v[0] * v[1], v[0] * v[2], v[1] ** 2, v[1] * v[2], v[2] ** 2])
+
+    t = np.arange(steps) * 0.02
+    run = solve_ivp(lambda _, v: coef @ terms(v), (0, t[-1]), start, t_eval=t, rtol=1e-8)
+    out = np.full((steps, 3), np.nan)
+    out[: run.y.shape[1]] = run.y.T  # a blown-up model stops early: the rest stays NaN
+    return out
 
 
 def markdown(table: pd.DataFrame) -> str:
@@ -168,18 +205,22 @@ def figures(work: Path, args, probe_table: pd.DataFrame, summary: pd.DataFrame, 
     fig.savefig(work / "probe_r2.png", dpi=130)
     plt.close(fig)
 
-    # Figures 5.9 / 5.11: the probes' predicted trajectories against the truth, best layer.
+    # Figures 5.9 / 5.11: the probes' predicted trajectories and the MIOSR model fitted to them, simulated from
+    # the first true state, against the truth, at the best layer.
     best = int(probe_table[probe_table.feature == "current"].sort_values("r2").iloc[-1]["layer"])
     i = cache.layers.index(best)
     names = ["current"] + (["y", "z"] if args.system == "lorenz" else [])
-    fig, axes = plt.subplots(len(names), 1, figsize=(6, 1.9 * len(names)), squeeze=False)
+    predicted = {name: predicted_series(cache, probes[name][i]["rows"], probes[name][i]["prediction"]) for name in names}
+    shown = list(predicted["current"])[:3]
+    simulated = {s: simulate(args.system, predicted, s, states[s, cut]) for s in shown}
+    fig, axes = plt.subplots(len(names), 1, figsize=(6.5, 2.4 * len(names)), squeeze=False)
     for d, name in enumerate(names):
-        series = predicted_series(cache, probes[name][i]["rows"], probes[name][i]["prediction"])
-        for s in list(series)[:3]:
-            line, = axes[d, 0].plot(states[s, cut:-1, d], lw=1)
-            axes[d, 0].plot(series[s], ls="--", marker=".", color=line.get_color(), lw=0.8)
+        for s in shown:
+            line, = axes[d, 0].plot(states[s, cut:-1, d], lw=1.2)
+            axes[d, 0].plot(predicted[name][s], ls="--", marker=".", color=line.get_color(), lw=0.8)
+            axes[d, 0].plot(simulated[s][:, d], ls=":", color=line.get_color(), lw=1.2)
         axes[d, 0].set_ylabel(name if name != "current" else "x")
-    axes[0, 0].set_title(f"layer {best}: truth (solid) and probe prediction (dashed), 3 held-out steps' series")
+    axes[0, 0].set_title(f"layer {best}: truth (solid), probe (dashed), MIOSR fit simulated (dotted)", fontsize=9)
     axes[-1, 0].set_xlabel("test step")
     fig.tight_layout()
     fig.savefig(work / "trajectories.png", dpi=130)

@@ -26,10 +26,10 @@ def test_the_example_writes_its_tables_and_figures(tmp_path, bpe_tokenizer, syst
     targets = {"logistic": {"current", "next"}, "lorenz": {"current", "next", "y", "z"}}[system]
     assert set(probes.feature) == targets and set(probes.layer) == {0, 1}
     recovery = pd.read_csv(work / "recovery.csv")
-    assert set(recovery.source) == {"probe", "truth"} and set(recovery.optimizer) == {"miosr", "stlsq"}
+    assert set(recovery.source) == {"probe", "target"} and set(recovery.optimizer) == {"miosr", "stlsq"}
     if system == "logistic":  # one fit per test trajectory; the control on the true series recovers the map
         assert len(recovery) == 2 * 2 * 2 * 8
-        truth = recovery[(recovery.source == "truth") & (recovery.optimizer == "miosr")]
+        truth = recovery[(recovery.source == "target") & (recovery.optimizer == "miosr")]
         assert truth.exact.mean() > 0.5
     for name in ("probe_r2.png", "trajectories.png", "recovery.png", "summary.md"):
         assert (work / name).stat().st_size > 0
