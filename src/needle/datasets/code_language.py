@@ -53,7 +53,8 @@ collection from them (``pip install --no-deps sae-probes``, or
 ``skip_tokens`` (a snippet shorter than that keeps its last token); each
 feature labels exactly the rows of its own file, as sae-probes does (a
 snippet in no file is no example of that feature), and every snippet is its
-own group.
+own group. A language with fewer than ``min_files`` snippets of either
+class is dropped.
 """
 
 from __future__ import annotations
@@ -533,7 +534,7 @@ def build_code_language(
     tokenizer = fast_tokenizer(tokenizer)
     if source_param(source) == "sae-probes":
         return _from_sae_probes(sources, tokenizer, languages, sae_probes, context_length, skip_tokens,
-                                positive_ratio, max_positives, max_rows, seed)
+                                positive_ratio, max_positives, max_rows, seed, min_files)
     wanted = _check_languages(languages)
     n_special = _check_parameters(
         tokenizer, context_length, max_files_per_language, min_files, skip_tokens, min_tokens, max_licence_share,
@@ -607,7 +608,7 @@ def build_code_language(
 
 
 def _from_sae_probes(sources, tokenizer, languages, sae_probes, context_length, skip_tokens, positive_ratio,
-                     max_positives, max_rows, seed) -> ProbeDataset:
+                     max_positives, max_rows, seed, min_files) -> ProbeDataset:
     """The collection from sae-probes' code files (see the module docstring)."""
     if sources is not None:
         raise InputError(f"{BUILDER}: source=sae-probes reads the package's files; drop the --source paths.")
@@ -630,7 +631,7 @@ def _from_sae_probes(sources, tokenizer, languages, sae_probes, context_length, 
     return build_prompt_dataset(tasks, tokenizer, builder=BUILDER, params=params, collection=COLLECTION, files=files,
                                 level="sequence", position="mean", context_length=context_length,
                                 skip_tokens=skip_tokens, max_rows=max_rows, seed=seed, positive_ratio=positive_ratio,
-                                max_positives=max_positives)  # fmt: skip
+                                min_positives=min_files, max_positives=max_positives)  # fmt: skip
 
 
 def _collect(
