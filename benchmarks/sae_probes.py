@@ -97,7 +97,7 @@ def sae_probes_side(source, tasks, ks: list[int], seed: int) -> pd.DataFrame:
             top = order[:k]
             auc, C = sae_probes_fit(X[train][:, top], y[train], X[test][:, top], y[test])
             rows.append({"feature": task.feature, "layer": task.layer, "k": k, "roc_auc": auc, "C": C,
-                         "n_train": len(train), "n_test": len(test)})
+                         "n_train": len(train), "n_test": len(test), "neurons": np.sort(top)})
     return pd.DataFrame(rows)
 
 
@@ -180,6 +180,9 @@ def main(argv=None) -> None:
         layer = args.layer
     names = list(source.feature_names)
     print(f"{len(names)} datasets, layer {layer}, width {source.layer(layer).shape[1]}; extraction {t_extract:.0f} s")
+    print("datasets:", ", ".join(names))
+    zeros = float((np.asarray(source.layer(layer)) == 0).mean())
+    print(f"share of exactly-zero activations: {zeros:.2e}")
 
     tasks, _ = plan_tasks(source, layers=[layer], config=SweepConfig(methods=("mean_diff",), ks=tuple(ks),
                                                                      baselines=False, seed=args.seed))
@@ -207,14 +210,22 @@ def main(argv=None) -> None:
     print(wide.to_string())
     print(f"\nseconds: sae-probes {t_reference:.1f} (one k at a time, 10 Cs each); needle sweep (3 methods) "
           f"{t_standard:.1f}; needle mean_diff(mean_abs) with CV'd C {t_like:.1f}")
-    joined = reference.merge(like, on=["feature", "k"], suffixes=("_sp", "_needle"))
-    joined["delta"] = joined["roc_auc_needle"] - joined["roc_auc_sp"]
-    print("\nneedle mean_diff(mean_abs), C=cv minus sae-probes, per k: mean Δ AUC, max |Δ|, datasets |Δ| > 0.02")
-    for k, group in joined.groupby("k"):
-        print(f"  k={k:<3d} {group['delta'].mean():+.4f}  {group['delta'].abs().max():.4f}  "
-              f"{int((group['delta'].abs() > 0.02).sum())}/{len(group)}")
+    for i, (side, frame) in enumerate(frames.items()):
+        if i == 0:
+            continue
+        joined = reference.merge(frame, on=["feature", "k"], suffixes=("_sp", "_needle"))
+        delta = joined["roc_auc_needle"] - joined["roc_auc_sp"]
+        same_set = [set(a.tolist()) == set(np.asarray(b).tolist())
+                    for a, b in zip(joined["neurons_sp"], joined["neurons_needle"])]
+        joined = joined.assign(delta=delta, same=same_set)
+        print(f"\n[{i}] {side} minus [0], paired per k: mean Δ AUC ± s.e., max |Δ|, datasets with |Δ| > 0.02, "
+              "same k neurons as [0]")
+        for k, group in joined.groupby("k"):
+            d = group["delta"]
+            print(f"  k={k:<3d} {d.mean():+.4f} ± {d.std(ddof=1) / np.sqrt(len(d)):.4f}  {d.abs().max():.4f}  "
+                  f"{int((d.abs() > 0.02).sum())}/{len(d)}  {int(group['same'].sum())}/{len(group)}")
     sel_same = _same_selection(reference, source, tasks, ks)
-    print(f"\nsame top-k set as needle's mean_diff(mean_abs) ranking: {sel_same}")
+    print(f"\nsame top-k set as needle's mean_diff(mean_abs) ranking of all columns (no prefilter): {sel_same}")
     sys.stdout.flush()
 
 
