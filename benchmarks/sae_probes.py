@@ -16,8 +16,9 @@ Both sides see the same activations and the **same train/test split** of every d
   training rows come in a seeded random order, as sae-probes' sampler leaves them), refit on all training rows.
 * **needle** (``sweep``): its ``mean_diff`` (raw activations), ``f_stat`` and ``adaptive`` selections with the
   standard refit (L2, C = 0.01 on training-standardised neurons) — and, to separate the selection from the refit,
-  ``mean_diff`` with sae-probes' normalisation (``normalization="mean_abs"``) and C chosen by 5-fold grouped
-  cross-validation of the AUC (``CrossValidatedC``).
+  ``mean_diff`` with sae-probes' normalisation (``normalization="mean_abs"``), ranking all columns as sae-probes
+  does (``prefilter=None``; the standard sweep first keeps the top 1,024 by *raw* mean difference), and C chosen
+  by 5-fold grouped cross-validation of the AUC (``CrossValidatedC``).
 
 Reported: mean test AUC per k over datasets ± standard error (n = datasets), seconds per side.
 
@@ -109,7 +110,8 @@ def needle_side(source, layer: int, ks: list[int], seed: int) -> tuple[pd.DataFr
     t_standard = time.perf_counter() - started
     started = time.perf_counter()
     like = sweep(source, out=None, layers=[layer], methods=["mean_diff"], ks=ks, baselines=False, bootstrap=0,
-                 seed=seed, progress=False, C=CrossValidatedC(), method_params={"mean_diff": {"normalization": "mean_abs"}})
+                 seed=seed, progress=False, C=CrossValidatedC(), prefilter=None,
+                 method_params={"mean_diff": {"normalization": "mean_abs"}})
     return standard, t_standard, like, time.perf_counter() - started
 
 
@@ -199,7 +201,7 @@ def main(argv=None) -> None:
     frames = {"sae-probes (reimplemented)": reference}
     for method in ("mean_diff", "f_stat", "adaptive"):
         frames[f"needle {method}, C=0.01"] = standard[standard["method"] == method]
-    frames["needle mean_diff(mean_abs), C=cv"] = like
+    frames["needle mean_diff(mean_abs), no prefilter, C=cv"] = like
     table = summarize(frames)
     table["cell"] = [f"{a:.3f} ± {e:.3f}" for a, e in zip(table["auc"], table["se"])]
     wide = table.pivot(index="k", columns="side", values="cell")[list(frames)]
