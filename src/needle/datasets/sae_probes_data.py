@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -316,7 +315,3 @@ def source_param(value: Any) -> str | None:
     if str(value).strip().lower().replace("_", "-") == "sae-probes":
         return "sae-probes"
     raise InputError(f"source must be 'sae-probes' (the sae-probes package's data files) or left out, not {value!r}.")
-
-
-def recorded_location(sae_probes: Any) -> str | None:
-    return None if sae_probes is None else os.fspath(sae_probes)
