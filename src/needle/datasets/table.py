@@ -19,6 +19,18 @@ when not given it is inferred from the column's non-missing values:
 The chosen task is recorded per feature in ``extra["table"]["tasks"]`` (and
 printed by ``needle dataset build``). Users bring their data as they want it
 probed, so nothing is subsampled by default (``positive_ratio=None``).
+
+``preset="sae-probes"`` reads no table of yours but the binary datasets
+bundled with the PyPI package ``sae-probes`` (Kantamneni et al. 2025; ``pip
+install --no-deps sae-probes``, or ``sae_probes=PATH.whl``): about 110
+files of prompts with a binary target (GLUE tasks, spam, sentiment, news
+topics, entity facts, compound words, code language, …), one feature per
+file named by its tag (``glue_cola``, ``spam_is``). ``tasks`` picks some by
+tag (default all), ``n_tasks`` a seeded sample of them, ``max_rows`` a seeded
+sample of rows per file. Each distinct prompt is one sequence and its own
+group; a feature's examples are the rows of its own file, read at ``position``
+(``last``, as sae-probes probes, or ``mean``), and the positive class is
+1/true/yes where a file has one, else the second value in sorted order.
 """
 
 from __future__ import annotations
@@ -69,6 +81,11 @@ def build_table(
     positive_ratio: float | None = None,
     seed: int = 0,
     max_positives: int | None = None,
+    preset: str | None = None,
+    tasks: Any = None,
+    n_tasks: int | None = None,
+    max_rows: int | None = None,
+    sae_probes: str | os.PathLike | None = None,
 ) -> ProbeDataset:
     """Build a ProbeDataset from a table of texts and labels.
 
@@ -115,6 +132,17 @@ def build_table(
     max_positives : int, optional
         Cap on positives (binary), examples per class (multiclass) or
         examples (regression), a seeded sample.
+    preset : {"sae-probes"}, optional
+        Read sae-probes' bundled binary datasets instead of ``sources`` (module docstring).
+    tasks : list of str, or "a,b", optional
+        ``preset="sae-probes"``: the datasets, by tag (``glue_cola``) or file stem
+        (``87_glue_cola``); default every binary one.
+    n_tasks : int, optional
+        ``preset="sae-probes"``: a seeded sample of this many of ``tasks``.
+    max_rows : int, optional
+        ``preset="sae-probes"``: a seeded sample of at most this many rows per dataset.
+    sae_probes : path-like, optional
+        ``preset="sae-probes"``: the wheel or unpacked package; default the installed package.
 
     Returns
     -------
@@ -132,6 +160,13 @@ def build_table(
         than the context with ``truncation="error"``, or bad parameters.
     """
     tokenizer = fast_tokenizer(tokenizer)
+    if preset is not None:
+        if str(preset).strip().lower().replace("_", "-") != "sae-probes":
+            raise InputError(f"preset must be 'sae-probes' (or left out), not {preset!r}.")
+        if sources is not None:
+            raise InputError("preset=sae-probes reads the package's data files; drop the --source table.")
+        return _sae_probes_tasks(tokenizer, tasks, n_tasks, max_rows, sae_probes, position, context_length,
+                                 positive_ratio, seed, max_positives)
     columns = _label_column_list(label_column, label_columns)
     if name is not None and len(columns) != 1:
         raise InputError(f"name= names one feature, but {len(columns)} label columns were given; drop name=.")
@@ -199,6 +234,42 @@ def build_table(
         "tasks": {f["name"]: {"task": f["task"], "inferred": task is None, "column": f["column"]} for f in features},
     }
     return dataset
+
+
+# ------------------------------------------------------------------ the sae-probes preset
+def _sae_probes_tasks(tokenizer, tasks, n_tasks, max_rows, sae_probes, position, context_length, positive_ratio,
+                      seed, max_positives) -> ProbeDataset:
+    from needle.datasets.sae_probes_data import PromptTask, SaeProbesFiles, build_prompt_dataset, sae_probes_index
+
+    if position not in ("last", "mean"):
+        raise InputError(f"preset=sae-probes reads position last or mean, not {position!r}.")
+    files = SaeProbesFiles(sae_probes, needed_by="the table preset sae-probes")
+    index = sae_probes_index(files=files)
+    binary = index[index["kind"] == "binary"]
+    by_name = {**dict(zip(binary["tag"], binary["stem"])), **dict(zip(binary["stem"], binary["stem"]))}
+    if tasks is None:
+        chosen = list(binary["stem"])
+    else:
+        names = _label_column_list(None, tasks)
+        unknown = [n for n in names if n not in by_name]
+        if unknown:
+            raise InputError(f"{files.where}: no binary dataset {', '.join(map(repr, unknown))}; "
+                             f"they are: {', '.join(binary['tag'])}.")
+        chosen = list(dict.fromkeys(by_name[n] for n in names))
+    if n_tasks is not None:
+        if isinstance(n_tasks, bool) or not isinstance(n_tasks, (int, np.integer)) or not 1 <= n_tasks <= len(chosen):
+            raise InputError(f"n_tasks must be an integer from 1 to {len(chosen)}, not {n_tasks!r}.")
+        picked = np.random.default_rng([seed, 18]).choice(len(chosen), int(n_tasks), replace=False)
+        chosen = [chosen[i] for i in np.sort(picked)]
+    prompt_tasks = [PromptTask(stem.split("_", 1)[1], stem) for stem in chosen]
+    params = {"preset": "sae-probes", "sae_probes": None if sae_probes is None else os.fspath(sae_probes),
+              "tasks": chosen, "n_tasks": n_tasks, "max_rows": max_rows, "position": position,
+              "context_length": context_length, "positive_ratio": positive_ratio, "seed": seed,
+              "max_positives": max_positives}  # fmt: skip
+    return build_prompt_dataset(prompt_tasks, tokenizer, builder=BUILDER, params=params, collection=COLLECTION,
+                                files=files, level="sequence", position=position, context_length=context_length,
+                                max_rows=max_rows, seed=seed, positive_ratio=positive_ratio, min_positives=1,
+                                max_positives=max_positives)  # fmt: skip
 
 
 # ------------------------------------------------------------------ columns
