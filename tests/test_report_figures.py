@@ -50,13 +50,21 @@ def test_scatter_labels_never_overlap_with_66_features():
     ax = fig.axes[0]
     names = {p.feature for p in points}
     labels = [t for t in ax.texts if t.get_text() in names]
-    assert len(points) == 66 and 3 <= len(labels) <= figures.MAX_SCATTER_LABELS
+    assert len(points) == 46 and 3 <= len(labels) <= figures.MAX_SCATTER_LABELS
     assert {t.get_text() for t in labels} == {p.feature for p in points if p.labelled}
     boxes = _boxes(fig, labels)
     for (i, a), (j, b) in itertools.combinations(enumerate(boxes), 2):
         assert not a.overlaps(b), (labels[i].get_text(), labels[j].get_text())
     legend = ax.get_legend().get_window_extent(fig.canvas.get_renderer())
     assert not any(box.overlaps(legend) for box in boxes)
+    # nor does a label cover another feature's point
+    by_name = {p.feature: p for p in points}
+    for text, box in zip(labels, boxes):
+        for p in points:
+            if p.feature != text.get_text():
+                x, y = ax.transData.transform((p.recall, p.precision))
+                assert not box.contains(x, y), (text.get_text(), p.feature)
+    assert by_name
     # labels go to the best features first: no unlabelled feature beats every labelled one
     best = max(points, key=lambda p: p.f1)
     assert best.labelled
@@ -97,6 +105,16 @@ def test_heatmap_cells_carry_their_values_and_every_panel_its_k_ticks():
     assert not any(t.overlaps(b) for t in titles for b in ticks)
 
 
+def test_heatmaps_leave_unprobed_layers_blank():
+    results = binary_results(2, layers=(0, 2, 3), ks=(1, 2))
+    fig = figures.layer_k_heatmaps_figure(results, "mean_diff")
+    for ax in (a for a in fig.axes if a.images):
+        values = np.ma.filled(ax.images[0].get_array().astype(float), np.nan)
+        assert [t.get_text() for t in ax.get_yticklabels()] == ["0", "1", "2", "3"]
+        assert np.isnan(values[1]).all() and np.isfinite(values[[0, 2, 3]]).all()
+        assert {round(t.get_position()[1]) for t in ax.texts} == {0, 2, 3}
+
+
 def test_cell_text_rounds_like_the_value():
     assert [figures._cell_text(v) for v in (0.934, 1.0, 0.0, -0.414, 0.999)] == [".93", "1.0", ".00", "-.41", "1.0"]
 
@@ -118,7 +136,7 @@ def test_by_layer_lines_break_at_unprobed_layers():
 
 
 def test_report_links_into_the_site_and_names_every_point_on_hover(tmp_path):
-    results = binary_results(6, ks=(1, 2))
+    results = binary_results(4, ks=(1, 2))
     site = tmp_path / "site"
     site.mkdir()
     (site / "manifest.json").write_text(json.dumps({"format": "needle.ScopeSite", "neurons": ["L1.N1"]}))
@@ -129,7 +147,7 @@ def test_report_links_into_the_site_and_names_every_point_on_hover(tmp_path):
     html = out.read_text()
     points = re.findall(r'<a class="pt[^"]*" href="([^"]+)" style="left:([\d.]+)%;top:([\d.]+)%" title="([^"]+)"',
                         html)
-    assert len(points) == 6
+    assert len(points) == 4
     assert {unescape(t).split(" (")[0] for _, _, _, t in points} == set(results["feature"])
     for href, left, top, _ in points:
         assert href.startswith("../site/features/") and 0 < float(left) < 100 and 0 < float(top) < 100

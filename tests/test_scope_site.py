@@ -270,16 +270,15 @@ def test_try_it_links_carry_the_pages_example_text(tiny):
     assert context_text(["[CLS]", "the", "cat", "##s", "sat", "[SEP]"]) == "the cats sat"
     assert context_text(["def", " f", "():\n", "   ", " x"]) == "def f():\n    x"
     # a binary feature page offers its probe, with an example from its error browser
+    probes = {p["id"] for p in json.loads((tiny["site"] / "probes.json").read_text())}
+    offered = 0
     for feature_page in sorted((tiny["site"] / "features").glob("*.html")):
-        html = feature_page.read_text()
-        link = re.search(r'<a class="viewer-link" hidden href="([^"]+)"', html)
+        link = re.search(r'<a class="viewer-link" hidden href="([^"]+)"', feature_page.read_text())
         if link:
             query = parse_qs(urlsplit(unescape(link.group(1))).query)
-            probes = {p["id"] for p in json.loads((tiny["site"] / "probes.json").read_text())}
-            assert query["probe"][0] in probes
-            break
-    else:
-        raise AssertionError("no feature page offers its probe to the viewer")
+            assert query["probe"][0] in probes and query["probe"][0].startswith(feature_page.stem + "/")
+            offered += 1
+    assert offered, "no feature page offers its probe to the viewer"
 
 
 def test_notes_saved_beside_the_site_show_on_the_page(tiny):

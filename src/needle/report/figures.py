@@ -152,9 +152,10 @@ def layer_k_heatmaps_figure(results: pd.DataFrame, method: str, *, columns: int 
     """One layer × k heatmap of the test score per feature, for ``method``: F1, macro-F1 or R² by the feature's task.
 
     All share one 0–1 colour scale; R² below 0 (worse than predicting the mean) is drawn grey, and each panel's
-    title names its metric where the results mix tasks. Every cell carries its value (:func:`_cell_text`, dark on
-    light cells and light on dark ones); every panel carries its k ticks (all the ks up to 8 columns, a
-    sparse set of them beyond).
+    title names its metric where the results mix tasks. Rows run over every layer from the first probed to the
+    last, a layer without probes left blank. Every cell carries its value (:func:`_cell_text`, dark on
+    light cells and light on dark ones); every panel carries its k ticks (all the ks up to 12 columns, a
+    sparse set of them beyond 12).
 
     Returns
     -------
@@ -171,7 +172,9 @@ def layer_k_heatmaps_figure(results: pd.DataFrame, method: str, *, columns: int 
     cols = min(columns, len(features))
     rows = math.ceil(len(features) / cols)
     n_ks = part["k"].nunique()
-    fig, plt = _figure(max(3.3, 0.36 * n_ks + 0.9) * cols, (0.28 * part["layer"].nunique() + 1.3) * rows)
+    probed = sorted(int(layer) for layer in part["layer"].unique())
+    layer_axis = pd.Index(range(probed[0], probed[-1] + 1) if probed else [], name="layer")
+    fig, plt = _figure(max(3.3, 0.36 * n_ks + 0.9) * cols, (0.28 * len(layer_axis) + 1.3) * rows)
     cmap = matplotlib.colormaps["viridis"].with_extremes(under="#bbbbbb")
     image = None
     for i, feature in enumerate(features):
@@ -179,6 +182,7 @@ def layer_k_heatmaps_figure(results: pd.DataFrame, method: str, *, columns: int 
         rows_of = part[part["feature"] == feature]
         task = rows_of["task"].iloc[0]
         grid = rows_of.pivot_table(index="layer", columns="k", values="score", aggfunc="max")
+        grid = grid.reindex(layer_axis)  # an unprobed layer is an empty row, not hidden by its neighbours closing up
         values = grid.to_numpy(dtype=np.float64)
         image = ax.imshow(values, aspect="auto", origin="lower", vmin=0, vmax=1, cmap=cmap)
         for (r, c), value in np.ndenumerate(values):
@@ -187,9 +191,9 @@ def layer_k_heatmaps_figure(results: pd.DataFrame, method: str, *, columns: int 
                 ax.text(c, r, _cell_text(value), ha="center", va="center", fontsize=5.5,
                         color="black" if value > 0.6 else "white")
         ks = [int(k) for k in grid.columns]
-        # Columns are evenly spaced while k is not: label a sparse set so 16…256 do not collide.
-        shown = [j for j, k in enumerate(ks) if k in (1, 4, 8, 16, 64, 256)] if len(ks) > 8 else list(range(len(ks)))
-        ax.set_xticks(shown, [str(ks[j]) for j in shown], fontsize=7)
+        # Panels widen with the number of ks, so up to 12 columns every k has room; beyond, a sparse set.
+        shown = [j for j, k in enumerate(ks) if k in (1, 4, 8, 16, 64, 256)] if len(ks) > 12 else list(range(len(ks)))
+        ax.set_xticks(shown, [str(ks[j]) for j in shown], fontsize=6.5)
         ax.set_yticks(range(grid.shape[0]), [str(l) for l in grid.index], fontsize=7)
         ax.set_title(feature if len(tasks) == 1 else f"{feature} ({_label(task)})", fontsize=9)
         ax.set_xlabel("k", fontsize=7, labelpad=1)
@@ -302,7 +306,8 @@ def precision_recall_figure(results: pd.DataFrame, *, max_labels: int = MAX_SCAT
     precision and recall.
 
     Labels never overlap: the features are labelled best F1 first, each at the first of a few spots around its
-    point where its text box meets no label already placed and stays inside the axes; a feature with no free
+    point where its text box meets no label already placed, no other point and the legend, and stays inside the
+    axes; a feature with no free
     spot, or beyond ``max_labels``, is left unlabelled (the report names it on hover). Saved without
     ``bbox_inches="tight"`` (:func:`precision_recall_at_k1`) so that the points' image fractions hold.
 
@@ -335,7 +340,8 @@ def precision_recall_figure(results: pd.DataFrame, *, max_labels: int = MAX_SCAT
         precision = f1 * recall / (2 * recall - f1)
         ok = (precision > 0) & (precision <= 1)
         ax.plot(recall[ok], precision[ok], color="grey", lw=0.6, ls=":")
-        ax.annotate(f"F1={f1}", (recall[ok][-1], precision[ok][-1]), fontsize=6, color="grey")
+        ax.annotate(f"F1={f1}", (recall[ok][-1], precision[ok][-1]), fontsize=6, color="grey", ha="right",
+                    va="bottom", xytext=(-2, 2), textcoords="offset points")
     ax.set(xlim=(0, 1.02), ylim=(0, 1.02), xlabel="recall", ylabel="precision",
            title="Best single neuron per feature (k = 1)")
     ax.grid(alpha=0.3)
@@ -357,11 +363,17 @@ def precision_recall_figure(results: pd.DataFrame, *, max_labels: int = MAX_SCAT
 
 def _place_labels(fig, ax, best: pd.DataFrame, max_labels: int) -> set[str]:
     """Annotate features best F1 first at the first free spot (:data:`_LABEL_SPOTS`); the names placed."""
+    from matplotlib.transforms import Bbox
+
     renderer = fig.canvas.get_renderer()
     inside = ax.get_window_extent(renderer)
     taken = [ax.get_legend().get_window_extent(renderer)] if ax.get_legend() is not None else []
+    # Every point is an obstacle too, so that a label never covers another feature's point and reads as its name.
+    radius = 0.5 * math.sqrt(22) * fig.dpi / 72 + 1
+    centres = ax.transData.transform(best[["recall", "precision"]].to_numpy(dtype=np.float64))
+    dots = [Bbox.from_extents(x - radius, y - radius, x + radius, y + radius) for x, y in centres]
     placed: set[str] = set()
-    for row in best.itertuples(index=False):
+    for i, row in enumerate(best.itertuples(index=False)):
         if len(placed) >= max_labels:
             break
         for dx, dy, align in _LABEL_SPOTS:
@@ -369,7 +381,8 @@ def _place_labels(fig, ax, best: pd.DataFrame, max_labels: int) -> set[str]:
                                xytext=(dx, dy), textcoords="offset points", ha=align, zorder=4)
             box = text.get_window_extent(renderer).expanded(1.04, 1.1)
             fits = (inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1
-                    and not any(box.overlaps(other) for other in taken))
+                    and not any(box.overlaps(other) for other in taken)
+                    and not any(box.overlaps(dot) for j, dot in enumerate(dots) if j != i))
             if fits:
                 taken.append(box)
                 placed.add(str(row.feature))

@@ -388,7 +388,7 @@ def correlated_neurons(cache: Any, refs: list[NeuronRef], *, top: int = 6, block
     top : int, default 6
         Partners per neuron.
     block : int, default 2048
-        Neurons of the layer read at once (bounds memory: n_rows × block float64).
+        Most neurons of the layer read at once; fewer where n_rows × block float64 would pass 256 MiB.
 
     Returns
     -------
@@ -406,17 +406,18 @@ def correlated_neurons(cache: Any, refs: list[NeuronRef], *, top: int = 6, block
         n_rows, width = matrix.shape
         if n_rows < 3 or top <= 0:
             continue
+        step = max(1, min(int(block), (256 << 20) // (8 * n_rows)))
         columns = np.asarray([r.index for r in members])
         chosen = np.asarray(matrix[:, columns], dtype=np.float64)
         chosen -= chosen.mean(axis=0)
         chosen_norm = np.sqrt((chosen * chosen).sum(axis=0))
         r = np.empty((len(members), width))
-        for start in range(0, width, block):
-            part = np.asarray(matrix[:, start:start + block], dtype=np.float64)
+        for start in range(0, width, step):
+            part = np.asarray(matrix[:, start:start + step], dtype=np.float64)
             part -= part.mean(axis=0)
             norm = np.sqrt((part * part).sum(axis=0))
             with np.errstate(invalid="ignore", divide="ignore"):
-                r[:, start:start + block] = (chosen.T @ part) / np.outer(chosen_norm, norm)
+                r[:, start:start + step] = (chosen.T @ part) / np.outer(chosen_norm, norm)
         r[np.arange(len(members)), columns] = np.nan
         for i, ref in enumerate(members):
             row = r[i]
@@ -633,9 +634,10 @@ def _render_feature(env, record, results, meta, pages, options: SiteOptions, err
                 for r in part[part["method"] == method].itertuples(index=False)]})
         probe_layers.append({"layer": int(layer), "open": int(layer) == best, "methods": methods})
     viewer = None
-    offered = [k for k in options.viewer_ks if k in set(sparse["k"])]
+    method = preferred_method(sparse.loc[sparse["layer"] == best, "method"])
+    at_best = sparse[(sparse["layer"] == best) & (sparse["method"] == method)]
+    offered = [k for k in options.viewer_ks if k in set(at_best["k"])]  # probes.json has exactly these
     if task == "binary" and offered:
-        method = preferred_method(sparse.loc[sparse["layer"] == best, "method"]) or sparse["method"].iloc[0]
         texts = [r["text"] for e in errors.get("sections") or [] for kind in e["kinds"] for r in kind["rows"]]
         viewer = {"probe": f"{feature}/L{best}/{method}/k{max(offered)}", "k": max(offered), "method": method,
                   "text": texts[0] if texts else ""}
