@@ -300,6 +300,8 @@ def test_tied_scores_and_activations_are_marked():
 
     assert _tie_counts([-0.1700, -0.16996, -0.1, 0.25, 0.2506]) == [2, 2, 1, 1, 1]
     assert _tie_counts([]) == []
+    # the error browser counts ties over every error of a kind, not only the rows it shows
+    assert _tie_counts([-0.5, 0.1], among=[-0.5, -0.50004, -0.5, 0.1, 0.3]) == [3, 1]
 
 
 def test_a_floor_of_equal_negative_activations_is_named():

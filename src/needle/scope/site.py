@@ -427,13 +427,16 @@ def correlated_neurons(cache: Any, refs: list[NeuronRef], *, top: int = 6, block
     return out
 
 
-def _tie_counts(values, digits: int = 3) -> list[int]:
-    """How many of the listed values show the same number at ``digits`` decimals, per value (1: no tie)."""
-    shown = [f"{float(v):.{digits}f}" for v in values]
+def _tie_counts(values, digits: int = 3, *, among=None) -> list[int]:
+    """Per value, how many of ``among`` (default: the values themselves) show the same number at ``digits``
+    decimals (1: no tie)."""
+    def shown(v) -> str:
+        return f"{float(v):.{digits}f}"
+
     counts: dict[str, int] = {}
-    for text in shown:
-        counts[text] = counts.get(text, 0) + 1
-    return [counts[text] for text in shown]
+    for v in (values if among is None else among):
+        counts[shown(v)] = counts.get(shown(v), 0) + 1
+    return [counts.get(shown(v), 1) for v in values]
 
 
 def _tied(values: pd.Series, precision: float = 5e-4) -> float | None:
@@ -529,8 +532,7 @@ def _feature_errors(cache, results, record, splits, dataset, dataset_note, model
             part = frame[frame["outcome"] == key]
             shown = part.head(options.n_errors)
             # Ties are counted over the whole kind, not only the rows shown: a GELU floor can tie hundreds.
-            tied_all = part["score"].round(3).value_counts()
-            ties = [int(tied_all.get(round(float(v), 3), 1)) for v in shown["score"]]
+            ties = _tie_counts(shown["score"], among=part["score"])
             kinds.append({"key": key, "name": name, "total": len(part), "rows": [
                 {"score": float(r.score), "tie": tie, "text": context_text(list(r.context_tokens)),
                  "html": context_html(list(r.context_tokens), None, int(r.focus), 1.0,
