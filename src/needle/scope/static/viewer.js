@@ -34,6 +34,7 @@
     $("legend-what").textContent = probe ? "the probe's score (coef · activations + intercept)"
       : "the neuron's activation";
     document.body.dataset.mode = probe ? "probe" : "neuron";
+    $("activation-col").textContent = probe ? `activation of L${answer.layer}.N${answer.neuron}` : "activation";
     $("max-abs").textContent = `relative to ${answer.scale_source} (${answer.scale.toFixed(3)})` +
       (answer.scale !== answer.max_abs ? `; on this text it reaches ${answer.max_abs.toFixed(3)}` : "");
     $("probe-legend").hidden = !probe;
