@@ -115,6 +115,18 @@ def test_heatmaps_leave_unprobed_layers_blank():
         assert {round(t.get_position()[1]) for t in ax.texts} == {0, 2, 3}
 
 
+def test_wide_heatmaps_fit_the_report_and_their_ticks_do_not_collide():
+    ks = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16, 32, 64, 128)
+    fig = figures.layer_k_heatmaps_figure(binary_results(3, layers=(0, 1), ks=ks), "mean_diff")
+    assert fig.get_size_inches()[0] <= figures.MAX_FIGURE_WIDTH
+    for ax in (a for a in fig.axes if a.images):
+        boxes = [b for b in _boxes(fig, ax.get_xticklabels())]
+        assert [t.get_text() for t in ax.get_xticklabels()] == [str(k) for k in ks]
+        assert not any(a.overlaps(b) for a, b in itertools.combinations(boxes, 2))
+        cells = _boxes(fig, ax.texts)  # and no cell's number runs into its neighbour's
+        assert not any(a.overlaps(b) for a, b in itertools.combinations(cells, 2))
+
+
 def test_cell_text_rounds_like_the_value():
     assert [figures._cell_text(v) for v in (0.934, 1.0, 0.0, -0.414, 0.999)] == [".93", "1.0", ".00", "-.41", "1.0"]
 

@@ -140,6 +140,10 @@ def layer_k_heatmaps(results: pd.DataFrame, method: str, *, columns: int = 4) ->
     return _png(layer_k_heatmaps_figure(results, method, columns=columns))
 
 
+#: Widest heatmap figure, in inches (about the report's 1200-pixel column at the figures' 110 dpi).
+MAX_FIGURE_WIDTH = 11.0
+
+
 def _cell_text(value: float) -> str:
     """A heatmap cell's number in at most four characters: ``.93``, ``1.0``, ``-.41``."""
     text = f"{value:.2f}"
@@ -154,8 +158,7 @@ def layer_k_heatmaps_figure(results: pd.DataFrame, method: str, *, columns: int 
     All share one 0–1 colour scale; R² below 0 (worse than predicting the mean) is drawn grey, and each panel's
     title names its metric where the results mix tasks. Rows run over every layer from the first probed to the
     last, a layer without probes left blank. Every cell carries its value (:func:`_cell_text`, dark on
-    light cells and light on dark ones); every panel carries its k ticks (all the ks up to 12 columns, a
-    sparse set of them beyond 12).
+    light cells and light on dark ones); every panel carries a tick for each of its ks.
 
     Returns
     -------
@@ -169,12 +172,14 @@ def layer_k_heatmaps_figure(results: pd.DataFrame, method: str, *, columns: int 
     order = {t: i for i, t in enumerate(tasks)}
     features = sorted(dict.fromkeys(part["feature"]),
                       key=lambda f: order[part.loc[part["feature"] == f, "task"].iloc[0]])
-    cols = min(columns, len(features))
-    rows = math.ceil(len(features) / cols)
     n_ks = part["k"].nunique()
     probed = sorted(int(layer) for layer in part["layer"].unique())
     layer_axis = pd.Index(range(probed[0], probed[-1] + 1) if probed else [], name="layer")
-    fig, plt = _figure(max(3.3, 0.36 * n_ks + 0.9) * cols, (0.28 * len(layer_axis) + 1.3) * rows)
+    panel_width = max(3.3, 0.36 * n_ks + 0.9)  # room for every cell's number
+    # At most MAX_FIGURE_WIDTH inches across, so that the report shows the figure unscaled and the numbers legible.
+    cols = max(1, min(columns, len(features), int(MAX_FIGURE_WIDTH // panel_width)))
+    rows = math.ceil(len(features) / cols)
+    fig, plt = _figure(panel_width * cols, (0.28 * len(layer_axis) + 1.3) * rows)
     cmap = matplotlib.colormaps["viridis"].with_extremes(under="#bbbbbb")
     image = None
     for i, feature in enumerate(features):
@@ -191,9 +196,8 @@ def layer_k_heatmaps_figure(results: pd.DataFrame, method: str, *, columns: int 
                 ax.text(c, r, _cell_text(value), ha="center", va="center", fontsize=5.5,
                         color="black" if value > 0.6 else "white")
         ks = [int(k) for k in grid.columns]
-        # Panels widen with the number of ks, so up to 12 columns every k has room; beyond, a sparse set.
-        shown = [j for j, k in enumerate(ks) if k in (1, 4, 8, 16, 64, 256)] if len(ks) > 12 else list(range(len(ks)))
-        ax.set_xticks(shown, [str(ks[j]) for j in shown], fontsize=6.5)
+        # Panels widen with the number of ks (0.36 inch a column), so every k has room for its label.
+        ax.set_xticks(range(len(ks)), [str(k) for k in ks], fontsize=6.5)
         ax.set_yticks(range(grid.shape[0]), [str(l) for l in grid.index], fontsize=7)
         ax.set_title(feature if len(tasks) == 1 else f"{feature} ({_label(task)})", fontsize=9)
         ax.set_xlabel("k", fontsize=7, labelpad=1)
