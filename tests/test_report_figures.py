@@ -50,7 +50,7 @@ def test_scatter_labels_never_overlap_with_66_features():
     ax = fig.axes[0]
     names = {p.feature for p in points}
     labels = [t for t in ax.texts if t.get_text() in names]
-    assert len(points) == 46 and 3 <= len(labels) <= figures.MAX_SCATTER_LABELS
+    assert len(points) == 66 and 3 <= len(labels) <= figures.MAX_SCATTER_LABELS
     assert {t.get_text() for t in labels} == {p.feature for p in points if p.labelled}
     boxes = _boxes(fig, labels)
     for (i, a), (j, b) in itertools.combinations(enumerate(boxes), 2):
