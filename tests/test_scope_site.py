@@ -295,6 +295,42 @@ def test_notes_saved_beside_the_site_show_on_the_page(tiny):
     assert any(re.search(r'<textarea id="notes"[^>]*></textarea>', p.read_text()) for p in other)
 
 
+def test_most_negative_examples_carry_their_pre_activation(tiny):
+    import torch
+
+    from needle.neurons import Corpus, top_activations
+    from needle.scope.site import bottom_pre_activations
+
+    site, adapter, cache = tiny["site"], tiny["adapter"], tiny["cache"]
+    page = sorted((site / "neurons").rglob("*.html"))[0]
+    layer, index = (int(v) for v in re.fullmatch(r"L(\d+)\.N(\d+)\.html", page.name).groups())
+    corpus = Corpus.from_dataset(cache.dataset(), tokenizer=adapter.tokenizer)
+    top = top_activations(adapter, corpus, [(layer, index)], n_top=8, n_bottom=4, per_band=2)
+    pre = bottom_pre_activations(adapter, corpus, top, batch_tokens=64)  # several batches
+    bottom = top[top["kind"] == "bottom"]
+    assert len(pre) == len(bottom) == 4
+    for r in bottom.itertuples(index=False):
+        ids = torch.as_tensor(corpus.tokens[int(r.sequence)])[None]
+        expected = adapter.capture(ids, torch.ones_like(ids), [layer], site="pre")[layer][0, int(r.position), index]
+        assert pre[(layer, index, int(r.sequence), int(r.position))] == pytest.approx(float(expected), abs=1e-5)
+    html = page.read_text()
+    table = re.search(r'<table class="data examples bottom">(.*?)</table>', html, re.S).group(1)
+    shown = re.findall(r'<td class="act">([^<]+)(?:<span[^<]*</span>)?</td>\s*<td class="num pre">([^<]+)</td>', table)
+    assert len(shown) == 4
+    ordered = sorted(((round(r.activation, 3), pre[(layer, index, int(r.sequence), int(r.position))])
+                      for r in bottom.itertuples(index=False)))
+    assert [float(v) for pair in shown for v in pair] == pytest.approx([v for pair in ordered for v in pair],
+                                                                       abs=1.5e-3)
+
+
+def test_tied_activations_are_ordered_by_pre_activation():
+    from needle.scope.site import _order_ties
+
+    rows = [{"activation": -0.16998, "pre": -0.5}, {"activation": -0.17001, "pre": -0.9},
+            {"activation": -0.16, "pre": -2.0}, {"activation": -0.17, "pre": None}]
+    assert [r["pre"] for r in _order_ties(rows)] == [-0.9, -0.5, None, -2.0]
+
+
 def test_tied_scores_and_activations_are_marked():
     from needle.scope.site import _tie_counts
 

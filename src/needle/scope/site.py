@@ -300,6 +300,7 @@ class _NeuronData:
     firing: pd.DataFrame = dataclasses.field(default_factory=lambda: pd.DataFrame(columns=["layer", "neuron"]))
     correlated: dict[NeuronRef, list[tuple[NeuronRef, float]]] = dataclasses.field(default_factory=dict)
     notes: dict[str, str] = dataclasses.field(default_factory=dict)
+    bottom_pre: dict[tuple[int, int, int, int], float] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # One groupby up front: filtering the long tables once per neuron page is quadratic.
@@ -322,6 +323,7 @@ def _neuron_analyses(model, cache, corpus, results, uses, options: SiteOptions, 
     neurons = [(ref.layer, ref.index) for ref in uses]
     empty = pd.DataFrame(columns=["layer", "neuron"])
     top, tokens, firing, attribution, attribution_summary = empty, empty, empty, empty, empty
+    bottom_pre: dict[tuple[int, int, int, int], float] = {}
     if neurons:
         t0 = time.perf_counter()
         say(f"  max-activating examples of {len(neurons)} neurons on {corpus!r} …")
@@ -334,6 +336,8 @@ def _neuron_analyses(model, cache, corpus, results, uses, options: SiteOptions, 
         firing = firing_statistics(model, corpus, neurons, site=cache.site, batch_tokens=options.batch_tokens,
                                    progress=progress, known_range=_activation_ranges(top))
         say(f"  corpus passes done in {time.perf_counter() - t0:.0f} s")
+        if site_id(cache.site) == site_id("post"):
+            bottom_pre = bottom_pre_activations(model, corpus, top, batch_tokens=options.batch_tokens)
     histograms: dict[NeuronRef, list[dict]] = {}
     by_feature: dict[str, list[NeuronRef]] = {}
     for ref, use in uses.items():
@@ -362,7 +366,8 @@ def _neuron_analyses(model, cache, corpus, results, uses, options: SiteOptions, 
     else:
         note = (f"{model.model_id} is an encoder ({model.family}): it has no unembedding, so its neurons have no "
                 "direct effect on next-token logits.")
-    return _NeuronData(top, tokens, histograms, logits, note, attribution, attribution_summary, firing)
+    return _NeuronData(top, tokens, histograms, logits, note, attribution, attribution_summary, firing,
+                       bottom_pre=bottom_pre)
 
 
 def _activation_ranges(top: pd.DataFrame) -> dict[tuple[int, int], tuple[float, float]]:
@@ -425,6 +430,45 @@ def correlated_neurons(cache: Any, refs: list[NeuronRef], *, top: int = 6, block
             order = valid[np.argsort(-np.abs(row[valid]), kind="stable")][:top]
             out[ref] = [(NeuronRef(layer, int(j)), float(np.clip(row[j], -1.0, 1.0))) for j in order]
     return out
+
+
+def bottom_pre_activations(model: Any, corpus: Any, top: pd.DataFrame, *, batch_tokens: int = 8192
+                           ) -> dict[tuple[int, int, int, int], float]:
+    """The pre-activation (``mlp.hook_pre``) of each most-negative example of :func:`needle.neurons.top_activations`:
+    what tells apart examples that the activation function's floor (GELU's minimum, about −0.170) makes equal.
+
+    One forward pass over the sequences of those examples only.
+
+    Returns
+    -------
+    dict of (layer, neuron, sequence, position) to float
+    """
+    bottom = top[top["kind"] == "bottom"] if len(top) else top
+    if not len(bottom):
+        return {}
+    wanted: dict[int, list[tuple[int, int, int]]] = {}
+    for r in bottom.itertuples(index=False):
+        wanted.setdefault(int(r.sequence), []).append((int(r.layer), int(r.neuron), int(r.position)))
+    layers = sorted({int(layer) for layer in bottom["layer"]})
+    out: dict[tuple[int, int, int, int], float] = {}
+    for batch in corpus.batches(batch_tokens, sequences=list(wanted)):
+        captured = model.capture(batch.input_ids, batch.attention_mask, layers, site="pre")
+        for row, sequence in enumerate(batch.sequences):
+            for layer, neuron, position in wanted[int(sequence)]:
+                out[(layer, neuron, int(sequence), position)] = float(captured[layer][row, position, neuron])
+    return out
+
+
+def _order_ties(rows: list[dict], digits: int = 3) -> list[dict]:
+    """Most-negative examples ordered by the activation as shown (``digits`` decimals), then, among ties, by
+    pre-activation, lowest first (the input that pushes the neuron furthest below zero); rows without a
+    pre-activation keep their order after those with one."""
+    def key(item):
+        i, r = item
+        pre = r.get("pre")
+        return (round(r["activation"], digits), pre is None, pre if pre is not None else 0.0, i)
+
+    return [r for _, r in sorted(enumerate(rows), key=key)]
 
 
 def _tie_counts(values, digits: int = 3, *, among=None) -> list[int]:
@@ -688,6 +732,7 @@ def _render_neuron(env, ref: NeuronRef, use: list[dict], data: _NeuronData, meta
         ties = _tie_counts(part["activation"])
         return [{"rank": int(r.rank), "activation": float(r.activation), "group": r.group,
                  "layer_rank": int(getattr(r, "layer_rank", 0)), "tie": tie,
+                 "sequence": int(getattr(r, "sequence", -1)), "position": int(getattr(r, "position", -1)),
                  "html": context_html(list(r.context_tokens), list(r.context_activations), int(r.focus), scale)}
                 for r, tie in zip(part.itertuples(index=False), ties)]
 
@@ -717,6 +762,10 @@ def _render_neuron(env, ref: NeuronRef, use: list[dict], data: _NeuronData, meta
     first = min(use, key=lambda u: (u["k"], u["feature"], u["method"])) if use else None
     top_rows = top[top["kind"] == "top"].sort_values("rank") if len(top) else top
     bottom = examples("bottom")
+    if data.bottom_pre and bottom:
+        for e in bottom:
+            e["pre"] = data.bottom_pre.get((ref.layer, ref.index, e["sequence"], e["position"]))
+        bottom = _order_ties(bottom)
     n = {
         "id": ref.id, "layer": ref.layer, "index": ref.index,
         "first": first,
@@ -725,6 +774,7 @@ def _render_neuron(env, ref: NeuronRef, use: list[dict], data: _NeuronData, meta
         "note": data.notes.get(ref.id, ""),
         "notes_key": f"{meta['model_id']}|{meta['site']}|{meta['dataset_hash'][:12]}",
         "bottom_ties": sum(1 for e in bottom if e["tie"] > 1),
+        "bottom_pre": any(e.get("pre") is not None for e in bottom),
         "max": float(top[top["kind"] == "top"]["activation"].max()) if len(top) else None,
         "min": float(top[top["kind"] == "bottom"]["activation"].min()) if len(top) else None,
         "scale": scale,
