@@ -184,3 +184,64 @@ def test_site_served_by_the_viewer_links_back(tiny, server, page):
     page.wait_for_selector("body[data-ready='1']")
     layer, index = re.fullmatch(r"L(\d+)\.N(\d+)", path.stem).groups()
     assert page.locator("#layer").input_value() == layer and page.locator("#neuron").input_value() == index
+
+
+def test_viewer_probe_mode_colours_tokens_by_the_probes_score(tiny, server, page):
+    import json
+    from urllib.parse import urlencode
+
+    import numpy as np
+
+    adapter = tiny["adapter"]
+    probes = json.loads((tiny["site"] / "probes.json").read_text())
+    probe = max(probes, key=lambda p: (p["k"], p["id"]))  # a probe of several neurons: no single neuron equals it
+    text = "x = 1  # a comment\nprint(x)\n"
+    page.goto(server + "/?" + urlencode({"probe": probe["id"], "text": text}))
+    page.wait_for_selector("body[data-ready='1']")
+    page.wait_for_selector("body[data-mode='probe'] #tokens .tok")
+    shown = [float(v) for v in page.locator("#tokens .tok").evaluate_all("spans => spans.map(s => s.dataset.v)")]
+    ids = torch.tensor([adapter.tokenizer(text)["input_ids"]])
+    acts = adapter.capture(ids, torch.ones_like(ids), [probe["layer"]])[probe["layer"]][0].double().numpy()
+    scores = acts[:, probe["neurons"]] @ np.asarray(probe["coef"]) + probe["intercept"]
+    assert shown == pytest.approx(scores.tolist(), abs=1e-4)  # the page shows 4 decimals
+    alphas = page.locator("#tokens .tok").evaluate_all(
+        "spans => spans.map(s => Number(getComputedStyle(s).getPropertyValue('--a')))")
+    assert alphas == pytest.approx(np.minimum(1, np.abs(scores) / np.abs(scores).max()).tolist(), abs=2e-3)
+    assert "coloured by the probe's score" in page.locator("#result-title").inner_text()
+    assert page.locator("#tokens .tok.hit").count() == int((scores > 0).sum())
+
+
+def test_try_it_on_your_own_text_carries_the_example(tiny, server, page):
+    from html import unescape
+    from urllib.parse import parse_qs, urlsplit
+
+    path = sorted((tiny["site"] / "neurons").rglob("*.html"))[0]
+    href = unescape(re.search(r'<a class="viewer-link" hidden href="([^"]+)"', path.read_text()).group(1))
+    text = parse_qs(urlsplit(href).query)["text"][0]
+    page.goto(f"{server}/site/{path.relative_to(tiny['site']).as_posix()}")
+    page.locator("a.viewer-link").click()
+    page.wait_for_selector("body[data-ready='1']")
+    assert page.locator("#text").input_value() == text
+    page.wait_for_selector("#tokens .tok")  # it runs on arrival
+
+
+def test_notes_saved_beside_the_site_when_served(tiny, server, page):
+    from needle.scope.server import notes_path, read_notes
+
+    path = sorted((tiny["site"] / "neurons").rglob("*.html"))[-1]
+    page.goto(f"{server}/site/{path.relative_to(tiny['site']).as_posix()}")
+    page.wait_for_function("document.querySelector('#notes-status').textContent.includes('beside the site')")
+    page.fill("#notes", "looks like a comment detector")
+    page.wait_for_selector("body[data-notes-saved='1']")
+    assert read_notes(notes_path(tiny["site"]))[path.stem] == "looks like a comment detector"
+    page.reload()
+    page.wait_for_function("document.querySelector('#notes').value === 'looks like a comment detector'")
+
+
+def test_notes_from_disk_stay_in_the_browser(tiny, page):
+    path = sorted((tiny["site"] / "neurons").rglob("*.html"))[0]
+    page.goto(path.as_uri())
+    page.fill("#notes", "kept locally")
+    assert "this browser only" in page.locator("#notes-status").inner_text()
+    page.reload()
+    assert page.locator("#notes").input_value() == "kept locally"

@@ -31,11 +31,16 @@ def probe():
 
 
 @pytest.fixture(scope="module")
-def server(adapter, probe, tmp_path_factory):
+def site_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("site")
+
+
+@pytest.fixture(scope="module")
+def server(adapter, probe, site_dir):
     from needle.scope import Viewer, make_server, serve_in_thread
     from needle.scope.tables import NeuronRef
 
-    site = tmp_path_factory.mktemp("site")
+    site = site_dir
     (site / "index.html").write_text("<h1>site</h1>")
     (site.parent / "secret.txt").write_text("not for the web")
     viewer = Viewer(adapter, probes=[probe], site="/site/", neuron_pages={NeuronRef(1, 17)},
@@ -77,6 +82,7 @@ def test_activations_equal_capture(server, adapter):
     assert answer["max_abs"] == pytest.approx(float(acts[:, 5].abs().max()))
     assert answer["scale"] == answer["max_abs"] and "this text" in answer["scale_source"]
     assert "probe" not in answer and "page" not in answer
+    assert answer["mode"] == "neuron" and answer["values"] == answer["activations"]
     # offsets: each token's characters in the text, in order, covering every non-space character
     pieces = [TEXT[a:b] for a, b in answer["offsets"]]
     assert "".join(pieces).replace(" ", "") == TEXT.replace(" ", "")
@@ -88,10 +94,15 @@ def test_probe_prediction_per_token(server, adapter, probe):
     answer = json.loads(body)
     assert (answer["layer"], answer["neuron"]) == (1, 17)  # the probe's largest |coefficient|
     assert answer["page"] == "/site/neurons/L1/L1.N17.html"
-    assert answer["scale"] == 1000.0 and "corpus" in answer["scale_source"]
     acts = expected_activations(adapter, TEXT, 1).double().numpy()
     scores = acts[:, probe["neurons"]] @ np.array(probe["coef"]) + probe["intercept"]
     assert answer["probe"]["scores"] == pytest.approx(scores.tolist(), rel=1e-9)
+    # probe mode colours the tokens by the probe's score, relative to its largest |score| on the text, not by
+    # the neuron (whose activations still come along, for the table)
+    assert answer["mode"] == "probe" and answer["values"] == answer["probe"]["scores"]
+    assert answer["scale"] == pytest.approx(np.abs(scores).max()) and "probe score" in answer["scale_source"]
+    assert answer["activations"] == pytest.approx(acts[:, 17].tolist(), rel=1e-6)
+    assert answer["probe"]["neurons"] == probe["neurons"]
     assert answer["probe"]["probabilities"] == pytest.approx((1 / (1 + np.exp(-scores))).tolist(), rel=1e-9)
     assert answer["probe"]["predicted"] == (scores > 0).tolist()
 
@@ -155,3 +166,56 @@ def test_port_in_use_is_a_clear_error(server, adapter):
     port = int(server.rsplit(":", 1)[1])
     with pytest.raises(InputError, match="choose another --port"):
         make_server(Viewer(adapter), port=port)
+
+
+def test_notes_are_saved_beside_the_site_atomically(server, site_dir):
+    from needle.scope.server import notes_path, read_notes
+
+    path = notes_path(site_dir)
+    assert path.parent == site_dir.parent and path.name == f"{site_dir.name}.notes.json"
+    status, _, body = request(server, "/api/notes")
+    assert status == 200 and json.loads(body) == {"notes": {}, "path": path.name} and not path.exists()
+    status, _, body = request(server, "/api/notes", {"neuron": "L1.N17", "text": "fires on # comments\n"})
+    assert status == 200 and json.loads(body)["notes"] == {"L1.N17": "fires on # comments\n"}
+    # another id form names the same neuron; a second note joins the first
+    request(server, "/api/notes", {"neuron": "0:3", "text": "ünïcode ✓"})
+    stored = json.loads(path.read_text(encoding="utf-8"))
+    assert stored["format"] == "needle.ScopeNotes"
+    assert stored["notes"] == {"L0.N3": "ünïcode ✓", "L1.N17": "fires on # comments\n"}
+    assert read_notes(path) == stored["notes"]
+    assert [p.name for p in path.parent.iterdir() if p.name.startswith(f".{path.name}")] == []  # no temporary left
+    # an empty text removes the note
+    request(server, "/api/notes", {"neuron": "L0.N3", "text": "  "})
+    assert read_notes(path) == {"L1.N17": "fires on # comments\n"}
+    for payload, message in (({"neuron": "nope", "text": "x"}, "not a neuron id"),
+                             ({"text": "x"}, "needs the neuron"),
+                             ({"neuron": "L1.N2", "text": 3}, "must be a string"),
+                             ({"neuron": "L1.N2", "text": "x" * 20_001}, "at most 20000"),
+                             ({"neuron": "L1.N2", "text": "x", "colour": 1}, "unknown fields")):
+        status, _, body = request(server, "/api/notes", payload)
+        assert status == 400 and message in json.loads(body)["error"], payload
+    assert read_notes(path) == {"L1.N17": "fires on # comments\n"}  # refused requests change nothing
+
+
+def test_notes_need_a_site(adapter):
+    from needle.scope import Viewer, make_server, serve_in_thread
+
+    httpd = make_server(Viewer(adapter), port=0)
+    serve_in_thread(httpd)
+    try:
+        status, _, body = request(f"http://127.0.0.1:{httpd.server_address[1]}", "/api/notes")
+        assert status == 404 and "--site" in json.loads(body)["error"]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_a_broken_notes_file_is_a_clear_error(tmp_path):
+    from needle.errors import FormatError
+    from needle.scope.server import save_note
+
+    path = tmp_path / "site.notes.json"
+    path.write_text("{not json")
+    with pytest.raises(FormatError, match="not a notes file"):
+        save_note(path, "L1.N2", "x")
+    assert path.read_text() == "{not json"  # left as it was

@@ -42,14 +42,25 @@ def make_tiny_sweep(root: Path, tokenizer) -> dict:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, bpe_tokenizer):
     from needle.scope import SiteOptions, build_site
+    from needle.scope.server import notes_path, save_note
 
     info = make_tiny_sweep(tmp_path_factory.mktemp("scope"), bpe_tokenizer)
     lines: list[str] = []
+    info["notes"] = {}
+    for ref in referenced_neurons_of(info["results"], max_k=2)[:1]:  # a note saved before the build shows on its page
+        info["notes"] = save_note(notes_path(info["root"] / "site"), ref.id, "fires on <b>comments</b> & more")
     info["site"] = build_site(info["results"], info["cache"], info["root"] / "site", model=info["adapter"],
                               max_sequences=None, options=SiteOptions(max_k_pages=2, n_top=8, n_bottom=4, per_band=2),
                               echo=lines.append)
     info["lines"] = lines
     return info
+
+
+def referenced_neurons_of(results_path, *, max_k):
+    from needle.probing import load_results
+    from needle.scope import referenced_neurons
+
+    return list(referenced_neurons(load_results(results_path), max_k=max_k))
 
 
 def _neuron_page(site: Path, layer: int, index: int) -> str:
@@ -183,6 +194,150 @@ def test_neuron_pages_link_each_probes_other_neurons(tiny):
             assert _neuron_page(site, layer, index)  # the link's page exists
         checked += bool(expected)
     assert checked  # some probe with k >= 2 chose this neuron with others
+
+
+def test_most_correlated_neurons_are_those_of_numpy_corrcoef(tiny):
+    from needle.scope.site import correlated_neurons
+    from needle.scope.tables import NeuronRef
+
+    cache = tiny["cache"]
+    refs = [NeuronRef(1, 5), NeuronRef(1, 30), NeuronRef(2, 0)]
+    found = correlated_neurons(cache, refs, top=4, block=7)  # a block size that does not divide the width
+    for ref in refs:
+        matrix = np.asarray(cache.layer(ref.layer), dtype=np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = np.corrcoef(matrix, rowvar=False)[ref.index]
+        r[ref.index] = np.nan
+        valid = np.flatnonzero(np.isfinite(r))
+        expected = valid[np.argsort(-np.abs(r[valid]), kind="stable")][:4]
+        assert [p.index for p, _ in found[ref]] == expected.tolist()
+        assert [v for _, v in found[ref]] == pytest.approx(r[expected].tolist(), abs=1e-9)
+        assert all(p.layer == ref.layer for p, _ in found[ref])
+
+
+def test_neuron_pages_link_co_selected_and_correlated_neurons(tiny):
+    from needle.probing import load_results
+    from needle.scope.site import correlated_neurons
+    from needle.scope.tables import referenced_neurons
+
+    site, cache = tiny["site"], tiny["cache"]
+    uses = referenced_neurons(load_results(tiny["results"]), max_k=2)
+    ref, use = next((r, u) for r, u in uses.items() if any(x["partners"] for x in u))
+    html = _neuron_page(site, ref.layer, ref.index)
+    co = re.search(r'<table class="data co-selected">(.*?)</table>', html, re.S).group(1)
+    shown = re.findall(r"<tr><td>(?:<a href=\"[^\"]+\">)?(L\d+\.N\d+)(?:</a>)?</td>\s*<td class=\"num\">(\d+)</td>", co)
+    counts = {}
+    for u in use:
+        for partner in u["partners"]:
+            counts[partner.id] = counts.get(partner.id, 0) + 1
+    assert {i: int(n) for i, n in shown} == counts
+    assert [int(n) for _, n in shown] == sorted((int(n) for _, n in shown), reverse=True)
+    corr = re.search(r'<table class="data correlated">(.*?)</table>', html, re.S).group(1)
+    listed = re.findall(r"(L\d+\.N\d+)(?:</a>)?</td>\s*<td class=\"num\">(-?[\d.]+)</td>", corr)
+    expected = correlated_neurons(cache, [ref], top=6)[ref]
+    assert [i for i, _ in listed] == [p.id for p, _ in expected]
+    assert [float(v) for _, v in listed] == pytest.approx([v for _, v in expected], abs=5e-4)
+    assert f"{cache.n_rows} rows" in html
+    for target in re.findall(r'href="\.\./\.\./(neurons/[^"]+)"', corr + co):
+        assert (site / target).is_file()
+
+
+def test_neuron_page_states_its_first_k_and_the_page_cap(tiny):
+    from needle.probing import load_results
+    from needle.scope.tables import referenced_neurons
+
+    for ref, use in list(referenced_neurons(load_results(tiny["results"]), max_k=2).items())[:4]:
+        html = unescape(_neuron_page(tiny["site"], ref.layer, ref.index))
+        first = min(use, key=lambda u: (u["k"], u["feature"], u["method"]))
+        assert (f"chosen at k = {first['k']} ({first['feature']}, {first['method']}); pages are built for the "
+                "neurons of probes with k ≤ 2") in re.sub(r"<[^>]+>|\s+", lambda m: " " if m.group(0).isspace() else "",
+                                                         html)
+
+
+def test_try_it_links_carry_the_pages_example_text(tiny):
+    from urllib.parse import parse_qs, urlsplit
+
+    from needle.scope.render import context_text
+
+    path = sorted((tiny["site"] / "neurons").rglob("*.html"))[0]
+    html = path.read_text()
+    href = unescape(re.search(r'<a class="viewer-link" hidden href="([^"]+)"', html).group(1))
+    query = parse_qs(urlsplit(href).query)
+    first_example = re.search(r'<table class="data examples top">.*?<td class="ctx">(.*?)</td>', html, re.S).group(1)
+    tokens = [unescape(t).replace("↵", "\n").replace("→", "\t")
+              for t in re.findall(r"<span[^>]*>([^<]*)</span>", first_example)]
+    assert query["text"] == [context_text(tokens)] and query["text"][0].strip()
+    assert context_text(["[CLS]", "the", "cat", "##s", "sat", "[SEP]"]) == "the cats sat"
+    assert context_text(["def", " f", "():\n", "   ", " x"]) == "def f():\n    x"
+    # a binary feature page offers its probe, with an example from its error browser
+    probes = {p["id"] for p in json.loads((tiny["site"] / "probes.json").read_text())}
+    offered = 0
+    for feature_page in sorted((tiny["site"] / "features").glob("*.html")):
+        link = re.search(r'<a class="viewer-link" hidden href="([^"]+)"', feature_page.read_text())
+        if link:
+            query = parse_qs(urlsplit(unescape(link.group(1))).query)
+            assert query["probe"][0] in probes and query["probe"][0].startswith(feature_page.stem + "/")
+            offered += 1
+    assert offered, "no feature page offers its probe to the viewer"
+
+
+def test_notes_saved_beside_the_site_show_on_the_page(tiny):
+    from needle.scope.server import notes_path, read_notes
+
+    notes = read_notes(notes_path(tiny["site"]))
+    assert notes == tiny["notes"] and notes
+    for neuron, text in notes.items():
+        layer, index = (int(v) for v in re.fullmatch(r"L(\d+)\.N(\d+)", neuron).groups())
+        html = _neuron_page(tiny["site"], layer, index)
+        area = re.search(r'<textarea id="notes"[^>]*>(.*?)</textarea>', html, re.S).group(1)
+        assert unescape(area) == text and "<b>" not in area  # escaped, not markup
+    other = sorted((tiny["site"] / "neurons").rglob("*.html"))
+    assert any(re.search(r'<textarea id="notes"[^>]*></textarea>', p.read_text()) for p in other)
+
+
+def test_most_negative_examples_carry_their_pre_activation(tiny):
+    import torch
+
+    from needle.neurons import Corpus, top_activations
+    from needle.scope.site import bottom_pre_activations
+
+    site, adapter, cache = tiny["site"], tiny["adapter"], tiny["cache"]
+    page = sorted((site / "neurons").rglob("*.html"))[0]
+    layer, index = (int(v) for v in re.fullmatch(r"L(\d+)\.N(\d+)\.html", page.name).groups())
+    corpus = Corpus.from_dataset(cache.dataset(), tokenizer=adapter.tokenizer)
+    top = top_activations(adapter, corpus, [(layer, index)], n_top=8, n_bottom=4, per_band=2)
+    pre = bottom_pre_activations(adapter, corpus, top, batch_tokens=64)  # several batches
+    bottom = top[top["kind"] == "bottom"]
+    assert len(pre) == len(bottom) == 4
+    for r in bottom.itertuples(index=False):
+        ids = torch.as_tensor(corpus.tokens[int(r.sequence)])[None]
+        expected = adapter.capture(ids, torch.ones_like(ids), [layer], site="pre")[layer][0, int(r.position), index]
+        assert pre[(layer, index, int(r.sequence), int(r.position))] == pytest.approx(float(expected), abs=1e-5)
+    html = page.read_text()
+    table = re.search(r'<table class="data examples bottom">(.*?)</table>', html, re.S).group(1)
+    shown = re.findall(r'<td class="act">([^<]+)(?:<span[^<]*</span>)?</td>\s*<td class="num pre">([^<]+)</td>', table)
+    assert len(shown) == 4
+    ordered = sorted(((round(r.activation, 3), pre[(layer, index, int(r.sequence), int(r.position))])
+                      for r in bottom.itertuples(index=False)))
+    assert [float(v) for pair in shown for v in pair] == pytest.approx([v for pair in ordered for v in pair],
+                                                                       abs=1.5e-3)
+
+
+def test_tied_activations_are_ordered_by_pre_activation():
+    from needle.scope.site import _order_ties
+
+    rows = [{"activation": -0.16998, "pre": -0.5}, {"activation": -0.17001, "pre": -0.9},
+            {"activation": -0.16, "pre": -2.0}, {"activation": -0.17, "pre": None}]
+    assert [r["pre"] for r in _order_ties(rows)] == [-0.9, -0.5, None, -2.0]
+
+
+def test_tied_scores_and_activations_are_marked():
+    from needle.scope.site import _tie_counts
+
+    assert _tie_counts([-0.1700, -0.16996, -0.1, 0.25, 0.2506]) == [2, 2, 1, 1, 1]
+    assert _tie_counts([]) == []
+    # the error browser counts ties over every error of a kind, not only the rows it shows
+    assert _tie_counts([-0.5, 0.1], among=[-0.5, -0.50004, -0.5, 0.1, 0.3]) == [3, 1]
 
 
 def test_a_floor_of_equal_negative_activations_is_named():

@@ -1,10 +1,19 @@
-"""The static HTML report of a sweep: one self-contained page, figures embedded."""
+"""The static HTML report of a sweep: one self-contained page, figures embedded.
+
+With a scope site (``needle scope build``) the report links into it: each feature's name in the summary tables
+and its point on the precision–recall scatter open the feature's page, and a best single neuron that has a page
+opens that page. The scatter's points carry their name, precision, recall and F1 on hover, for the features the
+figure leaves unlabelled (:data:`~needle.report.figures.MAX_SCATTER_LABELS` are named).
+"""
 
 from __future__ import annotations
 
 import base64
+import json
 import os
+from html import escape
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -23,12 +32,77 @@ from needle.report._tasks import (
     tasks_present,
 )
 
-__all__ = ["build_report", "write_report"]
+__all__ = ["build_report", "write_report", "site_links"]
 
+def site_links(site: str | os.PathLike, report: str | os.PathLike) -> dict[str, Any]:
+    """What a report at ``report`` needs to link into the scope site in directory ``site``: ``url`` (the site's
+    root relative to the report's folder, ending in ``/``) and ``neurons`` (the ids of the neurons with a page,
+    from the site's manifest).
+
+    Raises
+    ------
+    InputError
+        ``site`` is not a site built by ``needle scope build``.
+    """
+    site, report = Path(site), Path(report)
+    manifest = site / "manifest.json"
+    if not manifest.is_file():
+        raise InputError(f"--site {site} is not a site built by `needle scope build` (no manifest.json); build it "
+                         "first or leave --site out.")
+    neurons = json.loads(manifest.read_text()).get("neurons", [])
+    url = Path(os.path.relpath(site.resolve(), report.resolve().parent)).as_posix().rstrip("/") + "/"
+    return {"url": url, "neurons": set(neurons)}
+
+
+def _summary_html(summary: pd.DataFrame, site: dict[str, Any] | None):
+    """The summary table; with a site, feature names link to their pages and best neurons to theirs."""
+    import jinja2
+
+    if site is None:
+        return jinja2.utils.markupsafe.Markup(
+            summary.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="–", border=0))
+    from needle.neurons.ids import format_neuron_id
+    from needle.scope.tables import NeuronRef, feature_page_name, neuron_page_name
+
+    out = summary.copy()
+    for column in out.columns:
+        if out[column].dtype == object:
+            out[column] = [v if not isinstance(v, str) else escape(v) for v in out[column]]
+    out["feature"] = [f'<a href="{escape(site["url"] + feature_page_name(f))}">{escape(f)}</a>'
+                      for f in summary["feature"]]
+    if {"neuron_layer", "neuron"} <= set(summary.columns):
+        cells = []
+        for layer, neuron in zip(summary["neuron_layer"], summary["neuron"]):
+            if pd.isna(layer) or pd.isna(neuron):
+                cells.append("–")
+                continue
+            neuron_id = format_neuron_id(int(layer), int(neuron))
+            page = site["url"] + neuron_page_name(NeuronRef(int(layer), int(neuron)))
+            cells.append(f'<a href="{escape(page)}">{int(neuron)}</a>' if neuron_id in site["neurons"]
+                         else str(int(neuron)))
+        out["neuron"] = cells
+    return jinja2.utils.markupsafe.Markup(
+        out.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="–", border=0, escape=False))
+
+
+def _scatter_points(points, site: dict[str, Any] | None) -> list[dict]:
+    """The hover (and link) targets over the precision–recall scatter, one per feature."""
+    from needle.neurons.ids import format_neuron_id
+    from needle.scope.tables import feature_page_name
+
+    out = []
+    for p in points:
+        neuron = format_neuron_id(p.layer, p.neuron) if p.neuron >= 0 else "?"
+        out.append({"left": 100 * p.x, "top": 100 * p.y, "labelled": p.labelled,
+                    "title": f"{p.feature} ({p.collection}): precision {p.precision:.3f}, recall {p.recall:.3f}, "
+                             f"F1 {p.f1:.3f}; neuron {neuron} ({p.method})",
+                    "href": site["url"] + feature_page_name(p.feature) if site else None})
+    return out
 
 
 def build_report(results: pd.DataFrame, *, title: str = "needle sparse-probing report",
-                 results_name: str = "results.parquet", heatmap_method: str | None = None) -> str:
+                 results_name: str = "results.parquet", heatmap_method: str | None = None,
+                 site: dict[str, Any] | None = None) -> str:
     """Render the report of a results table as an HTML string.
 
     Parameters
@@ -38,6 +112,8 @@ def build_report(results: pd.DataFrame, *, title: str = "needle sparse-probing r
     heatmap_method : str, optional
         Method shown in the layer × k heatmaps (default: the first of
         adaptive, osp, mean_diff, … present).
+    site : dict, optional
+        The scope site to link into, as :func:`site_links` returns it (``url``, ``neurons``).
     """
     import jinja2
 
@@ -66,8 +142,7 @@ def build_report(results: pd.DataFrame, *, title: str = "needle sparse-probing r
         summaries.append({
             "task": task, "metric": metric, "label": metric_label(metric),
             "second": metric_label(SECONDARY_METRICS[task][0]) if task != "binary" else None, "n_few": n_few,
-            "table": jinja2.utils.markupsafe.Markup(
-                summary.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="–", border=0)),
+            "table": _summary_html(summary, site),
         })
     environment = jinja2.Environment(loader=jinja2.PackageLoader("needle.report", "templates"),
                                      autoescape=jinja2.select_autoescape(["html", "j2"]))
@@ -89,6 +164,10 @@ def build_report(results: pd.DataFrame, *, title: str = "needle sparse-probing r
     from needle.report.space_time import space_time_sections  # sections of later chapters' collections
 
     extra_sections = [dict(s, html=jinja2.utils.markupsafe.Markup(s["html"])) for s in space_time_sections(results)]
+    scatter, scatter_points = None, []
+    if "binary" in tasks:
+        fig, points = figures.precision_recall_figure(results)
+        scatter, scatter_points = encode(figures._png(fig, tight=False)), _scatter_points(points, site)
     return environment.get_template("report.html.j2").render(
         title=title,
         extra_sections=extra_sections,
@@ -98,21 +177,30 @@ def build_report(results: pd.DataFrame, *, title: str = "needle sparse-probing r
         summaries=summaries,
         r2_floor=figures.R2_FLOOR,
         min_positives=MIN_TEST_POSITIVES,
+        site=site,
+        scatter_points=scatter_points,
+        max_scatter_labels=figures.MAX_SCATTER_LABELS,
         figures={
             "f1_vs_k": encode(figures.f1_vs_k_by_collection(results)),
-            "precision_recall": encode(figures.precision_recall_at_k1(results)) if "binary" in tasks else None,
+            "precision_recall": scatter,
             "k1_by_layer": encode(figures.k1_by_layer(results)),
             "heatmaps": encode(figures.layer_k_heatmaps(results, heatmap_method)),
         },
     )
 
 
-def write_report(results_path: str | os.PathLike, out: str | os.PathLike, **options) -> Path:
-    """Read a results Parquet file and write its HTML report to ``out`` atomically."""
+def write_report(results_path: str | os.PathLike, out: str | os.PathLike, *,
+                 site: str | os.PathLike | None = None, **options) -> Path:
+    """Read a results Parquet file and write its HTML report to ``out`` atomically.
+
+    ``site`` is the directory of the results' scope site (``needle scope build``) to link into (:func:`site_links`);
+    other options go to :func:`build_report`.
+    """
     from needle.probing import load_results
 
     results_path, out = Path(results_path), Path(out)
-    html = build_report(load_results(results_path), results_name=results_path.name, **options)
+    links = site_links(site, out) if site is not None else None
+    html = build_report(load_results(results_path), results_name=results_path.name, site=links, **options)
     with atomic_file(out, "w") as handle:
         handle.write(html)
     return out

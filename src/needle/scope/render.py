@@ -9,6 +9,7 @@ keeps pages small and fast to write.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from html import escape
 
@@ -16,7 +17,10 @@ from markupsafe import Markup
 
 from needle.scope.tables import NeuronRef, neuron_page_name, parse_neuron_id
 
-__all__ = ["environment", "context_html", "chips_html", "display_token", "format_number"]
+__all__ = ["environment", "context_html", "context_text", "chips_html", "display_token", "format_number"]
+
+#: Special tokens left out of a context's plain text (the viewer's tokenizer adds its own).
+_SPECIAL = re.compile(r"^(\[(CLS|SEP|PAD|MASK|UNK)\]|<\|endoftext\|>|</?s>|<pad>|<bos>|<eos>)$")
 
 
 def format_number(value, digits: int = 3) -> str:
@@ -78,6 +82,20 @@ def context_html(tokens: Sequence[str], activations: Sequence[float] | None, foc
             classes += " focus"
         parts.append(f'<span class="{classes}"{attrs}>{escape(text)}</span>')
     return Markup("".join(parts))
+
+
+def context_text(tokens: Sequence[str]) -> str:
+    """A context's tokens as plain text, joined as :func:`context_html` joins them (byte-level BPE tokens carry
+    their spaces, WordPiece ``##`` pieces glue on), special tokens dropped: what "try it on your own text" puts in
+    the viewer."""
+    tokens = [str(t) for t in tokens if not _SPECIAL.match(str(t))]
+    if any(t[:1].isspace() for t in tokens if t):
+        return "".join(tokens).strip()
+    parts = []
+    for i, token in enumerate(tokens):
+        text, spaced = _piece(token, False)
+        parts.append((" " if spaced and i else "") + text)
+    return "".join(parts).strip()
 
 
 def chips_html(neurons: Sequence[tuple[NeuronRef, float]], root: str, pages: set[NeuronRef],

@@ -7,6 +7,12 @@ Routes::
     GET  /site/<path>           a static site built by ``needle scope build`` (with ``--site``)
     GET  /api/info              model, layers, neurons, token limit, probes
     POST /api/activations       {"text", "layer", "neuron", "probe"?} → per-token activations
+    GET  /api/notes             {"notes": {neuron id: text}, "path"} (with ``--site``)
+    POST /api/notes             {"neuron", "text"} → saved in ``<site>.notes.json`` beside the site
+
+Notes live beside the site rather than in it because ``needle scope build`` replaces the site's directory; the
+file is rewritten atomically (a temporary file renamed over it) under a lock, so a crash or two tabs saving
+at once never leave half a file.
 
 Answers of ``/api`` are JSON. Bad input is a 400 with ``{"error": message}``;
 anything unexpected is a 500 with a one-line message (the traceback goes to
@@ -40,7 +46,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from needle.errors import InputError, NeedleError
 from needle.scope.viewer import Viewer
 
-__all__ = ["make_server", "serve_in_thread", "MAX_BODY_BYTES", "SOCKET_TIMEOUT", "LISTEN_BACKLOG", "LOOPBACK_HOSTS"]
+__all__ = ["make_server", "serve_in_thread", "notes_path", "read_notes", "save_note", "MAX_BODY_BYTES",
+           "SOCKET_TIMEOUT", "LISTEN_BACKLOG", "LOOPBACK_HOSTS", "MAX_NOTE_CHARS"]
 
 log = logging.getLogger("needle.scope.server")
 
@@ -52,6 +59,68 @@ SOCKET_TIMEOUT = 30.0
 LISTEN_BACKLOG = 128
 #: Host names the viewer answers to.
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+#: Longest note kept per neuron.
+MAX_NOTE_CHARS = 20_000
+#: ``format`` of a notes file.
+NOTES_FORMAT = "needle.ScopeNotes"
+_notes_lock = threading.Lock()
+
+
+def notes_path(site_dir: str | os.PathLike) -> Path:
+    """Where the notes of the site in ``site_dir`` are kept: ``<site_dir>.notes.json`` beside it."""
+    site_dir = Path(site_dir)
+    return site_dir.parent / f"{site_dir.name}.notes.json"
+
+
+def read_notes(path: str | os.PathLike) -> dict[str, str]:
+    """The notes of a notes file, ``{neuron id: text}`` (empty when there is no file yet).
+
+    Raises
+    ------
+    FormatError
+        The file is not a notes file.
+    """
+    from needle.errors import FormatError
+
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FormatError(f"{path} is not a notes file ({exc}); move it away to start new notes.") from None
+    if not isinstance(payload, dict) or payload.get("format") != NOTES_FORMAT or not isinstance(
+            payload.get("notes"), dict):
+        raise FormatError(f"{path} is not a notes file (format {NOTES_FORMAT!r}); move it away to start new notes.")
+    return {str(k): str(v) for k, v in payload["notes"].items()}
+
+
+def save_note(path: str | os.PathLike, neuron: Any, text: Any) -> dict[str, str]:
+    """Set (or, with empty ``text``, remove) the note of ``neuron`` (an id such as ``L3.N1201``) in the notes
+    file at ``path``, rewritten atomically; returns all the notes."""
+    from needle._io import atomic_file
+    from needle.scope.tables import parse_neuron_id
+
+    if not isinstance(neuron, str) or not neuron.strip():
+        raise InputError("a note needs the neuron's id, e.g. {\"neuron\": \"L3.N1201\", \"text\": ...}.")
+    try:
+        neuron_id = parse_neuron_id(neuron).id
+    except (NeedleError, ValueError):
+        raise InputError(f"{neuron!r} is not a neuron id; write it like L3.N1201.") from None
+    if not isinstance(text, str):
+        raise InputError("the note's text must be a string.")
+    if len(text) > MAX_NOTE_CHARS:
+        raise InputError(f"the note has {len(text)} characters; a note holds at most {MAX_NOTE_CHARS}.")
+    with _notes_lock:
+        notes = read_notes(path)
+        if text.strip():
+            notes[neuron_id] = text
+        else:
+            notes.pop(neuron_id, None)
+        with atomic_file(path, "w") as handle:
+            json.dump({"format": NOTES_FORMAT, "version": 1, "notes": dict(sorted(notes.items()))}, handle,
+                      indent=1, ensure_ascii=False)
+    return notes
 
 
 def _asset(name: str) -> bytes | None:
@@ -136,8 +205,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(HTTPStatus.OK, self.server.viewer.info())
             elif path == "/api/activations":
                 self._activations(method, url.query)
+            elif path == "/api/notes":
+                self._notes(method)
             elif path.startswith("/api/"):
-                self._error(HTTPStatus.NOT_FOUND, f"no such endpoint {path}; use /api/info or /api/activations.")
+                self._error(HTTPStatus.NOT_FOUND, f"no such endpoint {path}; use /api/info, /api/activations or "
+                                                  "/api/notes.")
             elif method != "GET":
                 self._error(HTTPStatus.METHOD_NOT_ALLOWED, f"{method} is not allowed on {path}.")
             elif path in ("/", "/index.html"):
@@ -154,22 +226,41 @@ class _Handler(BaseHTTPRequestHandler):
             log.exception("error answering %s %s", method, self.path)
             self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error ({type(exc).__name__}); see the server log.")
 
+    def _body(self, example: str) -> dict:
+        """The request's JSON object body (``example`` shows what to send)."""
+        text = (self.headers.get("Content-Length") or "0").strip()
+        if not text.isdigit():  # int() would take "-1", and rfile.read(-1) waits for the client to close
+            raise InputError(f"Content-Length {text!r} is not a byte count.")
+        length = int(text)
+        if length > MAX_BODY_BYTES:
+            raise InputError(f"the request is {length} bytes; the viewer takes at most {MAX_BODY_BYTES}.")
+        raw = self.rfile.read(length)
+        try:
+            request = json.loads(raw or b"{}")
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise InputError(f"the request body is not JSON; send {example}.") from None
+        if not isinstance(request, dict):
+            raise InputError("the request body must be a JSON object.")
+        return request
+
+    def _notes(self, method: str) -> None:
+        if self.server.site_dir is None:
+            self._error(HTTPStatus.NOT_FOUND, "no site, so nowhere to keep notes: start the viewer with --site DIR.")
+            return
+        path = notes_path(self.server.site_dir)
+        if method == "POST":
+            request = self._body('{"neuron": "L3.N1201", "text": ...}')
+            unknown = set(request) - {"neuron", "text"}
+            if unknown:
+                raise InputError(f"unknown fields {sorted(unknown)}; send neuron and text.")
+            notes = save_note(path, request.get("neuron"), request.get("text", ""))
+        else:
+            notes = read_notes(path)
+        self._json(HTTPStatus.OK, {"notes": notes, "path": path.name})
+
     def _activations(self, method: str, query: str) -> None:
         if method == "POST":
-            text = (self.headers.get("Content-Length") or "0").strip()
-            if not text.isdigit():  # int() would take "-1", and rfile.read(-1) waits for the client to close
-                raise InputError(f"Content-Length {text!r} is not a byte count.")
-            length = int(text)
-            if length > MAX_BODY_BYTES:
-                raise InputError(f"the request is {length} bytes; the viewer takes at most {MAX_BODY_BYTES}.")
-            raw = self.rfile.read(length)
-            try:
-                request = json.loads(raw or b"{}")
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise InputError("the request body is not JSON; send {\"text\": ..., \"layer\": ..., "
-                                 "\"neuron\": ...}.") from None
-            if not isinstance(request, dict):
-                raise InputError("the request body must be a JSON object.")
+            request = self._body('{"text": ..., "layer": ..., "neuron": ...}')
         else:
             request = {key: values[-1] for key, values in parse_qs(query, keep_blank_values=True).items()}
         unknown = set(request) - {"text", "layer", "neuron", "probe"}

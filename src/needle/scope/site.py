@@ -10,6 +10,9 @@ Layout of a site (opens from disk, no server needed)::
     assets/                     CSS and JavaScript
     manifest.json               what made the site
 
+Notes on neurons live beside the site, in ``<site>.notes.json`` (:func:`needle.scope.server.notes_path`), so that
+rebuilding the site (which replaces its directory) keeps them; the build embeds them in the pages.
+
 Every page carries only its own data, so a site with thousands of neurons
 stays fast: no page loads another page's data.
 """
@@ -36,7 +39,7 @@ from needle.models.sites import site_id
 from needle.probing.results import MIN_TEST_POSITIVES
 from needle.report._tasks import metric_label
 from needle.scope import svg
-from needle.scope.render import chips_html, context_html, display_token, environment
+from needle.scope.render import chips_html, context_html, context_text, display_token, environment
 from needle.scope.tables import (
     NeuronRef,
     chosen_neurons,
@@ -51,7 +54,7 @@ from needle.scope.tables import (
     sparse_rows,
 )
 
-__all__ = ["build_site", "SiteOptions", "model_for_cache", "default_corpus"]
+__all__ = ["build_site", "SiteOptions", "model_for_cache", "default_corpus", "correlated_neurons"]
 
 #: ``format`` of a site's manifest.json; ``overwrite`` replaces only a directory of this kind.
 SITE_FORMAT = "needle.ScopeSite"
@@ -81,6 +84,8 @@ class SiteOptions:
         Tokens seen fewer times on the corpus are left out of the per-token table.
     logit_rows : int, default 15
         Tokens listed at each end of a neuron's logit effects (causal LMs).
+    n_related : int, default 6
+        Most-correlated neurons (over the cache's rows) listed per neuron page.
     batch_tokens : int, default 8192
         Padded tokens per forward pass.
     """
@@ -96,6 +101,7 @@ class SiteOptions:
     token_rows: int = 25
     token_min_count: int = 3
     logit_rows: int = 15
+    n_related: int = 6
     batch_tokens: int = 8192
 
 
@@ -213,6 +219,10 @@ def build_site(
     corpus.check_model(model)
 
     analyses = _neuron_analyses(model, cache, corpus, results, uses, options, say, progress)
+    analyses.correlated = correlated_neurons(cache, list(uses), top=options.n_related)
+    from needle.scope.server import notes_path, read_notes
+
+    analyses.notes = read_notes(notes_path(out))
     meta = _meta(results, cache, results_name, corpus, len(pages))
     env = environment(pages)
     feature_info = {f["name"]: f for f in cache.manifest.get("features", [])}
@@ -233,7 +243,8 @@ def build_site(
                                                    options))
             _write(tmp / record["page"], html)
         for ref, use in uses.items():
-            _write(tmp / neuron_page_name(ref), _render_neuron(env, ref, use, analyses, meta, options))
+            _write(tmp / neuron_page_name(ref), _render_neuron(env, ref, use, analyses, meta, options, pages,
+                                                               cache.n_rows))
         _write(tmp / "search-index.js", _search_index(index, uses, analyses))
         _write(tmp / "probes.json", json.dumps(probe_catalogue(results, ks=options.viewer_ks)))
         _write(tmp / "manifest.json", json.dumps({
@@ -287,6 +298,9 @@ class _NeuronData:
     attribution_summary: pd.DataFrame = dataclasses.field(
         default_factory=lambda: pd.DataFrame(columns=["layer", "neuron"]))
     firing: pd.DataFrame = dataclasses.field(default_factory=lambda: pd.DataFrame(columns=["layer", "neuron"]))
+    correlated: dict[NeuronRef, list[tuple[NeuronRef, float]]] = dataclasses.field(default_factory=dict)
+    notes: dict[str, str] = dataclasses.field(default_factory=dict)
+    bottom_pre: dict[tuple[int, int, int, int], float] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # One groupby up front: filtering the long tables once per neuron page is quadratic.
@@ -309,6 +323,7 @@ def _neuron_analyses(model, cache, corpus, results, uses, options: SiteOptions, 
     neurons = [(ref.layer, ref.index) for ref in uses]
     empty = pd.DataFrame(columns=["layer", "neuron"])
     top, tokens, firing, attribution, attribution_summary = empty, empty, empty, empty, empty
+    bottom_pre: dict[tuple[int, int, int, int], float] = {}
     if neurons:
         t0 = time.perf_counter()
         say(f"  max-activating examples of {len(neurons)} neurons on {corpus!r} …")
@@ -321,6 +336,8 @@ def _neuron_analyses(model, cache, corpus, results, uses, options: SiteOptions, 
         firing = firing_statistics(model, corpus, neurons, site=cache.site, batch_tokens=options.batch_tokens,
                                    progress=progress, known_range=_activation_ranges(top))
         say(f"  corpus passes done in {time.perf_counter() - t0:.0f} s")
+        if site_id(cache.site) == site_id("post"):
+            bottom_pre = bottom_pre_activations(model, corpus, top, batch_tokens=options.batch_tokens)
     histograms: dict[NeuronRef, list[dict]] = {}
     by_feature: dict[str, list[NeuronRef]] = {}
     for ref, use in uses.items():
@@ -349,7 +366,8 @@ def _neuron_analyses(model, cache, corpus, results, uses, options: SiteOptions, 
     else:
         note = (f"{model.model_id} is an encoder ({model.family}): it has no unembedding, so its neurons have no "
                 "direct effect on next-token logits.")
-    return _NeuronData(top, tokens, histograms, logits, note, attribution, attribution_summary, firing)
+    return _NeuronData(top, tokens, histograms, logits, note, attribution, attribution_summary, firing,
+                       bottom_pre=bottom_pre)
 
 
 def _activation_ranges(top: pd.DataFrame) -> dict[tuple[int, int], tuple[float, float]]:
@@ -360,6 +378,109 @@ def _activation_ranges(top: pd.DataFrame) -> dict[tuple[int, int], tuple[float, 
     grouped = extremes.groupby(["layer", "neuron"])["activation"]
     return {(int(layer), int(neuron)): (float(lo), float(hi))
             for (layer, neuron), lo, hi in zip(grouped.min().index, grouped.min(), grouped.max())}
+
+
+def correlated_neurons(cache: Any, refs: list[NeuronRef], *, top: int = 6, block: int = 2048
+                       ) -> dict[NeuronRef, list[tuple[NeuronRef, float]]]:
+    """Each neuron's most correlated neurons of its own layer: Pearson correlation over the cache's rows (the
+    labelled examples, or their aggregates, that the probes read), largest |r| first.
+
+    Parameters
+    ----------
+    cache : ActivationCache
+    refs : list of NeuronRef
+        The neurons to list partners for; layers the cache lacks are skipped.
+    top : int, default 6
+        Partners per neuron.
+    block : int, default 2048
+        Most neurons of the layer read at once; fewer where n_rows × block float64 would pass 256 MiB.
+
+    Returns
+    -------
+    dict of NeuronRef to list of (NeuronRef, float)
+        The neuron itself, and neurons constant over the rows (no correlation), are never listed; ties in |r| go to
+        the lower index.
+    """
+    out: dict[NeuronRef, list[tuple[NeuronRef, float]]] = {}
+    by_layer: dict[int, list[NeuronRef]] = {}
+    for ref in refs:
+        if ref.layer in cache.layers:
+            by_layer.setdefault(ref.layer, []).append(ref)
+    for layer, members in by_layer.items():
+        matrix = cache.layer(layer)
+        n_rows, width = matrix.shape
+        if n_rows < 3 or top <= 0:
+            continue
+        step = max(1, min(int(block), (256 << 20) // (8 * n_rows)))
+        columns = np.asarray([r.index for r in members])
+        chosen = np.asarray(matrix[:, columns], dtype=np.float64)
+        chosen -= chosen.mean(axis=0)
+        chosen_norm = np.sqrt((chosen * chosen).sum(axis=0))
+        r = np.empty((len(members), width))
+        for start in range(0, width, step):
+            part = np.asarray(matrix[:, start:start + step], dtype=np.float64)
+            part -= part.mean(axis=0)
+            norm = np.sqrt((part * part).sum(axis=0))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                r[:, start:start + step] = (chosen.T @ part) / np.outer(chosen_norm, norm)
+        r[np.arange(len(members)), columns] = np.nan
+        for i, ref in enumerate(members):
+            row = r[i]
+            valid = np.flatnonzero(np.isfinite(row))
+            order = valid[np.argsort(-np.abs(row[valid]), kind="stable")][:top]
+            out[ref] = [(NeuronRef(layer, int(j)), float(np.clip(row[j], -1.0, 1.0))) for j in order]
+    return out
+
+
+def bottom_pre_activations(model: Any, corpus: Any, top: pd.DataFrame, *, batch_tokens: int = 8192
+                           ) -> dict[tuple[int, int, int, int], float]:
+    """The pre-activation (``mlp.hook_pre``) of each most-negative example of :func:`needle.neurons.top_activations`:
+    what tells apart examples that the activation function's floor (GELU's minimum, about −0.170) makes equal.
+
+    One forward pass over the sequences of those examples only.
+
+    Returns
+    -------
+    dict of (layer, neuron, sequence, position) to float
+    """
+    bottom = top[top["kind"] == "bottom"] if len(top) else top
+    if not len(bottom):
+        return {}
+    wanted: dict[int, list[tuple[int, int, int]]] = {}
+    for r in bottom.itertuples(index=False):
+        wanted.setdefault(int(r.sequence), []).append((int(r.layer), int(r.neuron), int(r.position)))
+    layers = sorted({int(layer) for layer in bottom["layer"]})
+    out: dict[tuple[int, int, int, int], float] = {}
+    for batch in corpus.batches(batch_tokens, sequences=list(wanted)):
+        captured = model.capture(batch.input_ids, batch.attention_mask, layers, site="pre")
+        for row, sequence in enumerate(batch.sequences):
+            for layer, neuron, position in wanted[int(sequence)]:
+                out[(layer, neuron, int(sequence), position)] = float(captured[layer][row, position, neuron])
+    return out
+
+
+def _order_ties(rows: list[dict], digits: int = 3) -> list[dict]:
+    """Most-negative examples ordered by the activation as shown (``digits`` decimals), then, among ties, by
+    pre-activation, lowest first (the input that pushes the neuron furthest below zero); rows without a
+    pre-activation keep their order after those with one."""
+    def key(item):
+        i, r = item
+        pre = r.get("pre")
+        return (round(r["activation"], digits), pre is None, pre if pre is not None else 0.0, i)
+
+    return [r for _, r in sorted(enumerate(rows), key=key)]
+
+
+def _tie_counts(values, digits: int = 3, *, among=None) -> list[int]:
+    """Per value, how many of ``among`` (default: the values themselves) show the same number at ``digits``
+    decimals (1: no tie)."""
+    def shown(v) -> str:
+        return f"{float(v):.{digits}f}"
+
+    counts: dict[str, int] = {}
+    for v in (values if among is None else among):
+        counts[shown(v)] = counts.get(shown(v), 0) + 1
+    return [counts.get(shown(v), 1) for v in values]
 
 
 def _tied(values: pd.Series, precision: float = 5e-4) -> float | None:
@@ -454,11 +575,14 @@ def _feature_errors(cache, results, record, splits, dataset, dataset_note, model
         for key, name in (("false_positive", "false positives"), ("false_negative", "false negatives")):
             part = frame[frame["outcome"] == key]
             shown = part.head(options.n_errors)
+            # Ties are counted over the whole kind, not only the rows shown: a GELU floor can tie hundreds.
+            ties = _tie_counts(shown["score"], among=part["score"])
             kinds.append({"key": key, "name": name, "total": len(part), "rows": [
-                {"score": float(r.score),
+                {"score": float(r.score), "tie": tie, "text": context_text(list(r.context_tokens)),
                  "html": context_html(list(r.context_tokens), None, int(r.focus), 1.0,
                                       focus_end=int(r.focus) + max(1, min(int(r.end) - int(r.start), 64)))}
-                for r in shown.itertuples(index=False)]})
+                for r, tie in zip(shown.itertuples(index=False), ties)],
+                "tied": sum(1 for t in ties if t > 1)})
         sections.append({"title": f"{method}, k = {k}, layer {record['best_layer']}: F1 {row['f1']:.3f}, "
                                   f"precision {row['precision']:.3f}, recall {row['recall']:.3f}", "kinds": kinds})
     return {"sections": sections}
@@ -555,6 +679,14 @@ def _render_feature(env, record, results, meta, pages, options: SiteOptions, err
                  "chips": chips_html(r.neurons, "../", pages)}
                 for r in part[part["method"] == method].itertuples(index=False)]})
         probe_layers.append({"layer": int(layer), "open": int(layer) == best, "methods": methods})
+    viewer = None
+    method = preferred_method(sparse.loc[sparse["layer"] == best, "method"])
+    at_best = sparse[(sparse["layer"] == best) & (sparse["method"] == method)]
+    offered = [k for k in options.viewer_ks if k in set(at_best["k"])]  # probes.json has exactly these
+    if task == "binary" and offered:
+        texts = [r["text"] for e in errors.get("sections") or [] for kind in e["kinds"] for r in kind["rows"]]
+        viewer = {"probe": f"{feature}/L{best}/{method}/k{max(offered)}", "k": max(offered), "method": method,
+                  "text": texts[0] if texts else ""}
     first = rows[rows["layer"] == best].iloc[0] if len(rows[rows["layer"] == best]) else rows.iloc[0]
     counts = {c: int(first[c]) for c in ("n_train", "n_test", "n_train_pos", "n_test_pos") if c in first}
     curve_values = [f for c in f1_by_k(results, feature, best).values() for _, f in c]
@@ -566,11 +698,29 @@ def _render_feature(env, record, results, meta, pages, options: SiteOptions, err
         curve=_markup(svg.f1_vs_k_chart(f1_by_k(results, feature, best), label=label,
                                         y_range=(curve_low, 1.0))),
         heatmaps=heatmaps, heat_range=(low, high), probe_layers=probe_layers, max_k_table=options.max_k_table,
+        viewer=viewer,
         errors=errors.get("sections"), errors_note=errors.get("note", "no errors to show."))
 
 
-def _render_neuron(env, ref: NeuronRef, use: list[dict], data: _NeuronData, meta: dict, options: SiteOptions
-                   ) -> str:
+def _related(ref: NeuronRef, use: list[dict], data: _NeuronData, pages: set[NeuronRef], n_rows: int) -> dict:
+    """The neuron page's links to the neurons chosen with it and to the neurons most correlated with it."""
+    probes: dict[NeuronRef, set[tuple]] = {}
+    for u in use:
+        for partner in u.get("partners", []):
+            probes.setdefault(partner, set()).add((u["feature"], u["method"], u["k"]))
+    co = sorted(probes.items(), key=lambda item: (-len(item[1]), item[0]))
+    return {
+        "co_selected": [{"id": p.id, "page": neuron_page_name(p) if p in pages else None, "n": len(found),
+                         "features": ", ".join(dict.fromkeys(f for f, _, _ in sorted(found)))}
+                        for p, found in co],
+        "correlated": [{"id": p.id, "page": neuron_page_name(p) if p in pages else None, "r": r}
+                       for p, r in data.correlated.get(ref, [])],
+        "n_rows": n_rows,
+    }
+
+
+def _render_neuron(env, ref: NeuronRef, use: list[dict], data: _NeuronData, meta: dict, options: SiteOptions,
+                   pages: set[NeuronRef] | None = None, n_rows: int = 0) -> str:
     top = data.top_of.get(ref, data.top.iloc[:0])
     extremes = top[top["kind"].isin(["top", "bottom"])]["activation"] if len(top) else pd.Series(dtype=float)
     scale = float(extremes.abs().max()) if len(extremes) else 0.0
@@ -579,10 +729,12 @@ def _render_neuron(env, ref: NeuronRef, use: list[dict], data: _NeuronData, meta
         if not len(top):
             return []
         part = top[top["kind"] == kind].sort_values("rank")
+        ties = _tie_counts(part["activation"])
         return [{"rank": int(r.rank), "activation": float(r.activation), "group": r.group,
-                 "layer_rank": int(getattr(r, "layer_rank", 0)),
+                 "layer_rank": int(getattr(r, "layer_rank", 0)), "tie": tie,
+                 "sequence": int(getattr(r, "sequence", -1)), "position": int(getattr(r, "position", -1)),
                  "html": context_html(list(r.context_tokens), list(r.context_activations), int(r.focus), scale)}
-                for r in part.itertuples(index=False)]
+                for r, tie in zip(part.itertuples(index=False), ties)]
 
     bands = []
     if len(top):
@@ -607,15 +759,29 @@ def _render_neuron(env, ref: NeuronRef, use: list[dict], data: _NeuronData, meta
                   "tables": [(f"{kind} tokens", [{"token": display_token(str(r.token)), "effect": float(r.effect)}
                                                   for r in effects.table[effects.table["kind"] == kind].itertuples()])
                              for kind in ("top", "bottom")]}
+    first = min(use, key=lambda u: (u["k"], u["feature"], u["method"])) if use else None
+    top_rows = top[top["kind"] == "top"].sort_values("rank") if len(top) else top
+    bottom = examples("bottom")
+    if data.bottom_pre and bottom:
+        for e in bottom:
+            e["pre"] = data.bottom_pre.get((ref.layer, ref.index, e["sequence"], e["position"]))
+        bottom = _order_ties(bottom)
     n = {
         "id": ref.id, "layer": ref.layer, "index": ref.index,
+        "first": first,
+        "viewer_text": context_text(list(top_rows["context_tokens"].iloc[0])) if len(top_rows) else "",
+        "related": _related(ref, use, data, pages or set(), n_rows),
+        "note": data.notes.get(ref.id, ""),
+        "notes_key": f"{meta['model_id']}|{meta['site']}|{meta['dataset_hash'][:12]}",
+        "bottom_ties": sum(1 for e in bottom if e["tie"] > 1),
+        "bottom_pre": any(e.get("pre") is not None for e in bottom),
         "max": float(top[top["kind"] == "top"]["activation"].max()) if len(top) else None,
         "min": float(top[top["kind"] == "bottom"]["activation"].min()) if len(top) else None,
         "scale": scale,
         "uses": _group_uses(use), "max_k_pages": options.max_k_pages,
         "uses_binary": all(u["task"] == "binary" for u in use),
         "unhistogrammed": list(dict.fromkeys(u["feature"] for u in use if u["task"] != "binary")),
-        "top": examples("top"), "bottom": examples("bottom"), "bands": bands,
+        "top": examples("top"), "bottom": bottom, "bands": bands,
         "bottom_tied": _tied(top[top["kind"] == "bottom"]["activation"] if len(top) else pd.Series(dtype=float)),
         "histograms": data.histograms.get(ref, []),
         "tokens": token_rows, "min_count": options.token_min_count,

@@ -163,17 +163,18 @@ class Viewer:
             |coefficient|.
         probe : str, optional
             Id of a probe from the catalogue: its score ``a[neurons] @ coef + intercept`` and probability
-            ``sigmoid(score)`` at each token are returned too.
+            ``sigmoid(score)`` at each token are returned too, and the tokens are coloured by the score.
 
         Returns
         -------
         dict
             ``tokens`` (list of str, length n_tokens), ``token_ids``, ``offsets`` (character span of each
-            token in ``text``; ``[0, 0]`` for special tokens), ``layer``, ``neuron``, ``activations`` (list of
-            float, length n_tokens), ``max_abs`` (largest |activation| on the text), ``scale`` and
-            ``scale_source`` (what colours are relative to) and, with a probe, ``probe`` with ``id, feature,
-            scores, probabilities, predicted`` (lists of length n_tokens). Also ``page``: the neuron's site
-            page when it has one.
+            token in ``text``; ``[0, 0]`` for special tokens), ``layer``, ``neuron``, ``activations`` (the
+            neuron's, list of float, length n_tokens), ``mode`` (``"neuron"``, or ``"probe"`` with a probe),
+            ``values`` (what the tokens are coloured by: the neuron's activations, or the probe's scores),
+            ``max_abs`` (largest |value| on the text), ``scale`` and ``scale_source`` (what colours are relative
+            to) and, with a probe, ``probe`` with ``id, feature, k, f1, neurons, scores, probabilities,
+            predicted`` (the lists of length n_tokens). Also ``page``: the neuron's site page when it has one.
         """
         entry = None
         if probe:
@@ -205,6 +206,8 @@ class Viewer:
             "layer": layer,
             "neuron": neuron,
             "activations": values,
+            "mode": "neuron",
+            "values": values,
             "max_abs": max_abs,
             "scale": max(max_abs, corpus_scale) if corpus_scale else max_abs,
             "scale_source": "the neuron's largest |activation| on the site's corpus" if corpus_scale
@@ -218,10 +221,16 @@ class Viewer:
             scores = (layer_acts[:, index].double() @ coef + entry["intercept"]).tolist()
             answer["probe"] = {
                 "id": entry["id"], "feature": entry["feature"], "k": entry["k"], "f1": entry["f1"],
+                "neurons": list(entry["neurons"]),
                 "scores": scores,
                 "probabilities": [_sigmoid(s) for s in scores],
                 "predicted": [s > 0 for s in scores],
             }
+            # Probe mode shows the probe, not one of its neurons: its score has no corpus scale, so colours are
+            # relative to the text's largest |score| (the sign says which side of the decision boundary).
+            score_max = max((abs(v) for v in scores), default=0.0)
+            answer.update(mode="probe", values=scores, max_abs=score_max, scale=score_max,
+                          scale_source="the largest |probe score| on this text")
         return answer
 
 

@@ -126,7 +126,49 @@
   });
 
   // Viewer links work only when the site is served by `needle scope serve --site` (under /site/).
-  if (location.protocol.startsWith("http") && location.pathname.startsWith("/site/")) {
+  const served = location.protocol.startsWith("http") && location.pathname.startsWith("/site/");
+  if (served) {
     document.querySelectorAll("a.viewer-link").forEach((a) => { a.hidden = false; });
+  }
+
+  // Notes: served by the viewer, saved beside the site through /api/notes (<site>.notes.json, written atomically);
+  // opened from disk, where a page can write no file, kept in this browser's localStorage.
+  const notes = document.getElementById("notes");
+  if (notes) {
+    const status = document.getElementById("notes-status");
+    const id = notes.dataset.neuron;
+    let timer = null;
+    if (served) {
+      fetch("/api/notes").then((r) => r.json()).then((answer) => {
+        if (answer.error) { status.textContent = answer.error; return; }
+        notes.value = answer.notes[id] || "";
+        status.textContent = `Saved beside the site, in ${answer.path}.`;
+        notes.addEventListener("input", () => {
+          clearTimeout(timer);
+          status.textContent = "saving…";
+          timer = setTimeout(async () => {
+            const response = await fetch("/api/notes", { method: "POST", headers: { "Content-Type": "application/json" },
+              body: JSON.stringify({ neuron: id, text: notes.value }) });
+            const saved = await response.json();
+            status.textContent = response.ok ? `Saved beside the site, in ${saved.path}.` : saved.error;
+            document.body.dataset.notesSaved = response.ok ? "1" : "0";
+          }, 400);
+        });
+      }).catch(() => { status.textContent = "the viewer's server does not answer; notes are not saved."; });
+    } else {
+      const key = `needle-notes|${notes.dataset.key}|${id}`;
+      try {
+        const kept = localStorage.getItem(key);
+        if (kept !== null) notes.value = kept;
+        notes.addEventListener("input", () => {
+          localStorage.setItem(key, notes.value);
+          status.textContent = "Kept in this browser only (localStorage). Serve the site with needle scope serve " +
+            "--site to save notes beside it.";
+        });
+      } catch (err) {
+        notes.readOnly = true;
+        status.textContent = "This browser keeps no storage for pages opened from disk: notes are read-only here.";
+      }
+    }
   }
 })();

@@ -10,12 +10,13 @@
     if (message) $("result").hidden = true;
   }
 
-  function tokenSpan(token, value, scale, predicted, probability) {
+  function tokenSpan(token, value, scale, predicted, probability, activation) {
     const span = document.createElement("span");
     span.className = "tok" + (value < 0 ? " neg" : "") + (predicted ? " hit" : "");
     span.style.setProperty("--a", scale > 0 ? Math.min(1, Math.abs(value) / scale).toFixed(3) : "0");
     span.dataset.v = value.toFixed(4);
     if (probability !== undefined) span.dataset.p = probability.toFixed(3);
+    if (activation !== undefined) span.dataset.act = activation.toFixed(4);
     span.textContent = token;
     return span;
   }
@@ -24,9 +25,16 @@
   // ([CLS], [SEP], which have no characters) are shown as small labels.
   function render(answer, text) {
     const probe = answer.probe;
+    // Probe mode colours by the probe's score (coef · activations + intercept), neuron mode by the activation.
+    const values = answer.values || answer.activations;
     $("result-title").textContent = probe
-      ? `probe ${probe.id} (F1 ${probe.f1.toFixed(3)}) · showing neuron L${answer.layer}.N${answer.neuron}`
+      ? `probe ${probe.id} (F1 ${probe.f1.toFixed(3)}) · coloured by the probe's score over its ${probe.k} ` +
+        `neuron${probe.k === 1 ? "" : "s"} of layer ${answer.layer}`
       : `neuron L${answer.layer}.N${answer.neuron}`;
+    $("legend-what").textContent = probe ? "the probe's score (coef · activations + intercept)"
+      : "the neuron's activation";
+    document.body.dataset.mode = probe ? "probe" : "neuron";
+    $("activation-col").textContent = probe ? `activation of L${answer.layer}.N${answer.neuron}` : "activation";
     $("max-abs").textContent = `relative to ${answer.scale_source} (${answer.scale.toFixed(3)})` +
       (answer.scale !== answer.max_abs ? `; on this text it reaches ${answer.max_abs.toFixed(3)}` : "");
     $("probe-legend").hidden = !probe;
@@ -36,18 +44,19 @@
     body.replaceChildren();
     let done = 0;
     answer.tokens.forEach((token, i) => {
-      const value = answer.activations[i];
+      const value = values[i];
       const [start, end] = answer.offsets[i];
       const special = end <= start;
       if (!special && start > done) tokens.appendChild(document.createTextNode(text.slice(done, start)));
       const span = tokenSpan(special ? token : text.slice(start, end), value, answer.scale,
-                             probe && probe.predicted[i], probe ? probe.probabilities[i] : undefined);
+                             probe && probe.predicted[i], probe ? probe.probabilities[i] : undefined,
+                             probe ? answer.activations[i] : undefined);
       span.dataset.i = String(i);
       if (special) span.classList.add("special");
       tokens.appendChild(span);
       if (!special) done = Math.max(done, end);
       const row = document.createElement("tr");
-      const cells = [i, token, value.toFixed(4)];
+      const cells = [i, token, answer.activations[i].toFixed(4)];
       if (probe) cells.push(probe.scores[i].toFixed(3), probe.probabilities[i].toFixed(3));
       cells.forEach((c) => { const td = document.createElement("td"); td.textContent = c; row.appendChild(td); });
       body.appendChild(row);
@@ -78,6 +87,7 @@
       if (ticket !== state.request) return;  // a newer request is under way
       if (!response.ok) { showError(answer.error || `the server answered ${response.status}`); return; }
       showError("");
+      state.shown = answer.neuron;
       render(answer, text);
     } catch (err) {
       if (ticket === state.request) showError("the viewer's server does not answer: is needle scope serve running?");
@@ -148,7 +158,10 @@
     const t = e.target.closest ? e.target.closest(".tok") : null;
     const tip = $("tip");
     if (!t) { tip.hidden = true; return; }
-    tip.textContent = `${JSON.stringify(t.textContent)}  activation ${t.dataset.v}` + (t.dataset.p ? `  P(feature)=${t.dataset.p}` : "");
+    tip.textContent = t.dataset.p
+      ? `${JSON.stringify(t.textContent)}  probe score ${t.dataset.v}  P(feature)=${t.dataset.p}  ` +
+        `(neuron L${$("layer").value}.N${state.shown} ${t.dataset.act})`
+      : `${JSON.stringify(t.textContent)}  activation ${t.dataset.v}`;
     const r = t.getBoundingClientRect();
     tip.style.left = `${r.left + window.scrollX}px`;
     tip.style.top = `${r.bottom + window.scrollY + 4}px`;
