@@ -121,12 +121,12 @@ def run_demo(
     results = sweep(cache, out=results_path, methods=list(methods), ks=list(ks or DEFAULT_KS), n_jobs=n_jobs)
     echo(f"      {len(results)} probes → {results_path}")
 
-    echo(f"[4/{steps}] writing the report …")
-    write_report(results_path, report_path)
-    if site:
-        echo(f"[5/{steps}] building the needle scope site (pages for neurons of probes with k <= {site_max_k}, "
+    if site:  # before the report, so that the report links into it
+        echo(f"[4/{steps}] building the needle scope site (pages for neurons of probes with k <= {site_max_k}, "
              f"examples from {site_sequences} sequences) …")
         _build_site(results_path, cache, site_dir, adapter, site_sequences, site_max_k, echo)
+    echo(f"[{steps}/{steps}] writing the report …")
+    write_report(results_path, report_path, site=site_dir if site else None)
     summary = summarize(results)
     columns = ["feature", "best_layer", "f1_k1", "f1_k8", "f1_dense", "neuron_layer", "neuron", "neuron_precision",
                "neuron_recall"]
