@@ -2,10 +2,10 @@
 
 Train a toy model on trajectory strings, then read the trajectories back out of it:
 
-    needle toy train --out runs/dyn-logistic --dynamics logistic --cpu-minutes 4 --hidden-size 64 --layers 3 \\
+    needle toy train --out runs/dyn-logistic --dynamics logistic --cpu-minutes 6 --minutes 55 --hidden-size 64 --layers 3 \\
         --heads 2 --neurons 256 --vocab-size 300
-    python examples/sindy.py --system logistic --model runs/dyn-logistic --work runs/sindy-logistic
-    python examples/sindy.py --system lorenz --model runs/dyn-lorenz --work runs/sindy-lorenz --length 24
+    python examples/sindy.py --system logistic --model runs/dyn-logistic --work runs/sindy-logistic --length 26
+    python examples/sindy.py --system lorenz --model runs/dyn-lorenz --work runs/sindy-lorenz --length 20
     python examples/sindy.py --system logistic --model minilm --work runs/sindy-minilm
 
 The probing strings are new trajectories (data seed 1; the model trained on seed 0's). Each
