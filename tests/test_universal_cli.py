@@ -241,3 +241,25 @@ def test_bad_input_gets_one_line(family, monkeypatch, capsys):
         code, err = run(*args)
         assert code == 2 and err.startswith("error:") and message in err and "Traceback" not in err, err
         assert len(err.strip().splitlines()) == 1
+
+
+def test_example_runs_end_to_end_at_a_tiny_size(family, tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "universal_neurons.py"
+    spec = importlib.util.spec_from_file_location("universal_example", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    summary = example.main(["--out", str(tmp_path / "study"), "--family", str(family["fam"]), "--text",
+                            str(family["text"][0]), "--syntax", str(family["root"] / "tiny.conllu.gz"),
+                            "--random", "2", "--unigrams", "5", "--sweep-tokens", "256"])
+    text = summary.read_text()
+    from needle.universal.correlate import UniversalCorrelations
+
+    corr = UniversalCorrelations.load(tmp_path / "study" / "correlations")
+    k = int((corr.neurons["excess"] > 0.5).sum())
+    assert f"**{k} of 72 neurons = {100 * k / 72:.2f} %" in text
+    for heading in ("## Families", "## Roles", "## Entropy sweep", "## Attention (de)activation"):
+        assert heading in text
+    assert (tmp_path / "study" / "site" / "universality.html").is_file()
