@@ -95,9 +95,9 @@ def main(argv: list[str] | None = None) -> Path:
     corr = stage("correlations", "universal", "correlate", "--family", family, *source, *tokens)
     stats = stage("statistics", "universal", "stats", "--model", family, "--correlations", corr, *threshold,
                   *source, *tokens)
-    explain = stage("explain.parquet", "universal", "explain", "--model", family, "--correlations", corr,
-                    *threshold, "--unigrams", args.unigrams, *source, *tokens,
-                    *[a for path in syntax for a in ("--syntax", path)])
+    # the tests need no correlations: the summary tabulates the universal neurons' families
+    explain = stage("explain.parquet", "universal", "explain", "--model", family, "--unigrams", args.unigrams,
+                    *source, *tokens, *[a for path in syntax for a in ("--syntax", path)])
     roles = stage("roles", "universal", "roles", "--model", family, *source, *tokens)
     entropy = stage("entropy", "universal", "entropy", "--model", family, "--random", args.random, *source,
                     *sweep_tokens)
@@ -146,14 +146,28 @@ def write_summary(out: Path, family: Path, corr: Path, stats: Path, explain: Pat
     if comparison.is_file():
         lines += ["## Universal against other neurons (mean layer percentile ± s.e.)", "",
                   _markdown(pd.read_csv(comparison), 1), ""]
-    families = explain.with_name(explain.stem + "_families.csv")
+    from needle.universal.figures import families_by_layer
+
     table = pd.read_parquet(explain)
     best = table[table["rank"] == 0]
-    lines += ["## Families", "", "Best test of every neuron, by family:", "",
-              _markdown(best["family"].value_counts().rename_axis("family").reset_index()), ""]
-    if families.is_file():
-        lines += ["Universal neurons by layer and family:", "", _markdown(pd.read_csv(families)), ""]
     universal = result.universal(threshold)[["layer", "neuron", "id", "excess"]]
+    everyone = best.pivot_table(index="layer", columns="family", values="neuron", aggfunc="count", fill_value=0)
+    lines += ["## Families", "", "Best test of every neuron, by layer and family:", "",
+              _markdown(everyone.reset_index()), ""]
+    chosen = best.merge(universal[["layer", "neuron"]], on=["layer", "neuron"])
+    if len(chosen):
+        families = chosen.pivot_table(index="layer", columns="family", values="neuron", aggfunc="count",
+                                      fill_value=0)
+        families.to_csv(out / "universal_families.csv")
+        families_by_layer(families, out / "universal_families.png",
+                          title=f"families of the {len(chosen)} universal neurons (ϱ > {threshold:g})")
+        lines += ["Universal neurons by layer and family (universal_families.csv):", "",
+                  _markdown(families.reset_index()), ""]
+    else:
+        lines += [f"No neuron has ϱ > {threshold:g}: no family table of universal neurons.", ""]
+    typical = best.groupby("family")["score"].median()
+    lines += ["Median score of the best test, by family: " + ", ".join(f"{k} {v:.3f}" for k, v in typical.items()),
+              ""]
     top = universal.merge(best, on=["layer", "neuron"]).sort_values("excess", ascending=False).head(15)
     if len(top):
         lines += ["Most universal neurons and their best test:", "",
@@ -201,7 +215,7 @@ def write_summary(out: Path, family: Path, corr: Path, stats: Path, explain: Pat
               f"{d_attn.mean():+.4f} ± {d_attn.std(ddof=1) / n ** 0.5:.4f}; head output norm "
               f"{d_norm.mean():+.4f} ± {d_norm.std(ddof=1) / n ** 0.5:.4f} (mean ± s.e.).", ""]
     lines += ["## Files", "", f"Figures: {corr.name}/excess_by_layer.png, {stats.name}/universal_percentiles.png, "
-              f"{explain.stem}_families.png, {roles.name}/role_percentiles.png, {roles.name}/next_token_firing.png, "
+              f"universal_families.png, {roles.name}/role_percentiles.png, {roles.name}/next_token_firing.png, "
               f"{entropy.name}/entropy.png, {attention.name}/bos_scores.png, {attention.name}/path_ablation.png. "
               f"Site: {site.name}/universality.html.", ""]
     path = out / "summary.md"

@@ -262,4 +262,5 @@ def test_example_runs_end_to_end_at_a_tiny_size(family, tmp_path):
     assert f"**{k} of 72 neurons = {100 * k / 72:.2f} %" in text
     for heading in ("## Families", "## Roles", "## Entropy sweep", "## Attention (de)activation"):
         assert heading in text
+    assert "Best test of every neuron, by layer and family" in text
     assert (tmp_path / "study" / "site" / "universality.html").is_file()

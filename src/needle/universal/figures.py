@@ -63,6 +63,7 @@ def excess_by_layer(neurons: Any, path: str | os.PathLike, *, threshold: float =
                     body.set_alpha(0.4)
         else:
             ax.axhline(threshold, color="tab:red", lw=0.8, ls="--")
+        ax.set_xticks(layers)
         ax.set_xlabel("layer")
         ax.set_title(title)
     share, se, n = [], [], []
@@ -111,18 +112,20 @@ def role_percentiles_figure(weights: Any, percentiles: Any, path: str | os.PathL
         part = percentiles[percentiles["statistic"] == statistic]
         for q, group in part.groupby("percentile"):
             ax.plot(group["layer"], group["value"], marker="o", ms=3, label=f"{q:g}th")
+        ax.set_xticks(sorted(part["layer"].unique()))
         ax.set_xlabel("layer")
         ax.set_title(label)
         if statistic == "wu_kurtosis":
             ax.set_yscale("log")
             ax.axhline(kurtosis_threshold, color="grey", lw=0.8, ls="--")
         ax.legend(fontsize=7, frameon=False)
-    top_layers = sorted(weights["layer"].unique())[-last_layers:]
+    top_layers = [int(x) for x in sorted(weights["layer"].unique())[-last_layers:]]
     heavy = weights[weights["layer"].isin(top_layers) & (weights["wu_kurtosis"] > kurtosis_threshold)]
     axes[2].hist(heavy["wu_skew"], bins=30, color="tab:purple", alpha=0.7)
     axes[2].axvline(0, color="grey", lw=0.8)
     axes[2].set_xlabel("skew")
-    axes[2].set_title(f"skew, kurtosis > {kurtosis_threshold:g}, layers {top_layers} (n = {len(heavy)})")
+    axes[2].set_title(f"skew where kurtosis > {kurtosis_threshold:g}, layers {top_layers} (n = {len(heavy)})",
+                      fontsize=9)
     return _save(fig, path)
 
 
