@@ -583,9 +583,9 @@ def attention_command(
     delta_attn = table["bos_attention"] - table["bos_attention_ablated"]
     delta_norm = table["norm"] - table["norm_ablated"]
     n = len(table)
-    typer.echo(f"{label}: over {n:,} positions, attention to BOS original − ablated {delta_attn.mean():+.4f} ± "
-               f"{delta_attn.std(ddof=1) / n ** 0.5:.4f}, head output norm {delta_norm.mean():+.4f} ± "
-               f"{delta_norm.std(ddof=1) / n ** 0.5:.4f} (mean ± s.e.); wrote {out}")
+    typer.echo(f"{label}: over {n:,} positions, attention to BOS original − ablated {delta_attn.mean():+.2e} ± "
+               f"{delta_attn.std(ddof=1) / n ** 0.5:.1e}, head output norm {delta_norm.mean():+.2e} ± "
+               f"{delta_norm.std(ddof=1) / n ** 0.5:.1e} (mean ± s.e.); wrote {out}")
 
 
 @app.command("scope")
