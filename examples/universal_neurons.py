@@ -173,6 +173,17 @@ def write_summary(out: Path, family: Path, corr: Path, stats: Path, explain: Pat
                   _markdown(families.reset_index()), ""]
     else:
         lines += [f"No neuron has ϱ > {threshold:g}: no family table of universal neurons.", ""]
+    top_share = result.neurons.nlargest(max(1, len(result.neurons) // 50), "excess")[["layer", "neuron", "excess"]]
+    top_best = best.merge(top_share, on=["layer", "neuron"])
+    shares = pd.DataFrame({"top 2 % by ϱ": top_best["family"].value_counts(normalize=True) * 100,
+                           "all neurons": best["family"].value_counts(normalize=True) * 100}).fillna(0.0)
+    lines += [f"Families (% of neurons) of the {len(top_share)} neurons of largest ϱ (ϱ ≥ "
+              f"{top_share['excess'].min():.3f}) against all:", "", _markdown(shares.rename_axis("family")
+                                                                               .reset_index(), 1), ""]
+    quantiles = result.neurons["excess"].quantile([0.5, 0.9, 0.99, 1.0])
+    lines += ["ϱ quantiles (50 / 90 / 99 / 100 %): " + " / ".join(f"{v:.3f}" for v in quantiles) + "; neurons with "
+              + ", ".join(f"ϱ > {c:g}: {int((result.neurons['excess'] > c).sum())}" for c in (0.1, 0.2, 0.3, 0.4)),
+              ""]
     typical = best.groupby("family")["score"].median()
     lines += ["Median score of the best test, by family: " + ", ".join(f"{k} {v:.3f}" for k, v in typical.items()),
               ""]
