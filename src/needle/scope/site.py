@@ -140,6 +140,7 @@ def build_site(
     echo: Callable[[str], None] | None = None,
     progress: bool = False,
     extra_manifest: dict[str, Any] | None = None,
+    universality: Any = None,
 ) -> Path:
     """Build the static site of a sweep into ``out`` (replaced atomically when complete).
 
@@ -168,6 +169,8 @@ def build_site(
         Progress bars during the corpus passes.
     extra_manifest : dict, optional
         Recorded in the site's ``manifest.json`` as given (e.g. what a caller needs to decide to reuse it).
+    universality : UniversalityView or path-like, optional
+        Add the universality view (:mod:`needle.scope.universality`; a path is ``needle universal correlate``'s output).
 
     Returns
     -------
@@ -228,8 +231,13 @@ def build_site(
     feature_info = {f["name"]: f for f in cache.manifest.get("features", [])}
     index = feature_index(results, {name: info.get("description", "") for name, info in feature_info.items()})
 
+    from needle.scope.universality import add_section, load_universality, write_universality  # Chapter 3
+
+    if universality is not None and not hasattr(universality, "section"):
+        universality = load_universality(universality)
     with atomic_directory(out, overwrite=True, kind=SITE_FORMAT) as tmp:
         _copy_assets(tmp)
+        sections = write_universality(env, universality, tmp, meta, pages) if universality is not None else {}
         from needle.scope.space_time import PAGE, space_time_page  # Chapter 4: a map or years page, when it applies
 
         page = space_time_page(env, cache, dataset, meta, tmp)
@@ -243,8 +251,8 @@ def build_site(
                                                    options))
             _write(tmp / record["page"], html)
         for ref, use in uses.items():
-            _write(tmp / neuron_page_name(ref), _render_neuron(env, ref, use, analyses, meta, options, pages,
-                                                               cache.n_rows))
+            _write(tmp / neuron_page_name(ref), add_section(_render_neuron(env, ref, use, analyses, meta, options,
+                                                                           pages, cache.n_rows), sections.get(ref)))
         _write(tmp / "search-index.js", _search_index(index, uses, analyses))
         _write(tmp / "probes.json", json.dumps(probe_catalogue(results, ks=options.viewer_ks)))
         _write(tmp / "manifest.json", json.dumps({

@@ -216,6 +216,25 @@ class UniversalCorrelations:
         """The neurons with excess correlation ϱ above ``threshold`` (the thesis uses 0.5)."""
         return self.neurons[self.neurons["excess"] > threshold]
 
+    def by_layer(self, threshold: float = 0.5) -> Any:
+        """Per layer: ``n_neurons``, ``n_universal`` (ϱ > ``threshold``), ``fraction`` and its binomial ``se``,
+        the median ``excess`` and the mean ``mean_max_corr`` and ``mean_baseline``; a last row ``layer = -1`` for
+        all layers together."""
+        import pandas as pd
+
+        rows = []
+        groups = [(int(layer), part) for layer, part in self.neurons.groupby("layer")] + [(-1, self.neurons)]
+        for layer, part in groups:
+            n = len(part)
+            k = int((part["excess"] > threshold).sum())
+            p = k / n if n else float("nan")
+            rows.append({"layer": layer, "n_neurons": n, "n_universal": k, "fraction": p,
+                         "se": (p * (1 - p) / n) ** 0.5 if n else float("nan"),
+                         "median_excess": float(part["excess"].median()),
+                         "mean_max_corr": float(part["mean_max_corr"].mean()),
+                         "mean_baseline": float(part["mean_baseline"].mean())})
+        return pd.DataFrame(rows)
+
     def save(self, out: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write the tables (Parquet) and ``manifest.json`` into the directory ``out``, atomically."""
         from needle._io import atomic_directory, write_json_atomic

@@ -21,7 +21,7 @@ import torch
 
 from needle.errors import InputError
 
-__all__ = ["antipodal_pairs", "fixed_activation_sweep"]
+__all__ = ["antipodal_pairs", "entropy_candidates", "fixed_activation_sweep", "random_neurons"]
 
 
 @torch.inference_mode()
@@ -125,3 +125,59 @@ def antipodal_pairs(model: Any, *, layers: Sequence[int] | None = None, threshol
              "cos": float(cos[a, b])} for a, b in zip(first.tolist(), second.tolist())]
     table = pd.DataFrame(rows, columns=["layer", "neuron", "other_layer", "other_neuron", "cos"])
     return table.sort_values("cos", ignore_index=True)
+
+
+def entropy_candidates(model: Any, weights: Any, *, last: int = 2) -> list[tuple[int, int, str]]:
+    """The thesis's entropy neuron and its antipode: in the last ``last`` layers, the neuron of large weight norm and
+    small logit-effect variance, and the neuron of those layers whose ``w_out`` points most nearly opposite.
+
+    The first is the neuron maximising ``pct(weight_norm) − pct(logit_var)`` (percentiles over the last layers'
+    neurons): the thesis's L23.945 was the 15th largest norm with the smallest logit variance.
+
+    Parameters
+    ----------
+    model : ModelAdapter
+    weights : pandas.DataFrame
+        :func:`~needle.universal.stats.weight_statistics` of ``model`` (with ``logit_var``).
+    last : int
+
+    Returns
+    -------
+    list of (layer, neuron, label)
+        ``label`` ``"entropy candidate"`` then ``"antipode (cos …)"``.
+    """
+    from needle.universal.stats import preprocessed_weights
+
+    if "logit_var" not in weights.columns:
+        raise InputError("the weight table has no logit_var; entropy neurons need a causal LM's unembedding.")
+    if not 1 <= last <= model.n_layers:
+        raise InputError(f"last must be between 1 and {model.n_layers}, not {last}.")
+    layers = list(range(model.n_layers - last, model.n_layers))
+    part = weights[weights["layer"].isin(layers)]
+    score = part["weight_norm"].rank(pct=True) - part["logit_var"].rank(pct=True)
+    best = part.loc[score.idxmax()]
+    chosen = [(int(best["layer"]), int(best["neuron"]), "entropy candidate")]
+    outs = {layer: preprocessed_weights(model, layer)["w_out"] for layer in layers}
+    w = outs[chosen[0][0]][chosen[0][1]]
+    w = w / w.norm().clamp(min=1e-12)
+    best_cos, best_key = 0.0, None
+    for layer, out in outs.items():
+        cos = (out / out.norm(dim=1, keepdim=True).clamp(min=1e-12)) @ w
+        index = int(cos.argmin())
+        if float(cos[index]) < best_cos:
+            best_cos, best_key = float(cos[index]), (layer, index)
+    if best_key is not None:
+        chosen.append((*best_key, f"antipode (cos {best_cos:.2f})"))
+    return chosen
+
+
+def random_neurons(model: Any, n: int = 20, *, last: int = 2, seed: int = 0,
+                   exclude: Sequence[tuple[int, int]] = ()) -> list[tuple[int, int]]:
+    """``n`` distinct neurons drawn uniformly from the last ``last`` layers (seeded), none of ``exclude``."""
+    layers = list(range(max(model.n_layers - last, 0), model.n_layers))
+    pool = [(layer, i) for layer in layers for i in range(model.n_neurons)
+            if (layer, i) not in {tuple(e) for e in exclude}]
+    if n > len(pool):
+        raise InputError(f"cannot draw {n} random neurons from {len(pool)}; ask for fewer.")
+    picks = np.random.default_rng(seed).choice(len(pool), n, replace=False)
+    return [pool[i] for i in sorted(picks)]
