@@ -192,6 +192,39 @@ def test_extracted_latents_equal_the_encoder_on_raw_activations(tmp_path, tiny, 
         cache_activations(raw.path, 0)
 
 
+def test_latents_are_zoomed_in_on_like_neurons(tmp_path, tiny, bpe_tokenizer):
+    from needle.models.sites import get_site
+    from needle.neurons import Corpus, top_activations
+    from needle.probing import sweep
+    from needle.scope import build_site
+
+    make_dataset(bpe_tokenizer).save(tmp_path / "ds")
+    sae = make_sae(random_weights(7, d_in=tiny.d_model, d_sae=4 * tiny.d_model), "standard",
+                   metadata={"hook_name": "blocks.1.hook_resid_post"})
+    # the corpus pass reads latents through the SAE: its top value is the encoder's maximum over the corpus,
+    # recomputed here from the model's own hidden states (block 1's output)
+    corpus = Corpus.from_dataset(tmp_path / "ds", tokenizer=bpe_tokenizer)
+    top = top_activations(tiny, corpus, [(1, 5)], site=get_site("resid", sae), n_top=1, n_bottom=0, per_band=0,
+                          exclude_special=False)
+    with torch.no_grad():
+        latents = [sae.encode(tiny.model(input_ids=torch.as_tensor(t[None]), output_hidden_states=True)
+                              .hidden_states[2][0])[:, 5] for t in corpus.tokens]
+    assert top.activation.iloc[0] == pytest.approx(float(torch.cat(latents).max()), rel=1e-5)
+
+    site, layers = sae_site_and_layers(sae, None, None)
+    cache = extract(tiny, tmp_path / "ds", tmp_path / "sae", layers=layers, site=site, transform=sae,
+                    dtype="float32", progress=False)
+    results = sweep(cache, out=tmp_path / "r.parquet", methods=["mean_diff"], ks=[1], baselines=False)
+    with pytest.raises(InputError, match="pass its transform"):
+        build_site(results, cache, tmp_path / "site", model=tiny, max_sequences=4)
+    out = build_site(results, cache, tmp_path / "site", model=tiny, max_sequences=4, transform=sae)
+    pages = sorted((out / "neurons").rglob("*.html"))
+    assert pages
+    for page in pages:
+        heading = page.read_text().split("<h1>")[1].split("</h1>")[0]
+        assert heading.startswith("Latent L1.N") and heading.endswith(f" of {sae.name}"), heading
+
+
 def test_sae_site_and_layers_refuses_the_wrong_place():
     sae = make_sae(random_weights(8), "standard", metadata={"hook_name": "blocks.3.hook_resid_post"})
     assert sae_site_and_layers(sae, None, None) == ("hook_resid_post", [3])
@@ -336,6 +369,16 @@ def test_sae_train_info_and_extract_commands(tmp_path, tiny_dir, bpe_tokenizer):
     assert cache.layers == [1] and cache.site == f"hook_resid_post+{sae.name}" and cache.width == 64
     token = np.asarray(cache.rows["aggregation"]) == "token"  # a span's mean of latents is not k-sparse
     assert ((np.asarray(cache.layer(1))[token] > 0).sum(1) <= 4).all()
+    # the latents' sweep and their scope pages, the SAE given to the site as to the extraction
+    result = runner.invoke(app, ["probe", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "r.parquet"),
+                                 "--methods", "mean_diff", "--k", "1", "--no-baselines"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["scope", "build", "--results", str(tmp_path / "r.parquet"), "--cache",
+                                 str(tmp_path / "cache"), "--out", str(tmp_path / "site"), "--model", str(tiny_dir),
+                                 "--max-sequences", "4", "--sae", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    page = next((tmp_path / "site" / "neurons").rglob("*.html")).read_text()
+    assert f" of {sae.name}</h1>" in page
 
 
 def test_bad_sae_path_is_one_line(monkeypatch, capsys, tmp_path):

@@ -24,6 +24,8 @@ def build_command(
         help="Sequences of the default corpus (spread over the dataset).")] = 128,
     max_k: Annotated[int, typer.Option(
         "--max-k", help="Neurons chosen by a probe with k <= this get a page.")] = 8,
+    sae: Annotated[Optional[Path], typer.Option(
+        "--sae", help="The SAE a latents cache was extracted with (SAELens folder): pages of its latents.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress lines.")] = False,
 ) -> None:
     """Build a static site: an index of features, a page per feature and per neuron, search. Opens from disk."""
@@ -41,6 +43,11 @@ def build_command(
 
         check_replaceable(out, SITE_FORMAT)
     loaded_cache = load_cache(cache)
+    transform = None
+    if sae is not None:
+        from needle.sae import load_sae
+
+        transform = load_sae(sae)
     adapter = None
     text_corpus = None
     if model is not None or corpus:
@@ -58,7 +65,7 @@ def build_command(
 
     on_interrupt(f"{out} was left as it was (a site is written only once it is complete)")
     path = build_site(results, loaded_cache, out, model=adapter, corpus=text_corpus, max_sequences=max_sequences,
-                      options=SiteOptions(max_k_pages=max_k), echo=echo, progress=not quiet)
+                      options=SiteOptions(max_k_pages=max_k), echo=echo, progress=not quiet, transform=transform)
     typer.echo(f"open {(path / 'index.html').resolve()} in a browser (python -m webbrowser {path / 'index.html'})")
 
 

@@ -11,6 +11,7 @@ import torch
 
 from needle.errors import InputError
 from needle.models.base import ModelAdapter, normalize_site
+from needle.models.sites import Site, get_site
 from needle.neurons.corpus import Batch, Corpus
 from needle.neurons.ids import NeuronLike, format_neuron_id, parse_neurons
 
@@ -34,7 +35,8 @@ class NeuronSet:
     index: dict[int, torch.Tensor]
 
     @classmethod
-    def build(cls, model: ModelAdapter, neurons: NeuronLike | Sequence[NeuronLike], site: str = "post") -> NeuronSet:
+    def build(cls, model: ModelAdapter, neurons: NeuronLike | Sequence[NeuronLike],
+              site: str | Site = "post") -> NeuronSet:
         neurons = parse_neurons(neurons)
         width = model.site_width(site)
         for layer, index in neurons:
@@ -56,7 +58,20 @@ class NeuronSet:
         return torch.cat([captured[layer] for layer in self.layers], dim=-1)
 
 
-def stream_activations(model: ModelAdapter, corpus: Corpus, neurons: NeuronSet, *, site: str = "post",
+def unit_site(site: str | Site, what: str) -> Site:
+    """The :class:`Site` whose columns ``what`` reads: neurons (``post``, ``pre``), or any site's transformed latents.
+
+    The residual stream's own dimensions are refused (they are no units to zoom in on); a transformed
+    residual stream (an SAE's latents) is accepted.
+    """
+    resolved = get_site(site)
+    if resolved.transform is None and resolved.name == "hook_resid_post":
+        raise InputError(f"{what} reads neurons or latents: use site 'post' or 'pre', or a transform's latents, "
+                         "not 'resid'.")
+    return resolved
+
+
+def stream_activations(model: ModelAdapter, corpus: Corpus, neurons: NeuronSet, *, site: str | Site = "post",
                        batch_tokens: int = 8192, max_batch_size: int = 64, sequences: Sequence[int] | None = None,
                        progress: bool = False, desc: str = "activations",
                        layer_rank: bool = False) -> Iterator[tuple[Batch, torch.Tensor]]:
@@ -80,7 +95,7 @@ def stream_activations(model: ModelAdapter, corpus: Corpus, neurons: NeuronSet, 
     from tqdm.auto import tqdm
 
     corpus.check_model(model)
-    site = normalize_site(site)
+    site = get_site(site)  # a Site keeps its transform: an SAE's latents stream like neurons
     total = corpus.n_tokens if sequences is None else int(corpus.lengths[np.unique(sequences)].sum())
     device = model.device
 

@@ -107,12 +107,14 @@ def cache_distributions(caches: Mapping[str, object] | object, feature: str,
     for cache in caches:
         rows, y = cache.feature(feature)
         info = cache.rows
+        # a transformed basis's id (site+transform) has no short name
+        site = cache.site if "+" in cache.site else normalize_site(cache.site)
         for layer, index in parsed:
             if not 0 <= index < cache.width:
                 raise InputError(f"neuron {format_neuron_id(layer, index)} does not exist; the cache has {cache.width} per layer.")
             values = np.asarray(cache.layer(layer)[rows, index], dtype=np.float64)
             frames.append(pd.DataFrame({
-                "layer": layer, "neuron": index, "site": normalize_site(cache.site), "feature": feature,
+                "layer": layer, "neuron": index, "site": site, "feature": feature,
                 "example": np.arange(len(rows)), "row": rows, "sequence": info["sequence"][rows],
                 "start": info["start"][rows], "end": info["end"][rows], "y": y.astype(np.int8),
                 "activation": values,

@@ -22,8 +22,9 @@ import pandas as pd
 import torch
 
 from needle.errors import InputError
-from needle.models.base import ModelAdapter, normalize_site
-from needle.neurons._common import NeuronLike, NeuronSet, excluded_ids, stream_activations
+from needle.models.base import ModelAdapter
+from needle.models.sites import Site
+from needle.neurons._common import NeuronLike, NeuronSet, excluded_ids, stream_activations, unit_site
 from needle.neurons.corpus import Corpus
 from needle.neurons.ids import parse_neurons
 
@@ -38,7 +39,7 @@ def firing_statistics(
     corpus: Corpus,
     neurons: NeuronLike | Sequence[NeuronLike],
     *,
-    site: str = "post",
+    site: str | Site = "post",
     threshold: float = 0.0,
     bins: int = 40,
     exclude_special: bool = True,
@@ -53,7 +54,8 @@ def firing_statistics(
     model : ModelAdapter
     corpus : Corpus
     neurons : (layer, index) pairs or ids like ``"L3.N120"``
-    site : {"post", "pre"}, default "post"
+    site : {"post", "pre"} or Site, default "post"
+        A Site with a transform (an SAE's latents) reads its latents as neurons.
     threshold : float, default 0.0
         A neuron fires on a token when its activation is strictly above this.
     bins : int, default 40
@@ -76,9 +78,7 @@ def firing_statistics(
         floats) and ``counts`` (``bins`` ints, summing to ``n_tokens``) are lists;
         the last bin includes its right edge.
     """
-    site = normalize_site(site)
-    if site == "resid":
-        raise InputError("firing_statistics reads neurons: use site 'post' or 'pre'.")
+    site = unit_site(site, "firing_statistics")
     if int(bins) < 1:
         raise InputError(f"bins must be at least 1, got {bins}.")
     nset = NeuronSet.build(model, parse_neurons(neurons), site)

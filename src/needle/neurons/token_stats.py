@@ -15,8 +15,9 @@ import pandas as pd
 import torch
 
 from needle.errors import InputError
-from needle.models.base import ModelAdapter, normalize_site
-from needle.neurons._common import NeuronLike, NeuronSet, stream_activations
+from needle.models.base import ModelAdapter
+from needle.models.sites import Site
+from needle.neurons._common import NeuronLike, NeuronSet, stream_activations, unit_site
 from needle.neurons.corpus import Corpus
 from needle.neurons.ids import parse_neurons
 
@@ -28,7 +29,7 @@ def token_statistics(
     corpus: Corpus,
     neurons: NeuronLike | Sequence[NeuronLike],
     *,
-    site: str = "post",
+    site: str | Site = "post",
     by_label: bool = False,
     min_count: int = 1,
     batch_tokens: int = 8192,
@@ -41,7 +42,8 @@ def token_statistics(
     model : ModelAdapter
     corpus : Corpus
     neurons : (layer, index) pairs or ids like ``"L3.N120"``
-    site : {"post", "pre"}, default "post"
+    site : {"post", "pre"} or Site, default "post"
+        A Site with a transform (an SAE's latents) reads its latents as neurons.
     by_label : bool, default False
         Break the statistics down by the corpus's sequence labels (which it
         must have); sequences without a label are left out.
@@ -60,9 +62,7 @@ def token_statistics(
         ``"5"`` and ``"##5"`` stay apart). ``std`` is the population
         standard deviation.
     """
-    site = normalize_site(site)
-    if site == "resid":
-        raise InputError("token_statistics reads neurons: use site 'post' or 'pre'.")
+    site = unit_site(site, "token_statistics")
     if by_label and corpus.labels is None:
         raise InputError("by_label=True needs a corpus with labels (build it with labels=…).")
     nset = NeuronSet.build(model, parse_neurons(neurons), site)

@@ -25,7 +25,8 @@ import pandas as pd
 import torch
 
 from needle.errors import InputError
-from needle.models.base import ModelAdapter, normalize_site
+from needle.models.base import ModelAdapter
+from needle.models.sites import Site
 from needle.neurons._common import (
     NeuronLike,
     NeuronSet,
@@ -34,6 +35,7 @@ from needle.neurons._common import (
     excluded_ids,
     group_codes,
     stream_activations,
+    unit_site,
 )
 from needle.neurons.corpus import Corpus
 from needle.neurons.ids import parse_neurons
@@ -165,7 +167,7 @@ def top_activations(
     corpus: Corpus,
     neurons: NeuronLike | Sequence[NeuronLike],
     *,
-    site: str = "post",
+    site: str | Site = "post",
     n_top: int = 20,
     n_bottom: int = 20,
     bands: Sequence[tuple[float, float]] = DEFAULT_BANDS,
@@ -188,7 +190,8 @@ def top_activations(
     model : ModelAdapter
     corpus : Corpus
     neurons : (layer, index) pairs or ids like ``"L3.N120"``
-    site : {"post", "pre"}, default "post"
+    site : {"post", "pre"} or Site, default "post"
+        A Site with a transform (an SAE's latents) reads its latents as neurons.
     n_top, n_bottom : int, default 20
         Largest and smallest activations kept per neuron.
     bands : sequence of (float, float), default :data:`DEFAULT_BANDS`
@@ -240,9 +243,7 @@ def top_activations(
         ``group`` column has no repeats within one neuron's top (or bottom)
         rows.
     """
-    site = normalize_site(site)
-    if site == "resid":
-        raise InputError("top_activations reads neurons: use site 'post' or 'pre', not 'resid'.")
+    site = unit_site(site, "top_activations")
     for name, value in (("n_top", n_top), ("n_bottom", n_bottom), ("per_band", per_band), ("band_pool", band_pool)):
         if int(value) < 0:
             raise InputError(f"{name} must be >= 0, got {value}.")
@@ -310,7 +311,7 @@ def _band_rows(j: int, layer: int, index: int, pool: _Reservoir, bands, per_band
     return rows
 
 
-def _with_context(model, corpus: Corpus, nset: NeuronSet, site: str, frame: pd.DataFrame,
+def _with_context(model, corpus: Corpus, nset: NeuronSet, site: Site, frame: pd.DataFrame,
                   context: tuple[int, int], batch_tokens: int) -> pd.DataFrame:
     """Add token strings, group, label and the context columns (second forward pass over the chosen sequences)."""
     names = corpus.names

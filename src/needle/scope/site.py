@@ -141,6 +141,7 @@ def build_site(
     progress: bool = False,
     extra_manifest: dict[str, Any] | None = None,
     universality: Any = None,
+    transform: Any = None,
 ) -> Path:
     """Build the static site of a sweep into ``out`` (replaced atomically when complete).
 
@@ -171,6 +172,9 @@ def build_site(
         Recorded in the site's ``manifest.json`` as given (e.g. what a caller needs to decide to reuse it).
     universality : UniversalityView or path-like, optional
         Add the universality view (:mod:`needle.scope.universality`; a path is ``needle universal correlate``'s output).
+    transform : Transform, optional
+        The transform of a cache of a transformed basis (an SAE, :func:`needle.sae.load_sae`): the pages are then
+        of its latents, read through it in the corpus pass. Required for such a cache.
 
     Returns
     -------
@@ -221,7 +225,8 @@ def build_site(
         corpus = default_corpus(cache, model.tokenizer, max_sequences=max_sequences)
     corpus.check_model(model)
 
-    analyses = _neuron_analyses(model, cache, corpus, results, uses, options, say, progress)
+    site = _cache_site(cache, transform)
+    analyses = _neuron_analyses(model, cache, site, corpus, results, uses, options, say, progress)
     analyses.correlated = correlated_neurons(cache, list(uses), top=options.n_related)
     from needle.scope.server import notes_path, read_notes
 
@@ -291,7 +296,16 @@ def _meta(results: pd.DataFrame, cache: Any, results_name: str, corpus: Any, n_n
         "n_neurons": n_neurons,
         "corpus": f"{len(corpus)} sequences, {corpus.n_tokens} tokens",
         "needle_version": __version__,
+        **_unit_names(cache.basis),
     }
+
+
+def _unit_names(basis: str) -> dict[str, str]:
+    """What a page's unit is called: a neuron, a residual or attention dimension, or a transform's latent."""
+    known = {"neurons": "Neuron", "residual dimensions": "Residual dimension",
+             "attention head dimensions": "Attention head dimension"}
+    return {"basis": basis, "unit": known.get(basis, "Latent"),
+            "unit_of": "" if basis in known else f" of {basis}"}
 
 
 # ------------------------------------------------------------- analyses
@@ -325,7 +339,27 @@ def _split_by_neuron(frame: pd.DataFrame) -> dict[NeuronRef, pd.DataFrame]:
     return {NeuronRef(int(layer), int(neuron)): part for (layer, neuron), part in frame.groupby(["layer", "neuron"])}
 
 
-def _neuron_analyses(model, cache, corpus, results, uses, options: SiteOptions, say, progress) -> _NeuronData:
+def _cache_site(cache: Any, transform: Any) -> Any:
+    """The Site the cache's columns come from: its transform's latents need the transform object itself."""
+    from needle.models.sites import get_site
+
+    base = cache.site.split("+", 1)[0]
+    if "+" not in cache.site:
+        if transform is not None:
+            raise InputError(f"transform: the cache {cache.path} holds {cache.basis} of {cache.site}, no transform's "
+                             "latents; drop the transform (--sae).")
+        return get_site(base)
+    if transform is None:
+        raise InputError(f"the cache {cache.path} holds the latents of {cache.basis}; pass its transform "
+                         "(transform=load_sae(PATH), --sae PATH) to build their pages.")
+    site = get_site(base, transform)
+    if site.id != cache.site:
+        raise InputError(f"transform: {transform.name} is not the cache's {cache.basis} ({cache.site}); pass the one "
+                         "it was extracted with.")
+    return site
+
+
+def _neuron_analyses(model, cache, site, corpus, results, uses, options: SiteOptions, say, progress) -> _NeuronData:
     from needle.neurons import cache_distributions, firing_statistics, logit_effects, token_statistics, top_activations
 
     neurons = [(ref.layer, ref.index) for ref in uses]
@@ -335,13 +369,13 @@ def _neuron_analyses(model, cache, corpus, results, uses, options: SiteOptions, 
     if neurons:
         t0 = time.perf_counter()
         say(f"  max-activating examples of {len(neurons)} neurons on {corpus!r} …")
-        top = top_activations(model, corpus, neurons, site=cache.site, n_top=options.n_top,
+        top = top_activations(model, corpus, neurons, site=site, n_top=options.n_top,
                               n_bottom=options.n_bottom, per_band=options.per_band, context=options.context,
                               batch_tokens=options.batch_tokens, progress=progress)
         say(f"  per-token statistics … ({time.perf_counter() - t0:.0f} s so far)")
-        tokens = token_statistics(model, corpus, neurons, site=cache.site, min_count=options.token_min_count,
+        tokens = token_statistics(model, corpus, neurons, site=site, min_count=options.token_min_count,
                                   batch_tokens=options.batch_tokens, progress=progress)
-        firing = firing_statistics(model, corpus, neurons, site=cache.site, batch_tokens=options.batch_tokens,
+        firing = firing_statistics(model, corpus, neurons, site=site, batch_tokens=options.batch_tokens,
                                    progress=progress, known_range=_activation_ranges(top))
         say(f"  corpus passes done in {time.perf_counter() - t0:.0f} s")
         if site_id(cache.site) == site_id("post"):
@@ -358,7 +392,7 @@ def _neuron_analyses(model, cache, corpus, results, uses, options: SiteOptions, 
             histograms.setdefault(NeuronRef(int(layer), int(neuron)), []).append(_histogram(feature, values))
     logits: dict[NeuronRef, Any] = {}
     note = ""
-    if model.is_causal:
+    if model.is_causal and site.transform is None:  # a latent's output direction is its decoder row, not w_out
         try:
             for ref in uses:
                 logits[ref] = logit_effects(model, ref.layer, ref.index, top=options.logit_rows)
@@ -371,6 +405,9 @@ def _neuron_analyses(model, cache, corpus, results, uses, options: SiteOptions, 
             found = logit_attribution(model, corpus, neurons, n_top=options.n_top, context=options.context,
                                       batch_tokens=options.batch_tokens, progress=progress)
             attribution, attribution_summary = found.examples, found.summary
+    elif site.transform is not None:
+        note = (f"the pages are of {site.basis}'s latents: their logit effects would be their decoder directions "
+                "through the unembedding, which these pages do not compute.")
     else:
         note = (f"{model.model_id} is an encoder ({model.family}): it has no unembedding, so its neurons have no "
                 "direct effect on next-token logits.")
