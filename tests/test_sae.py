@@ -210,6 +210,8 @@ def test_latents_are_zoomed_in_on_like_neurons(tmp_path, tiny, bpe_tokenizer):
         latents = [sae.encode(tiny.model(input_ids=torch.as_tensor(t[None]), output_hidden_states=True)
                               .hidden_states[2][0])[:, 5] for t in corpus.tokens]
     assert top.activation.iloc[0] == pytest.approx(float(torch.cat(latents).max()), rel=1e-5)
+    with pytest.raises(InputError, match="not 'resid'"):  # the residual stream's own dimensions are no units
+        top_activations(tiny, corpus, [(1, 5)], site="resid")
 
     site, layers = sae_site_and_layers(sae, None, None)
     cache = extract(tiny, tmp_path / "ds", tmp_path / "sae", layers=layers, site=site, transform=sae,
