@@ -213,6 +213,10 @@ def build_site(
     corpus.check_model(model)
 
     analyses = _neuron_analyses(model, cache, corpus, results, uses, options, say, progress)
+    from needle.scope.neuroscope import NeuroscopeData  # per-source examples (9.58), cos(w_in, w_out) lists (9.24)
+
+    neuroscope = NeuroscopeData.build(model, corpus, list(uses), context=options.context,
+                                      batch_tokens=options.batch_tokens, say=say)
     meta = _meta(results, cache, results_name, corpus, len(pages))
     env = environment(pages)
     feature_info = {f["name"]: f for f in cache.manifest.get("features", [])}
@@ -233,7 +237,8 @@ def build_site(
                                                    options))
             _write(tmp / record["page"], html)
         for ref, use in uses.items():
-            _write(tmp / neuron_page_name(ref), _render_neuron(env, ref, use, analyses, meta, options))
+            _write(tmp / neuron_page_name(ref), _render_neuron(env, ref, use, analyses, meta, options, neuroscope))
+        neuroscope.write_pages(tmp, set(uses))
         _write(tmp / "search-index.js", _search_index(index, uses, analyses))
         _write(tmp / "probes.json", json.dumps(probe_catalogue(results, ks=options.viewer_ks)))
         _write(tmp / "manifest.json", json.dumps({
@@ -569,8 +574,8 @@ def _render_feature(env, record, results, meta, pages, options: SiteOptions, err
         errors=errors.get("sections"), errors_note=errors.get("note", "no errors to show."))
 
 
-def _render_neuron(env, ref: NeuronRef, use: list[dict], data: _NeuronData, meta: dict, options: SiteOptions
-                   ) -> str:
+def _render_neuron(env, ref: NeuronRef, use: list[dict], data: _NeuronData, meta: dict, options: SiteOptions,
+                   neuroscope: Any = None) -> str:
     top = data.top_of.get(ref, data.top.iloc[:0])
     extremes = top[top["kind"].isin(["top", "bottom"])]["activation"] if len(top) else pd.Series(dtype=float)
     scale = float(extremes.abs().max()) if len(extremes) else 0.0
@@ -622,6 +627,7 @@ def _render_neuron(env, ref: NeuronRef, use: list[dict], data: _NeuronData, meta
         "logits": logits, "logits_note": data.logits_note,
         "attribution": _attribution_view(data, ref, top, scale),
         "firing": _firing_view(data, ref),
+        "neuroscope": neuroscope.neuron_section(ref, "../../", scale) if neuroscope is not None else "",
     }
     return env.get_template("neuron.html.j2").render(root="../../", meta=meta, n=n)
 
