@@ -6,9 +6,7 @@ import torch
 from torch import nn
 
 from needle.models.base import ModelAdapter
-from needle.models.solu import SOLU_ACTIVATION, register_activations
-
-register_activations()  # before any toy SoLU model is built or loaded
+from needle.models.solu import SOLU_ACTIVATION
 
 __all__ = ["GPTNeoXAdapter", "GPT2Adapter", "GatedMLPAdapter", "BertAdapter", "ADAPTERS"]
 
