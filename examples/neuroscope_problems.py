@@ -148,6 +148,18 @@ def main(argv: list[str] | None = None) -> None:
     agreement = pd.concat([metric_agreement(t).assign(model=name) for name, t in tables.items()])
     agreement.to_csv(args.out / "metric_agreement.csv", index=False)
     summary["monosemanticity"] = compared.to_dict("records")
+    by_layer = compare_models({f"{name} L{layer}": t[t["layer"] == layer] for name, t in tables.items()
+                               for layer in sorted(set(t["layer"]))}, seed=args.seed)
+    from scipy.stats import mannwhitneyu
+
+    tests = []
+    for layer in sorted(set(tables["gelu"]["layer"])):
+        for metric in ("vr_best", "top_share", "top_token_share"):
+            a, b = (tables[n][tables[n]["layer"] == layer][metric] for n in ("gelu", "solu"))
+            tests.append({"layer": int(layer), "metric": metric, "gelu_mean": float(a.mean()),
+                          "solu_mean": float(b.mean()), "mann_whitney_p": float(mannwhitneyu(a, b).pvalue)})
+    summary["monosemanticity_by_layer"] = by_layer.to_dict("records")
+    summary["gelu_vs_solu_tests"] = tests
     summary["agreement"] = agreement.to_dict("records")
     summary["selective_tests"] = {n: i["n_selective_tests"] for n, i in infos.items()}
     summary["families"] = {name: t["vr_test"].map(_family).value_counts().to_dict() for name, t in tables.items()}
@@ -161,12 +173,18 @@ def main(argv: list[str] | None = None) -> None:
     # ------------------------------------------------------------------ 9.49 (GELU: its w_out reads the neuron)
     gelu = models["gelu"]
     neurons = [(layer, i) for layer in range(gelu.n_layers) for i in range(gelu.n_neurons)]
-    say("direct logit attribution of every GELU neuron …")
-    found = logit_attribution(gelu, text, neurons, n_top=args.n_top, context=(8, 2))
-    top = top_activations(gelu, text, neurons, n_top=args.n_top, n_bottom=0, bands=(), context=(8, 2))
-    shared = np.array([overlap(found.examples, top, layer, i)["shared"] for layer, i in neurons])
-    lowers = found.summary["lowers_correct_token"].to_numpy(bool)
-    found.summary.to_csv(args.out / "dla_summary_gelu.csv", index=False)
+    if (args.out / "dla_summary_gelu.csv").is_file() and (args.out / "dla_shared_gelu.npy").is_file():
+        dla_summary = pd.read_csv(args.out / "dla_summary_gelu.csv")
+        shared = np.load(args.out / "dla_shared_gelu.npy")
+    else:
+        say("direct logit attribution of every GELU neuron …")
+        found = logit_attribution(gelu, text, neurons, n_top=args.n_top, context=(8, 2))
+        top = top_activations(gelu, text, neurons, n_top=args.n_top, n_bottom=0, bands=(), context=(8, 2))
+        shared = np.array([overlap(found.examples, top, layer, i)["shared"] for layer, i in neurons])
+        dla_summary = found.summary
+        dla_summary.to_csv(args.out / "dla_summary_gelu.csv", index=False)
+        np.save(args.out / "dla_shared_gelu.npy", shared)
+    lowers = dla_summary["lowers_correct_token"].to_numpy(bool)
     summary["dla"] = {
         "n_neurons": len(neurons), "n_top": args.n_top, "mean_shared": float(shared.mean()),
         "shared_quartiles": [float(q) for q in np.quantile(shared, [0.25, 0.5, 0.75])],
@@ -179,9 +197,14 @@ def main(argv: list[str] | None = None) -> None:
     # ------------------------------------------------------------------ 9.58
     flags_of = {}
     for name, model in models.items():
-        say(f"{name}: top examples per source distribution …")
-        everyone = [(layer, i) for layer in range(model.n_layers) for i in range(model.n_neurons)]
-        examples, flags = top_by_distribution(model, text, everyone, n_top=10, context=(8, 2))
+        cached = (args.out / f"distributions_{name}.pkl")
+        if cached.is_file():
+            examples, flags = pd.read_pickle(cached)
+        else:
+            say(f"{name}: top examples per source distribution …")
+            everyone = [(layer, i) for layer in range(model.n_layers) for i in range(model.n_neurons)]
+            examples, flags = top_by_distribution(model, text, everyone, n_top=10, context=(8, 2))
+            pd.to_pickle((examples, flags), cached)
         flags_of[name] = (examples, flags)
         flags.assign(explanations=flags["explanations"].map(json.dumps)).to_csv(
             args.out / f"distributions_{name}.csv", index=False)
@@ -280,6 +303,11 @@ def _markdown(s: dict) -> str:
     for r in s["monosemanticity"]:
         lines.append(f"| {r['model']} | {r['metric']} | {r['n']} | {r['mean']:.3f} [{r['mean_low']:.3f}, "
                      f"{r['mean_high']:.3f}] | {r['fraction']:.3f} [{r['fraction_low']:.3f}, {r['fraction_high']:.3f}] |")
+    lines += ["", "By layer:", "", "| model | metric | n | mean | share called |", "|---|---|---|---|---|"]
+    for r in s["monosemanticity_by_layer"]:
+        lines.append(f"| {r['model']} | {r['metric']} | {r['n']} | {r['mean']:.3f} [{r['mean_low']:.3f}, "
+                     f"{r['mean_high']:.3f}] | {r['fraction']:.3f} [{r['fraction_low']:.3f}, {r['fraction_high']:.3f}] |")
+    lines += ["", f"GELU vs SoLU per layer (Mann-Whitney): {json.dumps(s['gelu_vs_solu_tests'])}"]
     lines += ["", "| model | metrics | Spearman | agreement | kappa |", "|---|---|---|---|---|"]
     for r in s["agreement"]:
         lines.append(f"| {r['model']} | {r['metric_a']} / {r['metric_b']} | {r['spearman']:.3f} | "

@@ -219,13 +219,19 @@ def top_by_distribution(
     base = _base_rates(tests, corpus.tokens, [str(v) for v in labels])
     selective = (base <= max_base_rate) & ~np.array([t.startswith("context:") for t in tests.names])
     all_labels = top_example_labels(examples, corpus, tests)
+    # Columns read once: pandas string columns are slow to convert, and there may be thousands of neurons.
+    kind = examples["kind"].to_numpy(dtype=object)
+    where = examples["distribution"].to_numpy(dtype=object)
+    rows_of: dict[tuple[int, int], list[int]] = {}
+    for i, key in enumerate(zip(examples["layer"].to_numpy(int), examples["neuron"].to_numpy(int))):
+        rows_of.setdefault((int(key[0]), int(key[1])), []).append(i)
     rows = []
     for layer, index in parsed:
-        mine = (examples["layer"].to_numpy(int) == layer) & (examples["neuron"].to_numpy(int) == index)
+        mine = np.asarray(rows_of.get((layer, index), []), np.int64)
         per: dict[str, np.ndarray] = {}
         for name in names:
-            chosen = mine & (examples["kind"].to_numpy() == "top") & (examples["distribution"].to_numpy() == name)
-            if chosen.sum() >= min_examples:
+            chosen = mine[(kind[mine] == "top") & (where[mine] == name)]
+            if len(chosen) >= min_examples:
                 per[name] = all_labels[chosen]
         explanations = {}
         for name, lab in per.items():
@@ -234,8 +240,7 @@ def top_by_distribution(
         cross = [float(per[e][:, j].mean()) for d, (_, c, j) in explanations.items() for e in per
                  if e != d and j >= 0]
         low = min(cross) if cross else float("nan")
-        top_rows = examples[mine & (examples["kind"].to_numpy() == "overall")]
-        counts = top_rows["distribution"].value_counts()
+        counts = pd.Series(where[mine[kind[mine] == "overall"]]).value_counts()
         rows.append({"layer": layer, "neuron": index, "n_distributions": len(per),
                      "explanations": {d: (t, c) for d, (t, c, _) in explanations.items()},
                      "min_cross_coverage": low, "differs": bool(cross) and low < share,

@@ -227,15 +227,19 @@ def monosemanticity(
     top = top[top["kind"] == "top"]
     all_labels = top_example_labels(top, corpus, tests)
     key = top["layer"].to_numpy(int) * model.n_neurons + top["neuron"].to_numpy(int)
+    token_ids = top["token_id"].to_numpy(int)
+    order = np.argsort(key, kind="stable")
+    starts = np.searchsorted(key[order], np.arange(max(layers) * model.n_neurons + model.n_neurons + 1))
     rows = []
     for layer in layers:
         layer_scores = scores[layer]
         best = np.argmax(layer_scores, axis=0)
         for neuron in range(model.n_neurons):
-            mine = key == layer * model.n_neurons + neuron
+            k = layer * model.n_neurons + neuron
+            mine = order[starts[k]: starts[k + 1]]
             labels = all_labels[mine]
             j, covered = best_covering_test(labels, selective)
-            tokens = top["token_id"].to_numpy(int)[mine]
+            tokens = token_ids[mine]
             if len(tokens):
                 values, counts = np.unique(tokens, return_counts=True)
                 token, token_share = int(values[np.argmax(counts)]), float(counts.max() / len(tokens))
@@ -247,7 +251,7 @@ def monosemanticity(
                 "top_share": covered, "top_test": tests.names[j] if j >= 0 else "",
                 "top_token_share": token_share,
                 "top_token": model.tokenizer.decode([token]) if token >= 0 else "",
-                "n_top": int(mine.sum()), "shares_one_explanation": bool(covered >= share),
+                "n_top": len(mine), "shares_one_explanation": bool(covered >= share),
             })
     info = {"tests": tests.names, "base_rates": base, "n_tokens": int(sum(len(s) - 1 for s in sequences)),
             "n_sequences": len(sequences), "n_top": n_top, "share": share, "max_base_rate": max_base_rate,
