@@ -78,7 +78,7 @@ def interval(values: tuple[float, float]) -> str:
 def main(argv: list[str] | None = None) -> None:
     from needle.models import load_model
     from needle.neurons import logit_attribution, top_activations
-    from needle.neurons.distributions import top_by_distribution
+    from needle.neurons.distributions import distribution_flags, top_by_distribution
     from needle.neurons.dla import overlap
     from needle.neurons.monosemanticity import (
         compare_models,
@@ -199,7 +199,9 @@ def main(argv: list[str] | None = None) -> None:
     for name, model in models.items():
         cached = (args.out / f"distributions_{name}.pkl")
         if cached.is_file():
-            examples, flags = pd.read_pickle(cached)
+            examples, _ = pd.read_pickle(cached)
+            flags = distribution_flags(examples, text, [(layer, i) for layer in range(model.n_layers)
+                                                        for i in range(model.n_neurons)])
         else:
             say(f"{name}: top examples per source distribution …")
             everyone = [(layer, i) for layer in range(model.n_layers) for i in range(model.n_neurons)]
@@ -210,10 +212,15 @@ def main(argv: list[str] | None = None) -> None:
             args.out / f"distributions_{name}.csv", index=False)
         compared_n = flags[flags["n_distributions"] >= 2]
         differs = int(compared_n["differs"].sum())
+        looks = compared_n[compared_n["overall_coverage"] >= 0.5]
         one_source = int((flags["overall_top_share"] >= 0.9).sum())
         summary.setdefault("distributions", {})[name] = {
             "n_neurons": len(flags), "n_compared": len(compared_n), "differs": differs,
             "differs_interval": wilson_interval(differs, len(compared_n)),
+            "looks_explained": len(looks), "differs_among_looks_explained": differs,
+            "differs_among_looks_explained_interval": wilson_interval(differs, len(looks)),
+            "median_carry_over_looks_explained": float(looks["carry_over"].median()) if len(looks) else None,
+            "fraction_min_cross_coverage_below_half": float((compared_n["min_cross_coverage"] < 0.5).mean()),
             "overall_top_from_one_source": one_source,
             "overall_top_from_one_source_interval": wilson_interval(one_source, len(flags)),
             "overall_top_source_counts": flags["overall_top_distribution"].value_counts().head(6).to_dict(),
@@ -243,7 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, model in models.items():
         examples, flags = flags_of[name]
         chosen = flags[flags["differs"]].head(3)
-        chosen = pd.concat([chosen, flags[~flags["differs"] & (flags["n_distributions"] >= 2)].head(2)])
+        chosen = pd.concat([chosen, flags[~flags["differs"] & (flags["overall_coverage"] >= 0.5)].head(2)])
         refs = {NeuronRef(int(r.layer), int(r.neuron)) for r in chosen.itertuples()}
         data = NeuroscopeData(cos_in_out_ranking(model), examples, flags)
         target = pages / name

@@ -138,10 +138,24 @@ def test_per_distribution_top_examples_are_each_distributions_maxima(toy):
         assert (src[part["sequence"].to_numpy(int)] == name).all()  # sequences index the full corpus
     overall = examples[(examples.layer == 1) & (examples.neuron == 3) & (examples.kind == "overall")]
     assert overall["activation"].max() == pytest.approx(acts.max(), rel=1e-5)
-    assert set(flags.columns) >= {"differs", "min_cross_coverage", "explanations"} and len(flags) == 2
+    assert set(flags.columns) >= {"differs", "carry_over", "explanations"} and len(flags) == 2
     row = flags[(flags.layer == 1) & (flags.neuron == 3)].iloc[0]
-    assert row["differs"] == (row["min_cross_coverage"] < 0.5)
     assert set(row["explanations"]) == set(sources)
+    # carry_over by hand: the corpus-wide explanation's coverage of each distribution's own list.
+    from needle.neurons.monosemanticity import explanation_tests
+
+    tests = explanation_tests(tokenizer, sequences, sources)
+    column = tests.names.index(row["overall_test"])
+    covered = []
+    for name in sorted(set(sources)):
+        part = examples[(examples.layer == 1) & (examples.neuron == 3) & (examples.kind == "top")
+                        & (examples.distribution == name)]
+        seq, pos = part["sequence"].to_numpy(int), part["position"].to_numpy(int)
+        labels = tests.labels(part["token_id"].to_numpy(int), [sequences[q][p - 1] for q, p in zip(seq, pos)],
+                              [sources[q] for q in seq])
+        covered.append(labels[:, column].mean() >= 0.5)
+    assert row["carry_over"] == pytest.approx(np.mean(covered))
+    assert row["differs"] == (row["overall_coverage"] >= 0.5 and np.mean(covered) < 0.5)
     with pytest.raises(InputError, match="needs a corpus with labels"):
         top_by_distribution(model, sequences_corpus(sequences, sources, tokenizer).__class__(
             list(sequences), np.arange(len(sequences))), [(0, 0)])

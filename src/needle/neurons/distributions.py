@@ -30,14 +30,15 @@ from needle.models.base import ModelAdapter, normalize_site
 from needle.neurons._common import NeuronLike
 from needle.neurons.ids import format_neuron_id, parse_neurons
 
-__all__ = ["class_distributions", "cache_distributions", "top_by_distribution", "DISTRIBUTION_COLUMNS",
+__all__ = ["class_distributions", "cache_distributions", "distribution_flags", "top_by_distribution",
+           "DISTRIBUTION_COLUMNS",
            "ILLUSION_COLUMNS"]
 
 DISTRIBUTION_COLUMNS = ["layer", "neuron", "site", "feature", "example", "row", "sequence", "start", "end", "y",
                         "activation"]
 #: Columns of :func:`top_by_distribution`'s per-neuron flags.
-ILLUSION_COLUMNS = ["layer", "neuron", "n_distributions", "explanations", "min_cross_coverage", "differs",
-                    "overall_top_distribution", "overall_top_share"]
+ILLUSION_COLUMNS = ["layer", "neuron", "n_distributions", "explanations", "overall_test", "overall_coverage",
+                    "carry_over", "min_cross_coverage", "differs", "overall_top_distribution", "overall_top_share"]
 
 
 def class_distributions(
@@ -178,14 +179,13 @@ def top_by_distribution(
         per-distribution lists and ``"overall"`` for the corpus-wide top (the list a page shows first);
         ``sequence`` indexes ``corpus``.
     flags : DataFrame
-        Columns :data:`ILLUSION_COLUMNS`, one row per neuron: ``explanations`` maps each distribution
-        to ``(test, coverage)``; ``min_cross_coverage`` is the least coverage of one distribution's
-        explanation on another's top examples; ``differs`` is True when it is below ``share``;
-        ``overall_top_distribution`` / ``overall_top_share``: the distribution most present in the
+        Columns :data:`ILLUSION_COLUMNS`, one row per neuron (:func:`distribution_flags`):
+        ``explanations`` maps each distribution to ``(test, coverage)``; ``differs`` marks a neuron
+        whose corpus-wide top looks explained by one test that fails on most distributions' own top
+        lists; ``overall_top_distribution`` / ``overall_top_share``: the distribution most present in the
         corpus-wide top and its share there (near 1: the usual max-activating page shows one
         distribution only).
     """
-    from needle.neurons.monosemanticity import best_covering_test, explanation_tests, top_example_labels
     from needle.neurons.top import top_activations
 
     if corpus.labels is None:
@@ -212,10 +212,32 @@ def top_by_distribution(
         part["distribution"] = name
         frames.append(part)
     examples = pd.concat(frames, ignore_index=True)
+    return examples, distribution_flags(examples, corpus, parsed, share=share, max_base_rate=max_base_rate,
+                                        min_examples=min_examples, n_unigrams=n_unigrams)
 
+
+def distribution_flags(examples: pd.DataFrame, corpus, neurons: NeuronLike | Sequence[NeuronLike], *,
+                       share: float = 0.5, max_base_rate: float = 0.25, min_examples: int = 3,
+                       n_unigrams: int = 200) -> pd.DataFrame:
+    """The per-neuron flags of :func:`top_by_distribution`, from its ``examples`` table (see there).
+
+    A neuron *looks* explained when the selective test covering most of its corpus-wide top list
+    (``overall_test``) covers at least ``share`` of it; ``carry_over`` is the share of distributions
+    whose own top lists that test also covers at least ``share`` of. ``differs`` (the illusion) is
+    a neuron that looks explained while its explanation carries over to fewer than half of the
+    distributions. ``min_cross_coverage`` is the least coverage of one distribution's own
+    explanation on another's list (with ten distributions it is almost always low: a strict view).
+    """
+    from needle.neurons.monosemanticity import (
+        _base_rates,
+        best_covering_test,
+        explanation_tests,
+        top_example_labels,
+    )
+
+    labels = np.asarray(corpus.labels, dtype=object)
+    names = sorted({str(v) for v in labels if v is not None})
     tests = explanation_tests(corpus.tokenizer, corpus.tokens, [str(v) for v in labels], n_unigrams=n_unigrams)
-    from needle.neurons.monosemanticity import _base_rates
-
     base = _base_rates(tests, corpus.tokens, [str(v) for v in labels])
     selective = (base <= max_base_rate) & ~np.array([t.startswith("context:") for t in tests.names])
     all_labels = top_example_labels(examples, corpus, tests)
@@ -226,7 +248,7 @@ def top_by_distribution(
     for i, key in enumerate(zip(examples["layer"].to_numpy(int), examples["neuron"].to_numpy(int))):
         rows_of.setdefault((int(key[0]), int(key[1])), []).append(i)
     rows = []
-    for layer, index in parsed:
+    for layer, index in parse_neurons(neurons):
         mine = np.asarray(rows_of.get((layer, index), []), np.int64)
         per: dict[str, np.ndarray] = {}
         for name in names:
@@ -240,10 +262,16 @@ def top_by_distribution(
         cross = [float(per[e][:, j].mean()) for d, (_, c, j) in explanations.items() for e in per
                  if e != d and j >= 0]
         low = min(cross) if cross else float("nan")
-        counts = pd.Series(where[mine[kind[mine] == "overall"]]).value_counts()
+        overall_rows = mine[kind[mine] == "overall"]
+        j, overall_coverage = best_covering_test(all_labels[overall_rows], selective)
+        carry = (float(np.mean([per[e][:, j].mean() >= share for e in per])) if j >= 0 and per
+                 else float("nan"))
+        counts = pd.Series(where[overall_rows]).value_counts()
         rows.append({"layer": layer, "neuron": index, "n_distributions": len(per),
                      "explanations": {d: (t, c) for d, (t, c, _) in explanations.items()},
-                     "min_cross_coverage": low, "differs": bool(cross) and low < share,
+                     "overall_test": tests.names[j] if j >= 0 else "", "overall_coverage": overall_coverage,
+                     "carry_over": carry, "min_cross_coverage": low,
+                     "differs": bool(overall_coverage >= share and not carry >= 0.5),
                      "overall_top_distribution": str(counts.index[0]) if len(counts) else "",
                      "overall_top_share": float(counts.iloc[0] / counts.sum()) if len(counts) else float("nan")})
-    return examples, pd.DataFrame(rows, columns=ILLUSION_COLUMNS)
+    return pd.DataFrame(rows, columns=ILLUSION_COLUMNS)

@@ -133,12 +133,14 @@ class NeuroscopeData:
                        "on code and another on prose.</p>"]
         if len(flag):
             f = flag.iloc[0]
+            if f.overall_test:
+                carry = "" if math.isnan(f.carry_over) else (
+                    f" and covers at least half of the top list of {100 * f.carry_over:.0f} % of the distributions")
+                parts.append(f"<p>The corpus-wide top is explained by <code>{escape(f.overall_test)}</code> "
+                             f"({100 * f.overall_coverage:.0f} % of it){carry}.</p>")
             if f.differs:
-                parts.append(f'<p><strong>The explanations differ between distributions</strong>: one list\'s '
-                             f'explanation covers only {100 * f.min_cross_coverage:.0f} % of another\'s examples.</p>')
-            elif not math.isnan(f.min_cross_coverage):
-                parts.append(f"<p>The explanations carry over: each covers at least "
-                             f"{100 * f.min_cross_coverage:.0f} % of every other list.</p>")
+                parts.append("<p><strong>Interpretability illusion</strong>: the corpus-wide explanation does not "
+                             "describe this neuron's top examples on most distributions.</p>")
             if f.overall_top_distribution:
                 parts.append(f'<p class="hint">{100 * f.overall_top_share:.0f} % of the corpus-wide top examples come '
                              f"from <code>{escape(str(f.overall_top_distribution))}</code>.</p>")
