@@ -225,11 +225,25 @@ def main(argv: list[str] | None = None) -> None:
             "overall_top_from_one_source_interval": wilson_interval(one_source, len(flags)),
             "overall_top_source_counts": flags["overall_top_distribution"].value_counts().head(6).to_dict(),
         }
+        for layer in sorted(set(flags["layer"])):
+            part = flags[(flags["layer"] == layer) & (flags["n_distributions"] >= 2)]
+            seen = part[part["overall_coverage"] >= 0.5]
+            n_differ = int(part["differs"].sum())
+            summary["distributions"][name][f"L{layer}"] = {
+                "n": len(part), "looks_explained": len(seen), "differs": n_differ,
+                "differs_among_looks_explained_interval": wilson_interval(n_differ, len(seen)),
+                "median_carry_over_looks_explained": float(seen["carry_over"].median()) if len(seen) else None,
+                "overall_top_from_one_source": int((part["overall_top_share"] >= 0.9).sum())}
 
     # ------------------------------------------------------------------ 9.59 and 9.24: bases and weight lists
     last = gelu.n_layers - 1
     summary["bases"] = {}
+    bases_file = args.out / "bases.json"
+    if bases_file.is_file():
+        summary["bases"] = json.loads(bases_file.read_text())
     for name, model in models.items():
+        if name in summary["bases"]:
+            continue
         x = layer_activations(model, sequences, last)
         row = {"layer": last, "n_tokens": int(len(x)), "fraction_negative": float((x < 0).mean())}
         for negatives in ("clip", "split"):
@@ -244,6 +258,7 @@ def main(argv: list[str] | None = None) -> None:
         projected = pca(torch.tensor(x)).numpy().astype(np.float64) @ pca.matrix.numpy().T.astype(np.float64)
         row["pca_error"] = float(np.linalg.norm(centred - projected) / np.linalg.norm(centred))
         summary["bases"][name] = row
+        bases_file.write_text(json.dumps(summary["bases"], indent=2))
 
     pages = args.out / "pages"
     (pages / "neurons").mkdir(parents=True, exist_ok=True)
