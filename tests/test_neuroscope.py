@@ -140,16 +140,19 @@ def test_per_distribution_top_examples_are_each_distributions_maxima(toy):
     assert overall["activation"].max() == pytest.approx(acts.max(), rel=1e-5)
     assert set(flags.columns) >= {"differs", "carry_over", "explanations"} and len(flags) == 2
     row = flags[(flags.layer == 1) & (flags.neuron == 3)].iloc[0]
-    assert set(row["explanations"]) == set(sources)
+    assert set(row["explanations"]) <= set(sources) and row["n_distributions"] == len(row["explanations"])
     # carry_over by hand: the corpus-wide explanation's coverage of each distribution's own list.
     from needle.neurons.monosemanticity import explanation_tests
 
     tests = explanation_tests(tokenizer, sequences, sources)
     column = tests.names.index(row["overall_test"])
     covered = []
+    peak = examples[(examples.layer == 1) & (examples.neuron == 3)]["activation"].max()
     for name in sorted(set(sources)):
         part = examples[(examples.layer == 1) & (examples.neuron == 3) & (examples.kind == "top")
                         & (examples.distribution == name)]
+        if part["activation"].max() < 0.5 * peak:
+            continue  # the neuron hardly fires there
         seq, pos = part["sequence"].to_numpy(int), part["position"].to_numpy(int)
         labels = tests.labels(part["token_id"].to_numpy(int), [sequences[q][p - 1] for q, p in zip(seq, pos)],
                               [sources[q] for q in seq])

@@ -143,6 +143,7 @@ def top_by_distribution(
     share: float = 0.5,
     max_base_rate: float = 0.25,
     min_examples: int = 3,
+    min_relative: float = 0.5,
     n_unigrams: int = 200,
     batch_tokens: int = 8192,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -168,6 +169,8 @@ def top_by_distribution(
         (the distribution itself) never are.
     min_examples : int
         Distributions with fewer top examples for a neuron are left out of its comparison.
+    min_relative : float
+        So are distributions where its top activation is below ``min_relative`` × its corpus-wide maximum.
     n_unigrams : int
         Unigram tests, as in :func:`needle.universal.explain.explain_neurons`.
     batch_tokens : int
@@ -213,12 +216,12 @@ def top_by_distribution(
         frames.append(part)
     examples = pd.concat(frames, ignore_index=True)
     return examples, distribution_flags(examples, corpus, parsed, share=share, max_base_rate=max_base_rate,
-                                        min_examples=min_examples, n_unigrams=n_unigrams)
+                                        min_examples=min_examples, min_relative=min_relative, n_unigrams=n_unigrams)
 
 
 def distribution_flags(examples: pd.DataFrame, corpus, neurons: NeuronLike | Sequence[NeuronLike], *,
                        share: float = 0.5, max_base_rate: float = 0.25, min_examples: int = 3,
-                       n_unigrams: int = 200) -> pd.DataFrame:
+                       min_relative: float = 0.5, n_unigrams: int = 200) -> pd.DataFrame:
     """The per-neuron flags of :func:`top_by_distribution`, from its ``examples`` table (see there).
 
     A neuron *looks* explained when the selective test covering most of its corpus-wide top list
@@ -227,6 +230,9 @@ def distribution_flags(examples: pd.DataFrame, corpus, neurons: NeuronLike | Seq
     a neuron that looks explained while its explanation carries over to fewer than half of the
     distributions. ``min_cross_coverage`` is the least coverage of one distribution's own
     explanation on another's list (with ten distributions it is almost always low: a strict view).
+    Only distributions where the neuron fires count: those whose top activation reaches
+    ``min_relative`` times the corpus-wide maximum (a distribution's top list where the neuron
+    barely moves says nothing about what it does).
     """
     from needle.neurons.monosemanticity import (
         _base_rates,
@@ -244,16 +250,18 @@ def distribution_flags(examples: pd.DataFrame, corpus, neurons: NeuronLike | Seq
     # Columns read once: pandas string columns are slow to convert, and there may be thousands of neurons.
     kind = examples["kind"].to_numpy(dtype=object)
     where = examples["distribution"].to_numpy(dtype=object)
+    value = examples["activation"].to_numpy(float)
     rows_of: dict[tuple[int, int], list[int]] = {}
     for i, key in enumerate(zip(examples["layer"].to_numpy(int), examples["neuron"].to_numpy(int))):
         rows_of.setdefault((int(key[0]), int(key[1])), []).append(i)
     rows = []
     for layer, index in parse_neurons(neurons):
         mine = np.asarray(rows_of.get((layer, index), []), np.int64)
+        peak = value[mine].max() if len(mine) else 0.0
         per: dict[str, np.ndarray] = {}
         for name in names:
             chosen = mine[(kind[mine] == "top") & (where[mine] == name)]
-            if len(chosen) >= min_examples:
+            if len(chosen) >= min_examples and value[chosen].max() >= min_relative * peak:
                 per[name] = all_labels[chosen]
         explanations = {}
         for name, lab in per.items():
