@@ -254,3 +254,28 @@ def test_pca_basis_is_sklearn_projection_and_bad_input_is_refused(toy):
         fit_nmf(x, 0)
     with pytest.raises(InputError, match="non-negative"):
         NMFTransform(-np.ones((2, 3)))
+
+
+# ----------------------------------------------------------------------------------- the scope site hook
+def test_scope_site_neuron_pages_get_the_sections_and_the_weight_lists(tmp_path, bpe_tokenizer):
+    from needle.neurons import Corpus
+    from needle.scope import SiteOptions, build_site
+    from test_scope_site import make_tiny_sweep
+
+    info = make_tiny_sweep(tmp_path, bpe_tokenizer)
+    base = Corpus.from_dataset(info["cache"].dataset(), tokenizer=info["adapter"].tokenizer)
+    # Two made-up "distributions": alternate documents.
+    order = {g: i for i, g in enumerate(dict.fromkeys(base.groups))}
+    corpus = Corpus(base.tokens, base.groups, labels=[f"half{order[g] % 2}" for g in base.groups],
+                    tokenizer=base.tokenizer)
+    site = build_site(info["results"], info["cache"], tmp_path / "site", model=info["adapter"], corpus=corpus,
+                      options=SiteOptions(max_k_pages=1, n_top=4, n_bottom=2, per_band=1))
+    pages = sorted((site / "neurons").rglob("*.html"))
+    assert pages
+    page = pages[0].read_text()
+    assert "By source distribution" in page and "<h3>half0 " in page and "<h3>half1 " in page
+    assert 'href="../../weights-memory-management.html"' in page
+    listings = [(site / name).read_text() for name in ("weights-memory-management.html",
+                                                         "weights-signal-boosting.html")]
+    ref = pages[0].stem  # 3 layers x 48 neurons: every neuron is in the top 100 of one of the two lists
+    assert any(f'href="neurons/{pages[0].parent.name}/{ref}.html">{ref}</a>' in listing for listing in listings)
