@@ -261,7 +261,6 @@ def main(argv: list[str] | None = None) -> None:
         bases_file.write_text(json.dumps(summary["bases"], indent=2))
 
     pages = args.out / "pages"
-    (pages / "neurons").mkdir(parents=True, exist_ok=True)
     for name, model in models.items():
         examples, flags = flags_of[name]
         chosen = flags[flags["differs"]].head(3)
