@@ -71,6 +71,9 @@ def train_command(
     heads: Annotated[int, typer.Option(help="Attention heads.")] = 4,
     neurons: Annotated[int, typer.Option(help="MLP neurons per layer.")] = 512,
     context_length: Annotated[int, typer.Option(help="Training sequence length in tokens (BOS included).")] = 128,
+    activation: Annotated[str, typer.Option(
+        help="MLP nonlinearity: gelu (Pythia), solu (x·softmax(x) then LayerNorm; neurons read before the norm) "
+             "or relu. The same --seed gives the same initial weights and batch order for each.")] = "gelu",
     batch_size: Annotated[int, typer.Option(help="Sequences per step.")] = 16,
     learning_rate: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 2e-3,
     threads: Annotated[Optional[int], typer.Option(help="Torch CPU threads (default: OMP_NUM_THREADS).")] = None,
@@ -85,7 +88,7 @@ def train_command(
     from needle.toy import ToySize, TrainSettings, shared_tokenizer, train_toy_model
 
     size = ToySize(hidden_size=hidden_size, n_layers=layers, n_heads=heads, intermediate_size=neurons,
-                   context_length=context_length)
+                   context_length=context_length, activation=activation)
     settings = TrainSettings(steps=steps, max_minutes=minutes, max_cpu_minutes=cpu_minutes, batch_size=batch_size,
                              learning_rate=learning_rate, vocab_size=vocab_size, seed=seed, threads=threads)
     size.check()

@@ -89,6 +89,10 @@ class ModelAdapter:
         """The norm applied before the unembedding (causal LMs), or None."""
         return None
 
+    def neuron_point(self, layer: int) -> tuple[nn.Module, str]:
+        """Where the neurons (``mlp.hook_post``) are read: the output projection's input, unless a family says otherwise."""
+        return self.mlp_out(layer), "input"
+
     def _linear_weight_in_out(self, module: nn.Module) -> torch.Tensor:
         """Weight of a projection as (in_features, out_features)."""
         return module.weight.detach().T

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from needle.models.base import ModelAdapter
+from needle.models.solu import SOLU_ACTIVATION
 
 __all__ = ["GPTNeoXAdapter", "GPT2Adapter", "GatedMLPAdapter", "BertAdapter", "ADAPTERS"]
 
@@ -16,7 +17,15 @@ def _inner(model: nn.Module, attribute: str) -> nn.Module:
 
 
 class GPTNeoXAdapter(ModelAdapter):
-    """GPT-NeoX (Pythia): neuron = ``act(dense_h_to_4h(x))``, pre = ``dense_h_to_4h(x)``."""
+    """GPT-NeoX (Pythia): neuron = ``act(dense_h_to_4h(x))``, pre = ``dense_h_to_4h(x)``.
+
+    With ``hidden_act="solu_ln"`` (needle's SoLU toy models, :mod:`needle.models.solu`)
+    the MLP is ``dense_4h_to_h(LayerNorm(x · softmax(x)))`` and the neuron is
+    ``x · softmax(x)``, read before the norm: ``mlp.hook_post`` is the output
+    of ``mlp.act.solu``, not the input of ``dense_4h_to_h``. :meth:`w_out`
+    then acts on the normed value, so a neuron's direct effect is only
+    proportional to its activation within one position.
+    """
 
     family = "gpt_neox"
     model_types = ("gpt_neox",)
@@ -37,6 +46,16 @@ class GPTNeoXAdapter(ModelAdapter):
 
     def final_norm(self) -> nn.Module:
         return self.base.final_layer_norm
+
+    @property
+    def activation(self) -> str:
+        """``config.hidden_act``: ``gelu`` (Pythia), ``relu`` or ``solu_ln``."""
+        return str(getattr(self.config, "hidden_act", "gelu"))
+
+    def neuron_point(self, layer: int) -> tuple[nn.Module, str]:
+        if self.activation == SOLU_ACTIVATION:
+            return self.blocks[layer].mlp.act.solu, "output"
+        return super().neuron_point(layer)
 
 
 class GPT2Adapter(ModelAdapter):

@@ -169,6 +169,9 @@ def load_model(
     """
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
+    from needle.models.solu import register_activations
+
+    register_activations()  # toy SoLU models (hidden_act "solu_ln") load like any other
     resolved = resolve_model(name_or_path, revision)
     torch_dtype = _parse_dtype(dtype)
     try:

@@ -284,7 +284,8 @@ def _mlp_in(adapter: ModelAdapter, layer: int) -> tuple[nn.Module, str]:
 
 
 def _mlp_out(adapter: ModelAdapter, layer: int) -> tuple[nn.Module, str]:
-    return adapter.mlp_out(layer), "input"
+    point = getattr(adapter, "neuron_point", None)  # where the family reads its neurons (SoLU: before the norm)
+    return point(layer) if point is not None else (adapter.mlp_out(layer), "input")
 
 
 def _neox_resid_mid(adapter: ModelAdapter, layer: int) -> tuple[nn.Module, str]:

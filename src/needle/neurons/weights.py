@@ -22,7 +22,7 @@ import torch
 
 from needle.models.base import ModelAdapter
 
-__all__ = ["weight_statistics", "WEIGHT_COLUMNS"]
+__all__ = ["weight_statistics", "cos_in_out_ranking", "WEIGHT_COLUMNS"]
 
 WEIGHT_COLUMNS = ["layer", "neuron", "w_in_norm", "b_in", "norm_times_bias", "w_out_norm", "cos_in_out",
                   "weight_decay"]
@@ -59,3 +59,28 @@ def weight_statistics(model: ModelAdapter, layers: Sequence[int] | None = None) 
             "weight_decay": (norm_in**2 + norm_out**2).numpy(),
         }))
     return pd.concat(frames, ignore_index=True)[WEIGHT_COLUMNS]
+
+
+def cos_in_out_ranking(model: ModelAdapter, layers: Sequence[int] | None = None) -> pd.DataFrame:
+    """Every neuron ranked by cos(w_in, w_out) (Neuroscope problems 9.24–9.25).
+
+    Parameters
+    ----------
+    model : ModelAdapter
+    layers : sequence of int, optional
+        Default: all layers (the ranks are over the neurons of these layers together).
+
+    Returns
+    -------
+    DataFrame
+        :func:`weight_statistics`'s columns plus ``rank_negative`` (1: the most negative cosine:
+        the strongest memory-management candidate) and ``rank_positive`` (1: the most positive, the
+        strongest signal booster), sorted by ``cos_in_out`` ascending; ties are broken by (layer, neuron)
+        so that the order is reproducible.
+    """
+    table = weight_statistics(model, layers)
+    table = table.sort_values(["cos_in_out", "layer", "neuron"], kind="stable").reset_index(drop=True)
+    n = len(table)
+    table["rank_negative"] = range(1, n + 1)
+    table["rank_positive"] = n - table["rank_negative"] + 1
+    return table

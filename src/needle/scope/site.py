@@ -231,6 +231,12 @@ def build_site(
     from needle.scope.server import notes_path, read_notes
 
     analyses.notes = read_notes(notes_path(out))
+    neuroscope = None
+    if site.transform is None:  # per-source examples (9.58) and cos(w_in, w_out) lists (9.24) are of neurons
+        from needle.scope.neuroscope import NeuroscopeData
+
+        neuroscope = NeuroscopeData.build(model, corpus, list(uses), context=options.context,
+                                          batch_tokens=options.batch_tokens, say=say)
     meta = _meta(results, cache, results_name, corpus, len(pages))
     env = environment(pages)
     feature_info = {f["name"]: f for f in cache.manifest.get("features", [])}
@@ -257,7 +263,10 @@ def build_site(
             _write(tmp / record["page"], html)
         for ref, use in uses.items():
             _write(tmp / neuron_page_name(ref), add_section(_render_neuron(env, ref, use, analyses, meta, options,
-                                                                           pages, cache.n_rows), sections.get(ref)))
+                                                                           pages, cache.n_rows, neuroscope),
+                                                            sections.get(ref)))
+        if neuroscope is not None:
+            neuroscope.write_pages(tmp, set(uses))
         _write(tmp / "search-index.js", _search_index(index, uses, analyses))
         _write(tmp / "probes.json", json.dumps(probe_catalogue(results, ks=options.viewer_ks)))
         _write(tmp / "manifest.json", json.dumps({
@@ -765,7 +774,7 @@ def _related(ref: NeuronRef, use: list[dict], data: _NeuronData, pages: set[Neur
 
 
 def _render_neuron(env, ref: NeuronRef, use: list[dict], data: _NeuronData, meta: dict, options: SiteOptions,
-                   pages: set[NeuronRef] | None = None, n_rows: int = 0) -> str:
+                   pages: set[NeuronRef] | None = None, n_rows: int = 0, neuroscope: Any = None) -> str:
     top = data.top_of.get(ref, data.top.iloc[:0])
     extremes = top[top["kind"].isin(["top", "bottom"])]["activation"] if len(top) else pd.Series(dtype=float)
     scale = float(extremes.abs().max()) if len(extremes) else 0.0
@@ -833,6 +842,7 @@ def _render_neuron(env, ref: NeuronRef, use: list[dict], data: _NeuronData, meta
         "logits": logits, "logits_note": data.logits_note,
         "attribution": _attribution_view(data, ref, top, scale),
         "firing": _firing_view(data, ref),
+        "neuroscope": neuroscope.neuron_section(ref, "../../", scale) if neuroscope is not None else "",
     }
     return env.get_template("neuron.html.j2").render(root="../../", meta=meta, n=n)
 

@@ -6,7 +6,11 @@ from dataclasses import asdict, dataclass
 
 from needle.errors import InputError
 
-__all__ = ["ToySize", "gpt_neox_config"]
+__all__ = ["ACTIVATIONS", "ToySize", "gpt_neox_config"]
+
+#: ``--activation`` choice → ``config.hidden_act``. SoLU is ``x · softmax(x)`` then a LayerNorm
+#: (:mod:`needle.models.solu`); its neurons are read before the norm.
+ACTIVATIONS = {"gelu": "gelu", "solu": "solu_ln", "relu": "relu"}
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,10 @@ class ToySize:
         MLP neurons per layer (Pythia: ``4 * hidden_size``).
     context_length : int
         Training sequence length and ``max_position_embeddings``.
+    activation : {"gelu", "solu", "relu"}
+        The MLP nonlinearity (Pythia: GELU). The parameters are created in the
+        same order whatever it is (SoLU's norm has none), so one seed gives
+        every activation the same initial weights.
     """
 
     hidden_size: int = 128
@@ -35,10 +43,15 @@ class ToySize:
     n_heads: int = 4
     intermediate_size: int = 512
     context_length: int = 128
+    activation: str = "gelu"
 
     def check(self) -> None:
         """Raise :class:`InputError` for impossible sizes."""
+        if self.activation not in ACTIVATIONS:
+            raise InputError(f"activation must be one of {', '.join(ACTIVATIONS)}, not {self.activation!r}.")
         for name, value in asdict(self).items():
+            if name == "activation":
+                continue
             if not isinstance(value, int) or value < 1:
                 raise InputError(f"{name} must be a positive integer, not {value!r}.")
         if self.hidden_size % self.n_heads:
@@ -50,7 +63,7 @@ class ToySize:
 def gpt_neox_config(size: ToySize, vocab_size: int, *, eos_token_id: int = 0, pad_token_id: int = 1):
     """A ``GPTNeoXConfig`` with Pythia's choices at the toy's size.
 
-    Pythia's choices: GELU MLP, rotary embeddings on a quarter of each head's
+    Pythia's choices: GELU MLP (or ``size.activation``), rotary embeddings on a quarter of each head's
     dimensions (base 10000), parallel attention and MLP residual
     (``use_parallel_residual``), untied input and output embeddings, biases
     everywhere, layer norm epsilon 1e-5, no dropout.
@@ -69,7 +82,10 @@ def gpt_neox_config(size: ToySize, vocab_size: int, *, eos_token_id: int = 0, pa
     """
     from transformers import GPTNeoXConfig
 
+    from needle.models.solu import register_activations
+
     size.check()
+    register_activations()
     return GPTNeoXConfig(
         vocab_size=vocab_size,
         hidden_size=size.hidden_size,
@@ -77,7 +93,7 @@ def gpt_neox_config(size: ToySize, vocab_size: int, *, eos_token_id: int = 0, pa
         num_attention_heads=size.n_heads,
         intermediate_size=size.intermediate_size,
         max_position_embeddings=size.context_length,
-        hidden_act="gelu",
+        hidden_act=ACTIVATIONS[size.activation],
         rotary_pct=0.25,
         rotary_emb_base=10000,
         use_parallel_residual=True,

@@ -43,7 +43,7 @@ from needle.toy.config import ToySize, gpt_neox_config
 from needle.toy.corpus import TextUnit, ToyCorpus
 from needle.toy.tokenizer import tokenizer_fingerprint, train_tokenizer
 
-__all__ = ["DEFAULT_MAX_MINUTES", "TrainSettings", "TrainedToy", "train_toy_model"]
+__all__ = ["DEFAULT_MAX_MINUTES", "TrainSettings", "TrainedToy", "initial_model", "train_toy_model"]
 
 #: Default optimisation budget: with corpus gathering, tokenizer training,
 #: evaluation and saving (about two minutes), a run ends within 20 minutes.
@@ -251,14 +251,12 @@ def _train(out: Path, corpus: ToyCorpus, size: ToySize, settings: TrainSettings,
     say(f"corpus: {len(train_ids):,} training tokens in {len(blocks):,} blocks of {size.context_length}; "
         f"held-out sources: {', '.join(heldout_eval) or 'none'}")
 
-    from transformers import GPTNeoXForCausalLM
-
-    config = gpt_neox_config(size, len(tokenizer), eos_token_id=eos, pad_token_id=tokenizer.pad_token_id)
-    config.bos_token_id = bos
-    model = GPTNeoXForCausalLM(config)
+    model = initial_model(size, len(tokenizer), settings.seed, eos_token_id=eos,
+                          pad_token_id=tokenizer.pad_token_id, bos_token_id=bos)
     n_params = sum(p.numel() for p in model.parameters())
     n_embedding = model.get_input_embeddings().weight.numel() + model.get_output_embeddings().weight.numel()
-    say(f"model: {n_params:,} parameters ({n_params - n_embedding:,} outside the embeddings)")
+    say(f"model: {n_params:,} parameters ({n_params - n_embedding:,} outside the embeddings), "
+        f"{size.activation} MLP")
     initial_train = _evaluate(model, train_eval, byte_lengths)
     initial_heldout = _evaluate(model, heldout_eval, byte_lengths)
 
@@ -371,6 +369,28 @@ def _train(out: Path, corpus: ToyCorpus, size: ToySize, settings: TrainSettings,
         write_json_atomic(Path(tmp) / "training.json", summary)
     say(f"saved to {out}")
     return TrainedToy(model, tokenizer, summary, out)
+
+
+def initial_model(size: ToySize, vocab_size: int, seed: int, *, eos_token_id: int = 0, pad_token_id: int = 1,
+                  bos_token_id: int | None = None) -> Any:
+    """The untrained model a run with ``seed`` starts from.
+
+    The generator is reseeded here, right before the weights are drawn, so
+    the initial weights depend on the seed and the size only: GELU, SoLU and
+    ReLU models of one seed start from the same weights (problem 9.53), as
+    none of the activations has parameters.
+
+    Returns
+    -------
+    transformers.GPTNeoXForCausalLM
+    """
+    import torch
+    from transformers import GPTNeoXForCausalLM
+
+    config = gpt_neox_config(size, vocab_size, eos_token_id=eos_token_id, pad_token_id=pad_token_id)
+    config.bos_token_id = eos_token_id if bos_token_id is None else bos_token_id
+    torch.manual_seed(seed)
+    return GPTNeoXForCausalLM(config)
 
 
 # ------------------------------------------------------------------------------------------ helpers
