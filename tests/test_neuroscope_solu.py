@@ -98,3 +98,12 @@ def test_cli_activation_flag_and_its_error(tmp_path):
     assert json.loads((tmp_path / "m" / "training.json").read_text())["size"]["activation"] == "solu"
     with pytest.raises(InputError, match="activation must be one of gelu, solu, relu"):
         ToySize(activation="tanh").check()
+
+
+def test_logit_attribution_refuses_a_solu_model(solu_model):
+    from needle.neurons import Corpus, logit_attribution
+
+    adapter = load_model(solu_model.path)
+    corpus = Corpus.from_texts(TEXTS, adapter.tokenizer, 16)
+    with pytest.raises(InputError, match="SoLU"):
+        logit_attribution(adapter, corpus, [(0, 1)])

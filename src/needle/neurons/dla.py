@@ -178,6 +178,11 @@ def logit_attribution(
     _check_causal(model)
     if normalize_site(site) != "post":
         raise InputError(f"logit attribution multiplies w_out by the neuron's output: use site 'post', not {site!r}.")
+    from needle.models.solu import SOLU_ACTIVATION
+
+    if getattr(model, "activation", None) == SOLU_ACTIVATION:
+        raise InputError(f"{model.model_id} is a SoLU model: its neurons are read before the LayerNorm that w_out "
+                         "reads, so activation × w_out is not their direct effect; logit attribution is for GELU/ReLU.")
     if int(n_top) < 0:
         raise InputError(f"n_top must be >= 0, got {n_top}.")
     context = check_context(context)

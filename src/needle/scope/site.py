@@ -411,9 +411,12 @@ def _neuron_analyses(model, cache, site, corpus, results, uses, options: SiteOpt
             from needle.neurons import logit_attribution
 
             say("  examples by direct logit attribution …")
-            found = logit_attribution(model, corpus, neurons, n_top=options.n_top, context=options.context,
-                                      batch_tokens=options.batch_tokens, progress=progress)
-            attribution, attribution_summary = found.examples, found.summary
+            try:
+                found = logit_attribution(model, corpus, neurons, n_top=options.n_top, context=options.context,
+                                          batch_tokens=options.batch_tokens, progress=progress)
+                attribution, attribution_summary = found.examples, found.summary
+            except NeedleError as exc:  # e.g. a SoLU model, whose neurons' direct effect is not activation × w_out
+                say(f"  no direct logit attribution: {exc}")
     elif site.transform is not None:
         note = (f"the pages are of {site.basis}'s latents: their logit effects would be their decoder directions "
                 "through the unembedding, which these pages do not compute.")
