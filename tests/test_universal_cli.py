@@ -214,6 +214,18 @@ def test_build_site_hook_adds_the_section_to_probe_neuron_pages(tmp_path, bpe_to
     assert probed and all("<h2>Universality</h2>" in p.read_text() for p in probed)
     universal = corr.universal(0.5)
     assert len(pages) >= len(universal) and (site / "universality.html").is_file()
+    # the same from the command line, the view read from correlate's saved output
+    from typer.testing import CliRunner
+
+    from needle.cli import app
+
+    corr.save(tmp_path / "corr")
+    result = CliRunner().invoke(app, ["scope", "build", "--results", str(info["results"]), "--cache",
+                                      str(info["cache"].path), "--out", str(tmp_path / "cli-site"), "--model",
+                                      str(info["model_dir"]), "--max-k", "1", "--max-sequences", "4",
+                                      "--universality", str(tmp_path / "corr"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "cli-site" / "universality.html").is_file()
 
 
 def test_bad_input_gets_one_line(family, monkeypatch, capsys):

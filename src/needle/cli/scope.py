@@ -26,6 +26,8 @@ def build_command(
         "--max-k", help="Neurons chosen by a probe with k <= this get a page.")] = 8,
     sae: Annotated[Optional[Path], typer.Option(
         "--sae", help="The SAE a latents cache was extracted with (SAELens folder): pages of its latents.")] = None,
+    universality: Annotated[Optional[Path], typer.Option(
+        "--universality", help="Output directory of `needle universal correlate`: adds the universality view.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress lines.")] = False,
 ) -> None:
     """Build a static site: an index of features, a page per feature and per neuron, search. Opens from disk."""
@@ -65,7 +67,8 @@ def build_command(
 
     on_interrupt(f"{out} was left as it was (a site is written only once it is complete)")
     path = build_site(results, loaded_cache, out, model=adapter, corpus=text_corpus, max_sequences=max_sequences,
-                      options=SiteOptions(max_k_pages=max_k), echo=echo, progress=not quiet, transform=transform)
+                      options=SiteOptions(max_k_pages=max_k), echo=echo, progress=not quiet, transform=transform,
+                      universality=universality)
     typer.echo(f"open {(path / 'index.html').resolve()} in a browser (python -m webbrowser {path / 'index.html'})")
 
 
