@@ -279,3 +279,27 @@ def test_scope_site_neuron_pages_get_the_sections_and_the_weight_lists(tmp_path,
                                                          "weights-signal-boosting.html")]
     ref = pages[0].stem  # 3 layers x 48 neurons: every neuron is in the top 100 of one of the two lists
     assert any(f'href="neurons/{pages[0].parent.name}/{ref}.html">{ref}</a>' in listing for listing in listings)
+
+
+def test_nmf_directions_get_scope_pages_like_neurons(tmp_path, bpe_tokenizer):
+    from needle.activations import extract
+    from needle.probing import sweep
+    from needle.probing.decompositions import fit_nmf, layer_activations
+    from needle.scope import SiteOptions, build_site
+    from test_scope_site import make_tiny_sweep
+
+    info = make_tiny_sweep(tmp_path, bpe_tokenizer)
+    model, dataset = info["adapter"], info["cache"].dataset()
+    transform = fit_nmf(layer_activations(model, dataset.tokens, 0), 6, negatives="split", max_iter=200)
+    cache = extract(model, tmp_path / "dataset", tmp_path / "nmf-cache", layers=[0], site="post",
+                    transform=transform, progress=False)
+    assert cache.width == 6 and cache.basis == transform.name
+    results = sweep(cache, out=tmp_path / "nmf.parquet", methods=["mean_diff"], ks=[1], baselines=False,
+                    progress=False)
+    site = build_site(results, cache, tmp_path / "nmf-site", model=model, max_sequences=4, transform=transform,
+                      options=SiteOptions(max_k_pages=1, n_top=3, n_bottom=1, per_band=1))
+    pages = sorted((site / "neurons").rglob("*.html"))
+    assert pages
+    for page in pages:
+        text = page.read_text()
+        assert f" of {transform.name}</h1>" in text and "Max-activating examples" in text
