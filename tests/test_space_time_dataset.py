@@ -2,35 +2,15 @@
 
 from __future__ import annotations
 
-import zipfile
-
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
 
 from needle.datasets.format import load_dataset
 from needle.datasets.registry import build_collection
 from needle.datasets.space_time import build_space_time
 from needle.errors import InputError
-
-PREFIX = "sae_probes/data/cleaned_data/"
-
-
-def _zst(frame: pd.DataFrame) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pa.CompressedOutputStream(sink, "zstd") as out:
-        out.write(frame.to_csv(index=False).encode())
-    return sink.getvalue().to_pybytes()
-
-
-def make_wheel(path, files: dict[str, pd.DataFrame]):
-    """A wheel laid out like sae-probes 0.4's, holding the given (prompt, target) tables."""
-    with zipfile.ZipFile(path, "w") as wheel:
-        wheel.writestr("sae_probes/__init__.py", "raise ImportError('needle must not import sae_probes')\n")
-        for stem, frame in files.items():
-            wheel.writestr(f"{PREFIX}{stem}.csv.zst", _zst(frame))
-    return path
+from test_sae_probes_data import make_wheel
 
 
 def _table(rows):

@@ -13,6 +13,14 @@ from typing import Annotated, Optional
 
 import typer
 
+# Options several commands share, declared once.
+TextFiles = Annotated[Optional[list[Path]], typer.Option(
+    help="Text files or directories to stream (default: a toy family's held-out text).")]
+FamilySplit = Annotated[str, typer.Option(help="A toy family's corpus split: heldout or train.")]
+MovedUD = Annotated[Optional[Path], typer.Option(help="Where the family's UD treebanks are now, if moved.")]
+ContextLength = Annotated[Optional[int], typer.Option(help="Tokens per sequence, BOS included.")]
+Overwrite = Annotated[bool, typer.Option(help="Replace an existing --out.")]
+
 app = typer.Typer(no_args_is_help=True, help="Universal neurons across models trained from different seeds.")
 
 
@@ -69,7 +77,7 @@ def correlate_command(
     text: Annotated[Optional[list[Path]], typer.Option(
         help="Text files or directories (.txt/.py/.md) to stream (default: a toy family's held-out text).")] = None,
     split: Annotated[str, typer.Option(help="A toy family's corpus split to stream: heldout or train.")] = "heldout",
-    ud: Annotated[Optional[Path], typer.Option(help="Where the family's UD treebanks are now, if moved.")] = None,
+    ud: MovedUD = None,
     max_tokens: Annotated[Optional[int], typer.Option(help="Most tokens to stream.")] = None,
     context_length: Annotated[Optional[int], typer.Option(
         help="Tokens per sequence, BOS included (default: the model's positions, at most 512).")] = None,
@@ -86,7 +94,7 @@ def correlate_command(
         help="Checkpoint directory; rerunning resumes (default: OUT.work beside --out).")] = None,
     keep_correlations: Annotated[bool, typer.Option(
         help="Also keep every full correlation matrix (float32 .npy per layer pair) in OUT.work/rho.")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Correlate every neuron of the family's first model with every neuron of the others; write per-neuron tables."""
     import torch
@@ -164,14 +172,13 @@ def stats_command(
     correlations: Annotated[Optional[Path], typer.Option(
         help="Output of needle universal correlate for this model: compare universal neurons with the rest.")] = None,
     threshold: Annotated[float, typer.Option(help="Excess correlation above which a neuron is universal.")] = 0.5,
-    text: Annotated[Optional[list[Path]], typer.Option(
-        help="Text files or directories to stream (default: a toy family's held-out text).")] = None,
-    split: Annotated[str, typer.Option(help="A toy family's corpus split: heldout or train.")] = "heldout",
-    ud: Annotated[Optional[Path], typer.Option(help="Where the family's UD treebanks are now, if moved.")] = None,
+    text: TextFiles = None,
+    split: FamilySplit = "heldout",
+    ud: MovedUD = None,
     max_tokens: Annotated[Optional[int], typer.Option(help="Most tokens to stream.")] = None,
-    context_length: Annotated[Optional[int], typer.Option(help="Tokens per sequence, BOS included.")] = None,
+    context_length: ContextLength = None,
     exclude_newlines: Annotated[bool, typer.Option(help="Leave newline tokens out.")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Activation and weight statistics of every neuron (Figure 3.3), as percentiles within each layer."""
     from needle._io import atomic_directory
@@ -305,17 +312,17 @@ def explain_command(
     text: Annotated[Optional[list[Path]], typer.Option(
         help="Text files or directories to stream, each its own source for the context tests "
              "(default: a toy family's held-out text, by source).")] = None,
-    split: Annotated[str, typer.Option(help="A toy family's corpus split: heldout or train.")] = "heldout",
-    ud: Annotated[Optional[Path], typer.Option(help="Where the family's UD treebanks are now, if moved.")] = None,
+    split: FamilySplit = "heldout",
+    ud: MovedUD = None,
     max_tokens: Annotated[Optional[int], typer.Option(help="Most tokens to stream.")] = None,
-    context_length: Annotated[Optional[int], typer.Option(help="Tokens per sequence, BOS included.")] = None,
+    context_length: ContextLength = None,
     unigrams: Annotated[int, typer.Option(help="Frequent tokens that each get a unigram test.")] = 200,
     top: Annotated[int, typer.Option(help="Best explanations kept per neuron.")] = 3,
     context: Annotated[bool, typer.Option(help="Run the context tests (the token's source).")] = True,
     position: Annotated[bool, typer.Option(help="Run the position test (mutual information).")] = True,
     syntax: Annotated[Optional[list[Path]], typer.Option(
         help="CoNLL-U files or directories: run the syntax tests on their gold UD labels.")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Best variance-reduction explanations of every neuron (Eq. 3.4) and, with --correlations, a family table."""
     from needle._io import atomic_file
@@ -373,13 +380,12 @@ def roles_command(
                                           "standard deviations.")] = 3.0,
     max_neurons: Annotated[int, typer.Option(help="Most prediction / suppression neurons given the firing check "
                                                   "(largest kurtosis first).")] = 50,
-    text: Annotated[Optional[list[Path]], typer.Option(
-        help="Text files or directories to stream (default: a toy family's held-out text).")] = None,
-    split: Annotated[str, typer.Option(help="A toy family's corpus split: heldout or train.")] = "heldout",
-    ud: Annotated[Optional[Path], typer.Option(help="Where the family's UD treebanks are now, if moved.")] = None,
+    text: TextFiles = None,
+    split: FamilySplit = "heldout",
+    ud: MovedUD = None,
     max_tokens: Annotated[Optional[int], typer.Option(help="Most tokens to stream.")] = None,
-    context_length: Annotated[Optional[int], typer.Option(help="Tokens per sequence, BOS included.")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
+    context_length: ContextLength = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Prediction, suppression and partition neurons (Figure 3.6), and whether they fire before their tokens."""
     from needle._io import atomic_directory
@@ -450,13 +456,12 @@ def entropy_command(
     antipodal: Annotated[float, typer.Option(help="cos(w_out, w_out') at or below which two neurons are an "
                                                   "antipodal pair.")] = -0.8,
     seed: Annotated[int, typer.Option(help="Seeds the random neurons.")] = 0,
-    text: Annotated[Optional[list[Path]], typer.Option(
-        help="Text files or directories to stream (default: a toy family's held-out text).")] = None,
-    split: Annotated[str, typer.Option(help="A toy family's corpus split: heldout or train.")] = "heldout",
-    ud: Annotated[Optional[Path], typer.Option(help="Where the family's UD treebanks are now, if moved.")] = None,
+    text: TextFiles = None,
+    split: FamilySplit = "heldout",
+    ud: MovedUD = None,
     max_tokens: Annotated[int, typer.Option(help="Most tokens to run each sweep on.")] = 16384,
-    context_length: Annotated[Optional[int], typer.Option(help="Tokens per sequence, BOS included.")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
+    context_length: ContextLength = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Entropy neurons (Figure 3.7): fix a neuron's activation and measure the final-norm scale, the next-token
     entropy, the true token's rank and the loss, against random neurons of the last layers."""
@@ -524,13 +529,12 @@ def attention_command(
     n_random: Annotated[Optional[int], typer.Option(help="Random directions per neuron layer (default: as many "
                                                          "as neurons).")] = None,
     seed: Annotated[int, typer.Option(help="Seeds the random directions.")] = 0,
-    text: Annotated[Optional[list[Path]], typer.Option(
-        help="Text files or directories to stream (default: a toy family's held-out text).")] = None,
-    split: Annotated[str, typer.Option(help="A toy family's corpus split: heldout or train.")] = "heldout",
-    ud: Annotated[Optional[Path], typer.Option(help="Where the family's UD treebanks are now, if moved.")] = None,
+    text: TextFiles = None,
+    split: FamilySplit = "heldout",
+    ud: MovedUD = None,
     max_tokens: Annotated[int, typer.Option(help="Most tokens for the path ablation.")] = 16384,
-    context_length: Annotated[Optional[int], typer.Option(help="Tokens per sequence, BOS included.")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
+    context_length: ContextLength = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Attention (de)activation neurons (Figure 3.8): the BOS score h_n of every neuron and later head against random
     directions, and a path ablation of one neuron's contribution to one head's query."""
@@ -597,7 +601,7 @@ def scope_command(
     roles: Annotated[Optional[Path], typer.Option(help="Output of needle universal roles or stats (the directory).")
                      ] = None,
     threshold: Annotated[float, typer.Option(help="Excess correlation above which a neuron is universal.")] = 0.5,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """A static site of the universality results: ϱ per layer, the universal neurons with their families, and a page
     per universal neuron (partners, family tests, role statistics). Open OUT/universality.html."""
