@@ -174,6 +174,22 @@ def test_neuron_page_lists_direct_logit_attribution_and_layer_ranks_as_the_api_c
     assert ranks == top[top["kind"] == "top"].sort_values("rank")["layer_rank"].tolist()
 
 
+def test_neurons_that_lower_the_correct_token_have_their_own_list(tiny):
+    from needle.neurons import Corpus, logit_attribution
+
+    site, adapter, cache = tiny["site"], tiny["adapter"], tiny["cache"]
+    refs = [tuple(int(v) for v in re.fullmatch(r"L(\d+)\.N(\d+)\.html", p.name).groups())
+            for p in sorted((site / "neurons").rglob("*.html"))]
+    corpus = Corpus.from_dataset(cache.dataset(), tokenizer=adapter.tokenizer)
+    summary = logit_attribution(adapter, corpus, refs, n_top=1).summary
+    lowering = summary[summary["mean_attribution"] < 0].sort_values("mean_attribution")
+    listing = (site / "lowers-correct-token.html").read_text()
+    listed = re.findall(r'<a href="neurons/L\d+/(L\d+\.N\d+)\.html">', listing)
+    assert listed == [f"L{r.layer}.N{r.neuron}" for r in lowering.itertuples()]
+    assert 0 < len(listed) < len(refs)  # some neurons lower it on average, not all
+    assert 'href="lowers-correct-token.html"' in (site / "index.html").read_text()
+
+
 def test_neuron_pages_link_each_probes_other_neurons(tiny):
     from needle.probing import load_results
     from needle.scope.tables import referenced_neurons

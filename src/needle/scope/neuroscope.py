@@ -199,3 +199,48 @@ def weight_list_html(weights: pd.DataFrame, pages: set[NeuronRef], *, title: str
             '<table><thead><tr><th class="num">#</th><th>neuron</th><th class="num">cos(w_in, w_out)</th>'
             '<th class="num">|w_in|</th><th class="num">|w_out|</th><th class="num">b_in</th></tr></thead>'
             f"<tbody>{''.join(rows)}</tbody></table></body></html>")
+
+
+#: The list page of neurons that lower the correct next token on average (problem 9.50).
+SUPPRESSOR_PAGE = "lowers-correct-token.html"
+
+
+def suppressor_list_html(summary: pd.DataFrame, pages: set[NeuronRef], *, root: str = "") -> str | None:
+    """A standalone page of the neurons whose mean direct logit attribution to the correct next token is negative.
+
+    Parameters
+    ----------
+    summary : DataFrame
+        :attr:`needle.neurons.LogitAttribution.summary` (``layer, neuron, n_tokens, mean_attribution,
+        fraction_negative, lowers_correct_token``).
+    pages : set of NeuronRef
+        Neurons with a page (linked).
+    root : str
+        Prefix of neuron page links.
+
+    Returns
+    -------
+    str or None
+        None when the summary is empty.
+    """
+    if summary is None or not len(summary):
+        return None
+    table = summary[summary["mean_attribution"] < 0].sort_values(["mean_attribution", "layer", "neuron"],
+                                                                  kind="stable")
+    rows = []
+    for i, r in enumerate(table.itertuples(index=False)):
+        ref = NeuronRef(int(r.layer), int(r.neuron))
+        label = escape(ref.id)
+        cell = f'<a href="{root}{neuron_page_name(ref)}">{label}</a>' if ref in pages else label
+        rows.append(f'<tr><td class="num">{i + 1}</td><td>{cell}</td><td class="num">{r.mean_attribution:+.5f}</td>'
+                    f'<td class="num">{r.fraction_negative:.3f}</td><td class="num">{int(r.n_tokens)}</td></tr>')
+    title = "Neurons that lower the correct next token"
+    return (f'<!doctype html><html><head><meta charset="utf-8"><title>{escape(title)}</title>'
+            f"<style>{_PAGE_STYLE}</style></head><body><p><a href=\"{root}index.html\">← index</a></p>"
+            f"<h1>{escape(title)}</h1><p class=\"hint\">Of the {len(summary)} neurons with a page, the {len(table)} whose "
+            "direct logit attribution to the token that really comes next (activation × W_U[:, next] · w_out through "
+            "the final norm's linearisation) is negative on average over the corpus, most negative first.</p>"
+            '<table><thead><tr><th class="num">#</th><th>neuron</th><th class="num">mean attribution</th>'
+            '<th class="num">fraction of tokens below 0</th><th class="num">tokens</th></tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table></body></html>")
+

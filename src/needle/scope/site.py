@@ -255,6 +255,10 @@ def build_site(
         if page is not None:
             meta = {**meta, "space_time_page": PAGE}
             _write(tmp / PAGE, page)
+        if len(analyses.attribution_summary):
+            from needle.scope.neuroscope import SUPPRESSOR_PAGE
+
+            meta = {**meta, "suppressor_page": SUPPRESSOR_PAGE}
         _write(tmp / "index.html", _render_index(env, index, meta))
         for record in index:
             html = _render_feature(env, record, results, meta, pages, options,
@@ -267,6 +271,11 @@ def build_site(
                                                             sections.get(ref)))
         if neuroscope is not None:
             neuroscope.write_pages(tmp, set(uses))
+        from needle.scope.neuroscope import SUPPRESSOR_PAGE, suppressor_list_html
+
+        suppressors = suppressor_list_html(analyses.attribution_summary, set(uses))
+        if suppressors is not None:
+            _write(tmp / SUPPRESSOR_PAGE, suppressors)
         _write(tmp / "search-index.js", _search_index(index, uses, analyses))
         _write(tmp / "probes.json", json.dumps(probe_catalogue(results, ks=options.viewer_ks)))
         _write(tmp / "manifest.json", json.dumps({
