@@ -37,6 +37,12 @@ def probe_command(
     splits: Annotated[int, typer.Option(
         help="Group splits per feature; N > 1 refits every probe on N-1 more splits for mean ± sd (N× the work).")] = 1,
     overwrite: Annotated[bool, typer.Option(help="Start the results file afresh.")] = False,
+    engine: Annotated[str, typer.Option(
+        help="local (a process pool of --jobs) or ray (Ray tasks; the cache must be at the same path on every node).")
+    ] = "local",
+    address: Annotated[Optional[str], typer.Option(
+        help="With --engine ray: auto (the cluster `ray start` made), ray://host:10001, or none to start a local "
+             "one of --jobs CPUs.")] = None,
 ) -> None:
     """Sweep sparse probes over features, layers, methods and k; resumes and appends."""
     from needle.activations import load_cache
@@ -63,7 +69,7 @@ def probe_command(
     results = sweep(source, out=out, features=_split(features), layers=parse_layers(layers),
                     methods=_split(methods) or list(DEFAULT_METHODS), ks=ks, prefilter=prefilter or None, seed=seed,
                     baselines=baselines, C=C, method_params=_method_params(method_param), n_jobs=jobs,
-                    overwrite=overwrite, bootstrap=bootstrap, splits=splits)
+                    overwrite=overwrite, bootstrap=bootstrap, splits=splits, engine=engine, address=address)
     typer.echo(f"{len(results)} result rows in {out}")
     typer.echo(_format_summary(summarize(results)))
 
