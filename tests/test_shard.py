@@ -128,3 +128,21 @@ def test_extract_sharded_locally_from_a_model_directory(setup, bpe_tokenizer, tm
     assert files_of(cache.path) == files_of(single.path)
     assert not shard_dir(tmp_path / "sharded", 0, 2).parent.exists()  # merged, then removed
     assert load_cache(cache.path).n_rows == single.n_rows
+    # The same from the command line: `needle extract --shard I/N` on each part, then `needle cache merge`.
+    dataset.save(tmp_path / "dataset")
+    runner, parts = CliRunner(), []
+    for i in range(2):
+        parts.append(str(tmp_path / f"part{i}"))
+        result = runner.invoke(app, ["extract", "--model", str(model_dir), "--dataset", str(tmp_path / "dataset"),
+                                     "--out", parts[-1], "--layers", "0,2", "--batch-tokens", "48", "--shard", f"{i}/2"])
+        assert result.exit_code == 0, result.output
+        assert f"shard {i}/2" in result.output
+    result = runner.invoke(app, ["cache", "merge", *parts, "--out", str(tmp_path / "cli")])
+    assert result.exit_code == 0, result.output
+    cli = load_cache(tmp_path / "cli")
+    for layer in (0, 2):  # the dataset's recorded path differs (a directory, not an object), the activations not
+        np.testing.assert_array_equal(np.asarray(cli.layer(layer)), np.asarray(single.layer(layer)))
+    assert (tmp_path / "cli" / "rows.parquet").read_bytes() == (single.path / "rows.parquet").read_bytes()
+    result = runner.invoke(app, ["extract", "--model", str(model_dir), "--dataset", str(tmp_path / "dataset"),
+                                 "--out", str(tmp_path / "bad"), "--shard", "first"])
+    assert "--shard 'first': give I/N" in str(result.exception)
