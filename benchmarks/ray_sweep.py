@@ -16,8 +16,8 @@ One invocation runs, side by side:
    Ray's workers import it on their first task). Printed: wall time of each,
    the ratio ray / pool (target ≤ 1.10), and whether the two results tables
    are identical (every column but ``fit_seconds``, every number exact).
-   ``--repeats R`` alternates the two sides R times and reports each side's
-   median and range.
+   ``--repeats R`` runs R pairs, alternating which side goes first (``--ray-first``: Ray in the first
+   pair), and reports each side's median and range.
 
 2. **Scheduling overhead per task**: ``--tiny-tasks T`` no-op Ray tasks (one
    CPU each, returning their argument) submitted at once and collected with the
@@ -118,7 +118,8 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--ks", default=",".join(map(str, KS)))
     parser.add_argument("--jobs", type=int, default=2, help="Pool processes and Ray CPUs (default: %(default)s).")
-    parser.add_argument("--repeats", type=int, default=1, help="Alternate the two sides this many times.")
+    parser.add_argument("--repeats", type=int, default=1, help="Pairs of runs, alternating which side goes first.")
+    parser.add_argument("--ray-first", action="store_true", help="Ray first in the first pair.")
     parser.add_argument("--tiny-tasks", type=int, default=100_000, help="No-op tasks for the overhead (0: skip).")
     parser.add_argument("--skip-sweep", action="store_true", help="Only the tiny-task overhead.")
     args = parser.parse_args()
@@ -144,7 +145,8 @@ def main() -> None:
         times = {"pool": [], "ray": []}
         tables = {}
         for repeat in range(args.repeats):
-            for side, engine in (("pool", "local"), ("ray", "ray")):
+            order = [("pool", "local"), ("ray", "ray")]
+            for side, engine in order[::-1] if (repeat % 2 == 1) != args.ray_first else order:
                 tables[side], seconds = _sweep(cache, work / f"ray_sweep_{side}.parquet", features, layers, methods,
                                                ks, args.jobs, engine)
                 times[side].append(seconds)
