@@ -330,8 +330,9 @@ def extract_sharded(model: str, dataset, out: str | os.PathLike, *, shards: int,
             refs = [remote.remote(*args, str(where), (i, int(shards))) for i, where in enumerate(dirs)]
             ray.get(refs)  # a lost worker's shard is retried by Ray and resumes from its last commit
         finally:
-            for ref in refs:
-                ray.cancel(ref, force=True)
+            from needle.probing.engines import cancel
+
+            cancel(ray, refs)
             if own:
                 ray.shutdown()
     cache = merge_shards(dirs, out, overwrite=overwrite)

@@ -44,7 +44,7 @@ or not at all. A worker that dies (killed, out of memory, node lost) has its
 task retried by Ray up to ``max_retries`` times; an exception raised by the
 task itself (bad input) is not retried and stops the sweep, like the local
 pool. On Ctrl-C every unfinished task is cancelled on the cluster (running
-ones are killed) before the interrupt propagates; the rows of finished tasks
+ones are interrupted) before the interrupt propagates; the rows of finished tasks
 are kept by the writer, so the sweep resumes where it stopped.
 """
 
@@ -216,7 +216,20 @@ def ray_results(source, tasks: Sequence, config, params_json: str, *, address: s
                 yield refs.pop(ref), rows
     finally:
         # Ctrl-C, an error, or the writer stopping early: nothing keeps running on the cluster for this sweep.
-        for ref in refs:
-            ray.cancel(ref, force=True)
+        cancel(ray, list(refs))
         if own:
             ray.shutdown()
+
+
+def cancel(ray, refs: list) -> None:
+    """Cancel the unfinished ``refs``: queued tasks are dropped, running ones interrupted (``KeyboardInterrupt``
+    in the task; the worker survives).
+
+    Finished tasks are left alone and ``force=True`` (killing the worker) is not used: Ray 2.60 can abort the
+    driver ("Tried to complete task that was not pending") when a task completes while it is force-cancelled.
+    """
+    if not refs:
+        return
+    _, unfinished = ray.wait(refs, num_returns=len(refs), timeout=0)
+    for ref in unfinished:
+        ray.cancel(ref)
