@@ -26,6 +26,7 @@ from needle._io import check_replaceable, read_json, replace_path, write_json_at
 from needle._locks import exclusive_lock
 from needle._version import __version__
 from needle.activations.cache import CACHE_FORMAT, CACHE_FORMAT_VERSION, ActivationCache, layer_file, load_cache
+from needle.activations.shard import SHARD_FORMAT, load_shard, shard_plan
 from needle.activations.stream import check_model_inputs, plan_batches, stream_batches
 from needle.datasets.format import AGGREGATIONS, ProbeDataset, load_dataset
 from needle.datasets.tokenizer_info import tokenizer_fingerprint
@@ -66,6 +67,7 @@ def extract(
     progress: bool = True,
     checkpoint_seconds: float = 30.0,
     callback: Callable[[int, int], None] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> ActivationCache:
     """Extract activations at a dataset's labelled examples into an ActivationCache.
 
@@ -114,10 +116,16 @@ def extract(
     callback : callable, optional
         Called as ``callback(batches_done, n_batches)`` after each batch is
         written (used to report or to interrupt).
+    shard : (int, int), optional
+        ``(i, n)``: extract only shard ``i`` of ``n`` (its sequences, whole
+        batches of the full plan) into an ``ActivationShard`` at ``out``,
+        resumable like a whole extraction; :func:`needle.activations.shard.merge_shards`
+        joins the ``n`` shards into the cache this call would write without it, byte for byte.
 
     Returns
     -------
     ActivationCache
+        (An :class:`~needle.activations.shard.ActivationShard` when ``shard`` is given.)
     """
     if isinstance(model, (str, os.PathLike)):
         from needle.models import load_model
@@ -152,7 +160,7 @@ def extract(
         if out.exists() or out.is_symlink():
             if not overwrite:
                 raise InputError(f"{out} already exists; choose another --out or pass overwrite=True / --overwrite.")
-            check_replaceable(out, CACHE_FORMAT)
+            check_replaceable(out, CACHE_FORMAT if shard is None else SHARD_FORMAT)
         partial = out.with_name(f".{out.name}.partial")
         units = dataset.units()
         lengths = np.array([len(t) for t in dataset.tokens], np.int64)
@@ -163,11 +171,17 @@ def extract(
                               "padding_side": padding_side})
         signature = {key: manifest[key] for key in ("model", "dataset_hash", "site", "transform", "layers", "dtype",
                                                     "params", "n_rows", "needle_version")}
+        part = plan  # the batches this call runs: all, or one shard's (rows, tables and layout stay the full plan's)
+        if shard is not None:
+            part, manifest["shard"] = shard_plan(plan, lengths, shard)
+            signature["shard"] = manifest["shard"]
+            manifest["format"] = SHARD_FORMAT
 
+        n_part = len(part.unit_order)
         done = _prepare_partial(partial, signature, overwrite,
-                                lambda: _start(partial, plan, units, dataset, layers, width, dtype),
-                                len(units) * width * np.dtype(_CACHE_DTYPES[dtype]).itemsize * len(layers))
-        _run_batches(model, dataset, plan, units, partial, layers, site, dtype, width, padding_side, done, signature,
+                                lambda: _start(partial, plan, units, dataset, layers, width, dtype, n_part),
+                                n_part * width * np.dtype(_CACHE_DTYPES[dtype]).itemsize * len(layers))
+        _run_batches(model, dataset, part, units, partial, layers, site, dtype, width, padding_side, done, signature,
                      progress, checkpoint_seconds, callback)
 
         names = ["rows.parquet", "labels.parquet", *(layer_file(layer) for layer in layers)]
@@ -175,7 +189,7 @@ def extract(
         write_json_atomic(partial / "manifest.json", manifest)
         (partial / "state.json").unlink()
         replace_path(partial, out)
-        return load_cache(out)
+        return load_cache(out) if shard is None else load_shard(out)
 
 
 # ---------------------------------------------------------------- checks
@@ -295,7 +309,9 @@ def _gib(n: int) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**27 else f"{n / 2**20:.1f} MiB"
 
 
-def _start(partial: Path, plan: _Plan, units, dataset: ProbeDataset, layers, width: int, dtype: str) -> None:
+def _start(partial: Path, plan: _Plan, units, dataset: ProbeDataset, layers, width: int, dtype: str,
+           n_layer_rows: int) -> None:
+    """Write the row and label tables of the whole ``plan`` and size the layer files for ``n_layer_rows`` rows."""
     rows_units = plan.unit_order
     seq = units.sequence[rows_units]
     write_parquet(
@@ -324,7 +340,7 @@ def _start(partial: Path, plan: _Plan, units, dataset: ProbeDataset, layers, wid
         partial / "labels.parquet",
     )
     for layer in layers:
-        _allocate_npy(partial / layer_file(layer), (len(rows_units), width), _CACHE_DTYPES[dtype])
+        _allocate_npy(partial / layer_file(layer), (n_layer_rows, width), _CACHE_DTYPES[dtype])
 
 
 def _allocate_npy(path: Path, shape: tuple[int, int], dtype: type) -> None:

@@ -1,4 +1,4 @@
-"""``needle cache info|verify``."""
+"""``needle cache info|verify|merge``."""
 
 from __future__ import annotations
 
@@ -48,3 +48,17 @@ def load_files(path: Path) -> dict:
     from needle.activations import load_cache
 
     return load_cache(path).manifest["files"]
+
+
+@app.command("merge")
+def merge_command(
+    shards: Annotated[list[Path], typer.Argument(help="Every shard directory of one extraction (any order).")],
+    out: Annotated[Path, typer.Option("--out", help="Directory of the activation cache to write.")],
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
+) -> None:
+    """Join the shards of a sharded extraction into one cache, byte-identical to an extraction in one piece."""
+    from needle.activations.shard import merge_shards
+
+    cache = merge_shards(shards, out, overwrite=overwrite)
+    typer.echo(f"merged {len(shards)} shards: {cache.n_rows} rows × {cache.width} for layers {cache.layers} in "
+               f"{cache.path}")

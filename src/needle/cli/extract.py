@@ -26,12 +26,15 @@ def extract_command(
     cache_dtype: Annotated[str, typer.Option(help="Storage dtype: float16 or float32.")] = "float16",
     batch_tokens: Annotated[int, typer.Option(help="Padded tokens per forward pass.")] = 8192,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out.")] = False,
+    shard: Annotated[Optional[str], typer.Option(
+        help="I/N: extract only shard I of N (0-based) into --out; `needle cache merge` joins the N shards.")] = None,
 ) -> None:
     """Extract a model's activations at a dataset's labelled examples (resumes an interrupted run)."""
     from needle.activations import extract
     from needle.models import load_model
 
     check_device(device)
+    shard_spec = _parse_shard(shard)
     layer_list, transform = parse_layers(layers), None
     if sae is not None:
         from needle.sae import load_sae
@@ -42,7 +45,12 @@ def extract_command(
     adapter = load_model(model, device=device, dtype=dtype)
     on_interrupt(lambda: _kept(out))
     cache = extract(adapter, dataset, out, layers=layer_list, site=site or "post", transform=transform,
-                    dtype=cache_dtype, batch_tokens=batch_tokens, overwrite=overwrite)
+                    dtype=cache_dtype, batch_tokens=batch_tokens, overwrite=overwrite, shard=shard_spec)
+    if shard_spec is not None:
+        a, b = cache.rows
+        typer.echo(f"wrote shard {cache.index}/{cache.count} (rows {a}-{b} of {cache.manifest['n_rows']}) to "
+                   f"{cache.path}")
+        return
     typer.echo(f"wrote {cache.n_rows} rows × {cache.width} {cache.basis} ({cache.site}) for layers {cache.layers} "
                f"to {cache.path}")
 
@@ -53,3 +61,15 @@ def _kept(out: Path) -> str:
         return (f"the batches done so far are kept in {partial}; run the same command again to resume "
                 "(or delete it to start over)")
     return f"nothing was written to {out}"
+
+
+def _parse_shard(text: str | None) -> tuple[int, int] | None:
+    from needle.errors import InputError
+
+    if text is None:
+        return None
+    index, _, count = text.partition("/")
+    try:
+        return int(index), int(count)
+    except ValueError:
+        raise InputError(f"--shard {text!r}: give I/N, e.g. 0/4 for the first of four shards.") from None

@@ -41,6 +41,12 @@ def probe_command(
     preset: Annotated[Optional[str], typer.Option(
         help="A benchmark's setting: 'saebench' = SAEBench sparse probing (train 4,000 / test 1,000 per feature, "
              "mean_diff top-k, k 1,2,5, no baselines); --methods, --k and --baselines given override it.")] = None,
+    engine: Annotated[str, typer.Option(
+        help="local (a process pool of --jobs) or ray (Ray tasks; the cache must be at the same path on every node).")
+    ] = "local",
+    address: Annotated[Optional[str], typer.Option(
+        help="With --engine ray: auto (the cluster `ray start` made), ray://host:10001, or none to start a local "
+             "one of --jobs CPUs.")] = None,
 ) -> None:
     """Sweep sparse probes over features, layers, methods and k; resumes and appends."""
     from needle.activations import load_cache
@@ -77,7 +83,8 @@ def probe_command(
     results = sweep(source, out=out, features=_split(features), layers=parse_layers(layers),
                     methods=_split(methods) or default_methods, ks=ks, prefilter=prefilter or None, seed=seed,
                     baselines=baselines, C=C, method_params=_method_params(method_param), n_jobs=jobs,
-                    overwrite=overwrite, bootstrap=bootstrap, splits=splits, **extra)
+                    overwrite=overwrite, bootstrap=bootstrap, splits=splits, engine=engine, address=address,
+                    **extra)
     typer.echo(f"{len(results)} result rows in {out}")
     typer.echo(_format_summary(summarize(results)))
 

@@ -4,8 +4,8 @@ The work is a list of independent :class:`ProbeTask` s, one per (feature,
 layer); :func:`run_task` is a pure function of a task, the source and the
 :class:`SweepConfig` that returns the task's result rows, so a process pool
 (or later a distributed engine) can map it. :func:`sweep` plans the tasks,
-saves the train/test splits, maps :func:`run_task` (serially or over a
-process pool), and merges the rows into the results file atomically as tasks
+saves the train/test splits, maps :func:`run_task` (serially, over a
+process pool, or as Ray tasks: :mod:`needle.probing.engines`), and merges the rows into the results file atomically as tasks
 complete; rerunning it skips rows already present, so an interrupted sweep
 resumes and a sweep with another method or layer appends.
 
@@ -583,6 +583,8 @@ def sweep(
     layers: Iterable[int] | None = None,
     n_jobs: int = 1,
     executor: Executor | None = None,
+    engine: str = "local",
+    address: str | None = None,
     progress: bool = True,
     checkpoint_seconds: float = 30.0,
     overwrite: bool = False,
@@ -609,6 +611,15 @@ def sweep(
     executor : concurrent.futures.Executor, optional
         Run tasks on this executor instead (its workers must be able to
         receive the source by pickling); overrides ``n_jobs``.
+    engine : {"local", "ray"}, default "local"
+        ``"ray"`` runs every task as a Ray task (:mod:`needle.probing.engines`:
+        a cache is read by path on the workers, so it must be on storage all
+        nodes share); same rows and numbers as ``"local"``.
+    address : str, optional
+        With ``engine="ray"``: the cluster, ``"auto"`` (started by ``ray start``)
+        or ``"ray://host:10001"``; None starts a local cluster of ``n_jobs``
+        CPUs (all of them when ``n_jobs`` is 1), or uses the one this process
+        already joined.
     progress : bool, default True
         Show a progress bar.
     checkpoint_seconds : float, default 30
@@ -635,6 +646,14 @@ def sweep(
     config = replace(config or SweepConfig(), **settings)
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or n_jobs < 1:
         raise InputError(f"n_jobs must be an integer >= 1, got {n_jobs!r}.")
+    from needle.probing.engines import ENGINES, by_cost, ray_results
+
+    if engine not in ENGINES:
+        raise InputError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}.")
+    if engine == "ray" and executor is not None:
+        raise InputError("pass either executor= or engine='ray', not both.")
+    if address is not None and engine != "ray":
+        raise InputError(f"address={address!r} is the Ray cluster's; pass engine='ray' (--engine ray) with it.")
     params_json = json.dumps(config.params(), sort_keys=True, default=str)
     params = json.loads(params_json)  # compared with stored params, so in their JSON form (lists, not tuples)
     manifest = _manifest(source)
@@ -691,9 +710,21 @@ def sweep(
         if time.monotonic() - last_commit >= checkpoint_seconds:
             commit()
 
+    if engine == "ray" or executor is not None or n_jobs > 1:
+        tasks = by_cost(tasks, {l: int(source.layer(l).shape[1]) for l in {t.layer for t in tasks}})
     bar = tqdm(total=len(tasks), desc="probing", unit="task", disable=not progress)
     try:
-        if executor is None and n_jobs == 1:
+        if engine == "ray":
+            from contextlib import closing
+
+            # closing: an error in the writer cancels the cluster's work now, not when the traceback is freed.
+            with closing(ray_results(source, tasks, config, params_json, address=address,
+                                     num_cpus=int(n_jobs) if n_jobs > 1 else None)) as finished:
+                for task, frame in finished:
+                    bar.set_postfix_str(f"{task.feature} L{task.layer}", refresh=False)
+                    collect(frame)
+                    bar.update()
+        elif executor is None and n_jobs == 1:
             from threadpoolctl import threadpool_limits
 
             # Small dense problems run faster on one BLAS thread; the pool (n_jobs) parallelises.
