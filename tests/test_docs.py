@@ -43,6 +43,9 @@ SHRINK = [
     ("README.md", "needle probe --cache runs/ewt-train-sae --out runs/ewt-train-sae.parquet",
      "needle probe --cache runs/ewt-train-sae --out runs/ewt-train-sae.parquet --jobs 1 "
      "--features pos:NOUN,pos:VERB --methods mean_diff --bootstrap 200"),
+    # Shards need a batch each: the miniature treebank fits in one batch of the default size.
+    ("README.md", "--layers 0 --shard 0/2", "--layers 0 --shard 0/2 --batch-tokens 512"),
+    ("README.md", "--layers 0 --shard 1/2", "--layers 0 --shard 1/2 --batch-tokens 512"),
     # The universal-neurons family: two one-layer members trained for two steps on needle's own toy sources.
     ("README.md", "needle toy train-seeds --out fam --seeds 5",
      f"needle toy train-seeds --out fam --seeds 2 --python {Path(__file__).resolve().parents[1] / 'src/needle/toy'} "
