@@ -73,6 +73,17 @@ def test_control_keeps_rows_groups_and_label_counts():
         selectivity(pd.DataFrame({"feature": []}), pd.DataFrame({"feature": []}))
 
 
+def test_a_control_that_cannot_shuffle_anything_is_refused():
+    # one example per group (sae-probes' prompts are each their own document): every permutation is the identity
+    rng = np.random.default_rng(0)
+    n = 60
+    y = (rng.random(n) < 0.5).astype(np.int8)
+    source = ArraySource({0: rng.normal(size=(n, 4)).astype(np.float32)}, {"f": (np.arange(n), y)},
+                         groups=np.arange(n), manifest={"model_id": "m", "dataset_hash": "h", "site": "custom"})
+    with pytest.raises(InputError, match="no group holds two examples with different labels"):
+        LabelShuffleControl(source, seed=0).feature("f")
+
+
 def test_pca_and_rotated_bases_equal_sklearn_and_numpy():
     from sklearn.decomposition import PCA
 

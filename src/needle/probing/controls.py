@@ -31,6 +31,12 @@ from needle.probing.splits import derive_seed, group_train_test_split
 __all__ = ["LabelShuffleControl", "permute_within_groups", "selectivity", "control_sweep"]
 
 
+def _can_permute(y: np.ndarray, groups: np.ndarray) -> bool:
+    """Whether some group holds two different labels (else every within-group permutation is the identity)."""
+    frame = pd.DataFrame({"g": np.asarray(groups).astype(str), "y": y})
+    return bool((frame.groupby("g")["y"].nunique() > 1).any())
+
+
 def permute_within_groups(y: np.ndarray, groups: np.ndarray, seed: int) -> np.ndarray:
     """``y`` with its entries permuted uniformly at random inside each group (shape and dtype kept)."""
     y = np.asarray(y)
@@ -89,6 +95,10 @@ class LabelShuffleControl:
             rows, y = self.source.feature(name)
             rows = np.asarray(rows, np.int64)
             groups = np.asarray(self.source.row_groups)[rows]
+            if not _can_permute(np.asarray(y), groups):
+                raise InputError(f"feature {name!r}: no group holds two examples with different labels, so "
+                                 "permuting labels within groups changes nothing and its control would equal the "
+                                 "probe; the label-shuffle control needs groups (documents) of several examples.")
             self._cache[name] = (rows, permute_within_groups(np.asarray(y), groups,
                                                              derive_seed(self.seed, "shuffle", name)))
         return self._cache[name]
