@@ -303,3 +303,14 @@ def test_nmf_directions_get_scope_pages_like_neurons(tmp_path, bpe_tokenizer):
     for page in pages:
         text = page.read_text()
         assert f" of {transform.name}</h1>" in text and "Max-activating examples" in text
+    # an NMF direction over the neurons writes through the MLP's w_out: its logit effect, by hand
+    from needle.models.sites import get_site
+    from needle.neurons import latent_logit_effects
+    from needle.neurons.logits import final_norm_scale
+
+    j = int(pages[0].stem.split(".N")[1])
+    effects = latent_logit_effects(model, get_site("post", transform), 0, j, top=3)
+    direction = torch.as_tensor(transform.directions()[j]).double() @ model.w_out(0).double()
+    by_hand = (direction * final_norm_scale(model).double()) @ model.unembed().double()
+    np.testing.assert_allclose(effects.effects, by_hand.numpy(), rtol=1e-4, atol=1e-6)
+    assert "Logit effects" in pages[0].read_text()

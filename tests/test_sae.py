@@ -225,6 +225,16 @@ def test_latents_are_zoomed_in_on_like_neurons(tmp_path, tiny, bpe_tokenizer):
     for page in pages:
         heading = page.read_text().split("<h1>")[1].split("</h1>")[0]
         assert heading.startswith("Latent L1.N") and heading.endswith(f" of {sae.name}"), heading
+    # a latent's logit effect is its decoder row through the final norm's scale and W_U, by hand; shown on its page
+    from needle.neurons import latent_logit_effects
+    from needle.neurons.logits import final_norm_scale
+
+    latent = int(pages[0].stem.split(".N")[1])
+    effects = latent_logit_effects(tiny, get_site("resid", sae), 1, latent, top=3)
+    by_hand = (sae.w_dec[latent].double() * final_norm_scale(tiny).double()) @ tiny.unembed().double()
+    np.testing.assert_allclose(effects.effects, by_hand.numpy(), rtol=1e-4, atol=1e-6)
+    best = effects.table[effects.table["kind"] == "top"].iloc[0]
+    assert f"{best.effect:.3f}" in pages[0].read_text()
 
 
 def test_sae_site_and_layers_refuses_the_wrong_place():

@@ -36,7 +36,13 @@ if TYPE_CHECKING:
     from needle.neurons.errors_browser import probe_errors
     from needle.neurons.firing import firing_statistics
     from needle.neurons.ids import parse_neurons
-    from needle.neurons.logits import LogitEffects, logit_effects, logit_statistics, neuron_logit_vector
+    from needle.neurons.logits import (
+        LogitEffects,
+        latent_logit_effects,
+        logit_effects,
+        logit_statistics,
+        neuron_logit_vector,
+    )
     from needle.neurons.plots import (
         plot_ablation,
         plot_class_distributions,
@@ -69,6 +75,7 @@ __all__ = [
     "cache_distributions",
     "probe_errors",
     # output side and causal effect (causal LMs)
+    "latent_logit_effects",
     "logit_effects",
     "logit_statistics",
     "neuron_logit_vector",
@@ -102,7 +109,8 @@ __all__ = [
 _HOME = {
     "parse_neurons": "ids", "Corpus": "corpus", "top_activations": "top", "DEFAULT_BANDS": "top",
     "token_statistics": "token_stats", "firing_statistics": "firing", "class_distributions": "distributions", "cache_distributions": "distributions",
-    "probe_errors": "errors_browser", "logit_effects": "logits", "logit_statistics": "logits",
+    "probe_errors": "errors_browser", "logit_effects": "logits", "latent_logit_effects": "logits",
+    "logit_statistics": "logits",
     "neuron_logit_vector": "logits", "LogitEffects": "logits", "logit_attribution": "dla", "LogitAttribution": "dla", "ablate": "ablation", "ablation_losses": "ablation",
     "ablated": "ablation", "neuron_means": "ablation", "weight_statistics": "weights",
     "compound_activation": "superposition", "rotation_comparison": "superposition", "random_basis": "superposition",

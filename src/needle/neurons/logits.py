@@ -27,7 +27,8 @@ from needle.errors import InputError
 from needle.models.base import ModelAdapter
 from needle.neurons.corpus import TokenNames
 
-__all__ = ["LogitEffects", "logit_effects", "logit_statistics", "final_norm_scale", "neuron_logit_vector"]
+__all__ = ["LogitEffects", "latent_logit_effects", "logit_effects", "logit_statistics", "final_norm_scale",
+           "neuron_logit_vector"]
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,53 @@ def logit_effects(model: ModelAdapter, layer: int, neuron: int, *, top: int = 20
     InputError
         The model is an encoder or was loaded without its head.
     """
-    effects = neuron_logit_vector(model, int(layer), [int(neuron)])[0]
+    return _effects(model, int(layer), int(neuron), neuron_logit_vector(model, int(layer), [int(neuron)])[0], top)
+
+
+def latent_logit_effects(model: ModelAdapter, site, layer: int, latent: int, *, top: int = 20) -> LogitEffects:
+    """Direct effect of one latent of a transformed site (an SAE's, an NMF direction) on the next-token logits.
+
+    The latent writes its decoder row: in the residual stream for a site of width d_model, or through the MLP's
+    output weights for a neuron site (``post``). Its effect is ``W_U · (γ ⊙ d)`` for that d_model direction d,
+    as for a neuron (:func:`logit_effects`).
+
+    Parameters
+    ----------
+    model : ModelAdapter
+        A causal LM loaded with its head.
+    site : Site
+        With its transform: an object with ``w_dec`` (n_latents, width) or ``directions()`` of that shape.
+    layer, latent : int
+    top : int, default 20
+
+    Raises
+    ------
+    InputError
+        No transform, one without decoder directions, or a site whose width is neither d_model nor the neurons.
+    """
+    _check_causal(model)
+    model._check_layer(int(layer))
+    transform = getattr(site, "transform", None)
+    if transform is None:
+        raise InputError("latent_logit_effects needs a transformed site (an SAE's latents); use logit_effects.")
+    if hasattr(transform, "w_dec"):
+        rows = torch.as_tensor(transform.w_dec)
+    elif callable(getattr(transform, "directions", None)):
+        rows = torch.as_tensor(np.asarray(transform.directions()))
+    else:
+        raise InputError(f"the transform {transform.name} has no decoder directions (w_dec or directions()).")
+    if not 0 <= int(latent) < rows.shape[0]:
+        raise InputError(f"latent {latent} does not exist; {transform.name} has 0..{rows.shape[0] - 1}.")
+    direction = rows[int(latent)].float().cpu()
+    if site.width_of == "n_neurons":
+        direction = direction @ model.w_out(int(layer)).float().cpu()
+    elif site.width_of != "d_model":
+        raise InputError(f"logit effects of latents of {site.name} ({site.width_of} wide) are not defined here.")
+    effects = (direction * final_norm_scale(model)) @ model.unembed().float().cpu()
+    return _effects(model, int(layer), int(latent), effects, top)
+
+
+def _effects(model: ModelAdapter, layer: int, neuron: int, effects: torch.Tensor, top: int) -> LogitEffects:
     moments = {k: float(v) for k, v in _moments(effects).items()}
     names = TokenNames(model.tokenizer)
     n_names = len(model.tokenizer) if model.tokenizer is not None else 0

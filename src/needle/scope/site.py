@@ -426,9 +426,16 @@ def _neuron_analyses(model, cache, site, corpus, results, uses, options: SiteOpt
                 attribution, attribution_summary = found.examples, found.summary
             except NeedleError as exc:  # e.g. a SoLU model, whose neurons' direct effect is not activation × w_out
                 say(f"  no direct logit attribution: {exc}")
-    elif site.transform is not None:
-        note = (f"the pages are of {site.basis}'s latents: their logit effects would be their decoder directions "
-                "through the unembedding, which these pages do not compute.")
+    elif model.is_causal:  # a latent writes its decoder row: its logit effect is that row through W_U
+        from needle.neurons import latent_logit_effects
+
+        try:
+            for ref in uses:
+                logits[ref] = latent_logit_effects(model, site, ref.layer, ref.index, top=options.logit_rows)
+        except NeedleError as exc:
+            logits, note = {}, str(exc)
+        note = note or (f"the pages are of {site.basis}'s latents: logit effects are of their decoder directions; "
+                        "examples by direct logit attribution are computed for neurons only.")
     else:
         note = (f"{model.model_id} is an encoder ({model.family}): it has no unembedding, so its neurons have no "
                 "direct effect on next-token logits.")
