@@ -31,6 +31,9 @@ def main() -> None:
     parser.add_argument("--features", default="pos:NOUN,pos:VERB,pos:ADJ,pos:ADP,pos:DET,pos:PRON,pos:ADV,pos:AUX")
     parser.add_argument("--ks", default="1,2,4,8,16")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--control-within", choices=("groups", "all"), default="groups",
+                        help="permute the control's labels within documents, or across all examples (for datasets "
+                             "whose every example is its own document)")
     args = parser.parse_args()
     ks = [int(k) for k in args.ks.split(",")]
     features = args.features.split(",")
@@ -41,7 +44,8 @@ def main() -> None:
     for name, source in bases.items():
         started = time.perf_counter()
         table = control_sweep(source, layers=[args.layer], features=features, methods=["mean_diff"], ks=ks,
-                              baselines=False, seed=args.seed, progress=False, control_seed=args.seed)
+                              baselines=False, seed=args.seed, progress=False, control_seed=args.seed,
+                              within=args.control_within)
         table["basis"] = name
         tables.append(table)
         print(f"{name}: width {source.layer(args.layer).shape[1]}, {time.perf_counter() - started:.0f} s", flush=True)

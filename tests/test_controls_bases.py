@@ -82,6 +82,11 @@ def test_a_control_that_cannot_shuffle_anything_is_refused():
                          groups=np.arange(n), manifest={"model_id": "m", "dataset_hash": "h", "site": "custom"})
     with pytest.raises(InputError, match="no group holds two examples with different labels"):
         LabelShuffleControl(source, seed=0).feature("f")
+    # across all examples instead: a permutation of the labels, and not the identity
+    _, shuffled = LabelShuffleControl(source, seed=0, within="all").feature("f")
+    assert sorted(shuffled) == sorted(y) and not np.array_equal(shuffled, y)
+    with pytest.raises(InputError, match="within"):
+        LabelShuffleControl(source, within="docs")
 
 
 def test_pca_and_rotated_bases_equal_sklearn_and_numpy():

@@ -61,18 +61,27 @@ class LabelShuffleControl:
     source : ProbeSource
     seed : int, default 0
         Seeds the permutations (one per feature, derived from the name).
+    within : {"groups", "all"}, default "groups"
+        Permute inside each group (documents keep their label counts), or across
+        all of a feature's examples: the control for datasets whose every
+        example is its own group (sae-probes' prompts), where a within-group
+        permutation is the identity.
     split_seed, test_size : int, float
         The sweep's ``seed`` and ``test_size``: the control's split is the one
         the sweep draws for the real feature with these.
     """
 
-    def __init__(self, source: ProbeSource, *, seed: int = 0, split_seed: int = 0, test_size: float = 0.3):
+    def __init__(self, source: ProbeSource, *, seed: int = 0, split_seed: int = 0, test_size: float = 0.3,
+                 within: str = "groups"):
+        if within not in ("groups", "all"):
+            raise InputError(f"within must be 'groups' or 'all', not {within!r}.")
         self.source = source
+        self.within = within
         self.seed = int(seed)
         self.split_seed = int(split_seed)
         self.test_size = float(test_size)
         self.manifest = {**source.manifest, "dataset_hash": f"{source.manifest['dataset_hash']}+shuffle{self.seed}",
-                         "control": {"kind": "label_shuffle_within_groups", "seed": self.seed}}
+                         "control": {"kind": f"label_shuffle_within_{within}", "seed": self.seed}}
         self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     @property
@@ -95,10 +104,12 @@ class LabelShuffleControl:
             rows, y = self.source.feature(name)
             rows = np.asarray(rows, np.int64)
             groups = np.asarray(self.source.row_groups)[rows]
+            if self.within == "all":
+                groups = np.zeros(len(rows), np.int64)
             if not _can_permute(np.asarray(y), groups):
                 raise InputError(f"feature {name!r}: no group holds two examples with different labels, so "
                                  "permuting labels within groups changes nothing and its control would equal the "
-                                 "probe; the label-shuffle control needs groups (documents) of several examples.")
+                                 "probe; pass within='all' (--control-within all) to permute across groups.")
             self._cache[name] = (rows, permute_within_groups(np.asarray(y), groups,
                                                              derive_seed(self.seed, "shuffle", name)))
         return self._cache[name]
@@ -139,16 +150,18 @@ def selectivity(results: pd.DataFrame, control: pd.DataFrame, *, metric: str = "
 
 
 def control_sweep(source: ProbeSource, *, out: str | os.PathLike | None = None, control_seed: int = 0,
-                  metric: str = "f1", **settings: Any) -> pd.DataFrame:
+                  metric: str = "f1", within: str = "groups", **settings: Any) -> pd.DataFrame:
     """Sweep ``source`` and its label-shuffle control with the same settings; return :func:`selectivity`.
 
     ``out`` (optional) gets the real results; the control's go beside it as ``<stem>.control.parquet``.
-    ``settings`` are :func:`needle.probing.sweep`'s (``methods``, ``ks``, ``seed``, ``test_size``…).
+    ``settings`` are :func:`needle.probing.sweep`'s (``methods``, ``ks``, ``seed``, ``test_size``…); ``within``
+    is :class:`LabelShuffleControl`'s.
     """
     from needle.probing.sweep import SweepConfig, sweep
 
     config = SweepConfig(**{k: v for k, v in settings.items() if k in SweepConfig.__dataclass_fields__})
-    control = LabelShuffleControl(source, seed=control_seed, split_seed=config.seed, test_size=config.test_size)
+    control = LabelShuffleControl(source, seed=control_seed, split_seed=config.seed, test_size=config.test_size,
+                                  within=within)
     control_out = None if out is None else Path(out).with_name(f"{Path(out).stem}.control.parquet")
     real = sweep(source, out=out, **settings)
     shuffled = sweep(control, out=control_out, **settings)
