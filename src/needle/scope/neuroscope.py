@@ -163,6 +163,26 @@ class NeuroscopeData:
         return "".join(parts)
 
 
+def _neuron_list_html(title: str, hint: str, headers: list[str], table: pd.DataFrame, cells, pages: set[NeuronRef],
+                      root: str) -> str:
+    """A standalone page listing ``table``'s neurons in order, linked where they have a page.
+
+    ``headers`` name the columns after ``#`` and the neuron; ``cells(row)`` gives those columns' ``<td>`` HTML.
+    """
+    rows = []
+    for i, r in enumerate(table.itertuples(index=False)):
+        ref = NeuronRef(int(r.layer), int(r.neuron))
+        label = escape(ref.id)
+        cell = f'<a href="{root}{neuron_page_name(ref)}">{label}</a>' if ref in pages else label
+        rows.append(f'<tr><td class="num">{i + 1}</td><td>{cell}</td>{cells(r)}</tr>')
+    head = "".join(f'<th class="num">{escape(h)}</th>' for h in headers)
+    return (f'<!doctype html><html><head><meta charset="utf-8"><title>{escape(title)}</title>'
+            f"<style>{_PAGE_STYLE}</style></head><body><p><a href=\"{root}index.html\">← index</a></p>"
+            f"<h1>{escape(title)}</h1><p class=\"hint\">{hint}</p>"
+            f'<table><thead><tr><th class="num">#</th><th>neuron</th>{head}</tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table></body></html>")
+
+
 def weight_list_html(weights: pd.DataFrame, pages: set[NeuronRef], *, title: str, ascending: bool,
                      limit: int = 100, root: str = "") -> str:
     """A standalone list page of the ``limit`` neurons with the lowest (``ascending``) or highest cos(w_in, w_out).
@@ -181,24 +201,14 @@ def weight_list_html(weights: pd.DataFrame, pages: set[NeuronRef], *, title: str
     """
     table = weights.sort_values(["cos_in_out", "layer", "neuron"], ascending=[ascending, True, True],
                                 kind="stable").head(limit)
-    rows = []
-    for i, r in enumerate(table.itertuples(index=False)):
-        ref = NeuronRef(int(r.layer), int(r.neuron))
-        label = escape(ref.id)
-        cell = f'<a href="{root}{neuron_page_name(ref)}">{label}</a>' if ref in pages else label
-        rows.append(f'<tr><td class="num">{i + 1}</td><td>{cell}</td><td class="num">{r.cos_in_out:+.4f}</td>'
-                    f'<td class="num">{r.w_in_norm:.3f}</td><td class="num">{r.w_out_norm:.3f}</td>'
-                    f'<td class="num">{r.b_in:+.3f}</td></tr>')
     linked = sum(NeuronRef(int(r.layer), int(r.neuron)) in pages for r in table.itertuples(index=False))
-    return (f'<!doctype html><html><head><meta charset="utf-8"><title>{escape(title)}</title>'
-            f"<style>{_PAGE_STYLE}</style></head><body><p><a href=\"{root}index.html\">← index</a></p>"
-            f"<h1>{escape(title)}</h1><p class=\"hint\">All {len(weights)} neurons of the model ranked by the cosine of "
-            "the input weights (what a neuron reads from the normalised residual stream) and the output weights (what "
-            "it writes). Near −1 a neuron erases the direction it reads; near +1 it amplifies it. "
-            f"{linked} of these {len(table)} have a page here (linked).</p>"
-            '<table><thead><tr><th class="num">#</th><th>neuron</th><th class="num">cos(w_in, w_out)</th>'
-            '<th class="num">|w_in|</th><th class="num">|w_out|</th><th class="num">b_in</th></tr></thead>'
-            f"<tbody>{''.join(rows)}</tbody></table></body></html>")
+    hint = (f"All {len(weights)} neurons of the model ranked by the cosine of the input weights (what a neuron reads "
+            "from the normalised residual stream) and the output weights (what it writes). Near −1 a neuron erases the "
+            f"direction it reads; near +1 it amplifies it. {linked} of these {len(table)} have a page here (linked).")
+    return _neuron_list_html(
+        title, hint, ["cos(w_in, w_out)", "|w_in|", "|w_out|", "b_in"], table,
+        lambda r: (f'<td class="num">{r.cos_in_out:+.4f}</td><td class="num">{r.w_in_norm:.3f}</td>'
+                   f'<td class="num">{r.w_out_norm:.3f}</td><td class="num">{r.b_in:+.3f}</td>'), pages, root)
 
 
 #: The list page of neurons that lower the correct next token on average (problem 9.50).
@@ -227,20 +237,10 @@ def suppressor_list_html(summary: pd.DataFrame, pages: set[NeuronRef], *, root: 
         return None
     table = summary[summary["mean_attribution"] < 0].sort_values(["mean_attribution", "layer", "neuron"],
                                                                   kind="stable")
-    rows = []
-    for i, r in enumerate(table.itertuples(index=False)):
-        ref = NeuronRef(int(r.layer), int(r.neuron))
-        label = escape(ref.id)
-        cell = f'<a href="{root}{neuron_page_name(ref)}">{label}</a>' if ref in pages else label
-        rows.append(f'<tr><td class="num">{i + 1}</td><td>{cell}</td><td class="num">{r.mean_attribution:+.5f}</td>'
-                    f'<td class="num">{r.fraction_negative:.3f}</td><td class="num">{int(r.n_tokens)}</td></tr>')
-    title = "Neurons that lower the correct next token"
-    return (f'<!doctype html><html><head><meta charset="utf-8"><title>{escape(title)}</title>'
-            f"<style>{_PAGE_STYLE}</style></head><body><p><a href=\"{root}index.html\">← index</a></p>"
-            f"<h1>{escape(title)}</h1><p class=\"hint\">Of the {len(summary)} neurons with a page, the {len(table)} whose "
-            "direct logit attribution to the token that really comes next (activation × W_U[:, next] · w_out through "
-            "the final norm's linearisation) is negative on average over the corpus, most negative first.</p>"
-            '<table><thead><tr><th class="num">#</th><th>neuron</th><th class="num">mean attribution</th>'
-            '<th class="num">fraction of tokens below 0</th><th class="num">tokens</th></tr></thead>'
-            f"<tbody>{''.join(rows)}</tbody></table></body></html>")
-
+    hint = (f"Of the {len(summary)} neurons with a page, the {len(table)} whose direct logit attribution to the token "
+            "that really comes next (activation × W_U[:, next] · w_out through the final norm's linearisation) is "
+            "negative on average over the corpus, most negative first.")
+    return _neuron_list_html(
+        "Neurons that lower the correct next token", hint, ["mean attribution", "fraction of tokens below 0", "tokens"],
+        table, lambda r: (f'<td class="num">{r.mean_attribution:+.5f}</td><td class="num">{r.fraction_negative:.3f}</td>'
+                          f'<td class="num">{int(r.n_tokens)}</td>'), pages, root)

@@ -249,15 +249,15 @@ def build_site(
     with atomic_directory(out, overwrite=True, kind=SITE_FORMAT) as tmp:
         _copy_assets(tmp)
         sections = write_universality(env, universality, tmp, meta, pages) if universality is not None else {}
+        from needle.scope.neuroscope import SUPPRESSOR_PAGE, suppressor_list_html  # 9.50's list page
         from needle.scope.space_time import PAGE, space_time_page  # Chapter 4: a map or years page, when it applies
 
         page = space_time_page(env, cache, dataset, meta, tmp)
         if page is not None:
             meta = {**meta, "space_time_page": PAGE}
             _write(tmp / PAGE, page)
-        if len(analyses.attribution_summary):
-            from needle.scope.neuroscope import SUPPRESSOR_PAGE
-
+        suppressors = suppressor_list_html(analyses.attribution_summary, set(uses))
+        if suppressors is not None:
             meta = {**meta, "suppressor_page": SUPPRESSOR_PAGE}
         _write(tmp / "index.html", _render_index(env, index, meta))
         for record in index:
@@ -271,9 +271,6 @@ def build_site(
                                                             sections.get(ref)))
         if neuroscope is not None:
             neuroscope.write_pages(tmp, set(uses))
-        from needle.scope.neuroscope import SUPPRESSOR_PAGE, suppressor_list_html
-
-        suppressors = suppressor_list_html(analyses.attribution_summary, set(uses))
         if suppressors is not None:
             _write(tmp / SUPPRESSOR_PAGE, suppressors)
         _write(tmp / "search-index.js", _search_index(index, uses, analyses))
