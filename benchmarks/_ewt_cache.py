@@ -6,10 +6,22 @@ Built once under a work directory (dataset with :func:`needle.datasets.ud.build_
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+_UD_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "ud" / "en_ewt"
+
+
+def add_cache_arguments(parser: argparse.ArgumentParser, work: str, *, work_help: str | None = None) -> None:
+    """``--cache``, ``--work`` (default: ``work`` under the temp dir) and ``--ud-dir``, as :func:`ewt_dev_cache` takes them."""
+    parser.add_argument("--cache", help="An existing activation cache (default: build one under --work).")
+    parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / work),
+                        help=work_help or "Where to build the dataset and cache (default: %(default)s).")
+    parser.add_argument("--ud-dir", default=str(_UD_DIR), help="The en_ewt treebank (default: %(default)s).")
 
 
 def ewt_dev_cache(*, cache: str | None, work: str | os.PathLike, ud_dir: str | os.PathLike, model: str = "minilm",

@@ -91,7 +91,6 @@ import math
 import multiprocessing
 import resource
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -372,10 +371,10 @@ def measure(name, p: Problem, target, repeat, max_tighten, celer_tol0, limit):
 
 def main() -> None:
     global CD_MAX_EPOCHS, CELER_INTERCEPT_WEIGHT
+    from _ewt_cache import add_cache_arguments, ewt_dev_cache
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cache", help="An existing activation cache (default: build one under --work).")
-    parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "needle-enet-solver"))
-    parser.add_argument("--ud-dir", default=str(REPO.parent / "shared" / "data" / "ud" / "en_ewt"))
+    add_cache_arguments(parser, "needle-enet-solver")
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--features", default="pos:ADJ,pos:X")
     parser.add_argument("--layers", default="1,4")
@@ -397,7 +396,6 @@ def main() -> None:
     from threadpoolctl import threadpool_limits
 
     import needle
-    from _ewt_cache import ewt_dev_cache
 
     solvers = [s for s in args.solvers.split(",") if s]
     kinds = set(args.problems.split(","))

@@ -124,7 +124,6 @@ import io
 import math
 import pstats
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -134,7 +133,7 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _ewt_cache import ewt_dev_cache
+from _ewt_cache import add_cache_arguments, ewt_dev_cache
 
 METHODS = ("mean_diff", "f_stat", "l1", "adaptive")
 KS = (1, 2, 3, 4, 5, 6, 7, 8, 16, 32, 64)
@@ -566,10 +565,7 @@ def recheck(cache, splits, both: pd.DataFrame, args, comparison_path: Path) -> N
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cache", help="An existing activation cache (default: build one under --work).")
-    parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "needle-probe-speed"),
-                        help="Where to build the dataset and cache, and write the results (default: %(default)s).")
-    parser.add_argument("--ud-dir", default=str(REPO.parent / "shared" / "data" / "ud" / "en_ewt"))
+    add_cache_arguments(parser, "needle-probe-speed", work_help="Where to build the dataset and cache, and write the results (default: %(default)s).")
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--features", help="Comma-separated subset of the pos: features (default: all of them).")
     parser.add_argument("--layers", help="Comma-separated subset of layers (default: all).")

@@ -35,7 +35,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -43,7 +42,7 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _ewt_cache import ewt_dev_cache  # noqa: E402  (a sibling module; benchmarks are scripts)
+from _ewt_cache import add_cache_arguments, ewt_dev_cache  # noqa: E402  (a sibling module; benchmarks are scripts)
 
 NORMALIZATIONS = ("raw", "standardized", "mean_abs")
 KS = (1, 2, 3, 4, 8, 16, 32)
@@ -110,9 +109,7 @@ def report(results: pd.DataFrame, name: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cache", help="EWT dev activation cache (default: build one under --work).")
-    parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "needle-ranking-units"))
-    parser.add_argument("--ud-dir", default=str(REPO.parent / "shared" / "data" / "ud" / "en_ewt"))
+    add_cache_arguments(parser, "needle-ranking-units")
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--python-code", action="store_true", help="Also the python-code collection.")
     parser.add_argument("--no-ewt", action="store_true", help="Skip the EWT part of speech.")

@@ -278,3 +278,36 @@ def test_target_caps_under_one_budget_match_enumeration():
     assert np.count_nonzero(res.coef, axis=1).tolist()[0] <= 1
     with pytest.raises(InputError, match="target_caps"):
         solve_sparse_ridge(X, Y, 4, target_caps=[1])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_forced_bounds_match_enumeration_of_the_node(seed):
+    """Reduced-cost fixing's bounds: each cut minimised over the node's supports with / without a column."""
+    from needle.optimal._types import Cut
+
+    rng = np.random.default_rng(seed)
+    d, n_cuts = 9, 5
+
+    class _Fingerprinted:
+        fingerprint, n_columns = "test", d
+
+    pool = CutPool(_Fingerprinted())
+    for _ in range(n_cuts):
+        q = rng.exponential(size=d) * (rng.random(d) < 0.8)  # some zeros: ties at the r-th value
+        pool.add(Cut(constant=float(rng.normal(10.0)), q=q))
+    fixed_in = np.array([1, 4])
+    free = np.array([0, 2, 3, 5, 6, 8])  # column 7 excluded
+    for r in (1, 2, 3, 5):
+        with_column, without_column = pool.forced_bounds(fixed_in, free, r)
+        for position, j in enumerate(free):
+            supports = [R for R in itertools.combinations(free.tolist(), r)]
+            values = [[c - pool.q[t, fixed_in].sum() - pool.q[t, list(R)].sum() for R in supports]
+                      for t, c in enumerate(pool.constants)]
+            has_j = [j in R for R in supports]
+            expect_with = max(min(v for v, h in zip(row, has_j) if h) for row in values)
+            expect_without = max(min(v for v, h in zip(row, has_j) if not h) for row in values)
+            assert with_column[position] == pytest.approx(expect_with, abs=1e-12)
+            assert without_column[position] == pytest.approx(expect_without, abs=1e-12)
+        # Fewer supports, higher bounds: never below the node's own.
+        node = pool.bound(fixed_in, free, r)
+        assert np.all(np.minimum(with_column, without_column) >= node - 1e-12)

@@ -2,12 +2,15 @@
 
 Nodes fix columns in or out. A node is discarded when a lower bound on every
 support it contains reaches the incumbent's objective (minus the tolerance).
-Two bounds are tried, cheapest first:
+Three steps, cheapest first:
 
 1. the cut pool (every dual point seen so far, each minimised over the node's
    supports) — the outer approximation of Bertsimas, Pauphilet & Van Parys
    (2021), evaluated combinatorially instead of by a MIP;
-2. the node's Boolean relaxation (``problem.relax_node``; see
+2. reduced-cost fixing on the same cuts (:meth:`CutPool.forced_bounds`): a
+   column every support with which is pruned leaves the node, one without
+   which every support is pruned is forced in;
+3. the node's Boolean relaxation (``problem.relax_node``; see
    :mod:`needle.optimal._relax`), which also proposes a rounding (an incumbent
    candidate) and the branching column.
 
@@ -32,6 +35,9 @@ from needle.optimal._heuristics import Evaluator
 from needle.optimal._types import SupportFit
 
 __all__ = ["SearchResult", "branch_and_bound"]
+
+# Cuts each node bound and each fixing look at (any subset of the pool gives valid bounds).
+_RECENT_CUTS = 256
 
 
 @dataclass(order=True)
@@ -85,11 +91,11 @@ class _Search:
         self.offer(fit)
         self.close(fit.cut.constant - float(fit.cut.q[list(fit.support)].sum()))
 
-    def last_level(self, node: _Node, free: np.ndarray) -> None:
+    def last_level(self, fixed_in: tuple[int, ...], free: np.ndarray, node_bound: float) -> None:
         """Close a node that needs one more column: bound every extension at once, fit the survivors."""
-        base = self.evaluate(node.fixed_in)
+        base = self.evaluate(fixed_in)
         bounds, starts = self.problem.extension_bounds(base, free)
-        bounds = np.maximum(bounds, node.bound)
+        bounds = np.maximum(bounds, node_bound)
         for pick in np.argsort(bounds, kind="stable"):
             if bounds[pick] >= self.prune_level() or time.perf_counter() > self.deadline:
                 # Sorted: this bound covers every extension not fitted.
@@ -98,65 +104,115 @@ class _Search:
             j = int(free[pick])
             warm = dict(zip(base.support, starts[:-2, pick].tolist()), b=float(starts[-2, pick]))
             warm[j] = float(starts[-1, pick])
-            self.leaf(node.fixed_in + (j,), warm=warm)
+            self.leaf(fixed_in + (j,), warm=warm)
+
+    def fix_columns(self, fixed_in: tuple[int, ...], excluded: frozenset, free: np.ndarray, r: int):
+        """Reduced-cost fixing on the pool's cuts: drop and force in the free columns the cuts decide.
+
+        A free column every support with which the cuts prune is dropped; one
+        without which every support is pruned is forced in. Returns ``(fixed_in,
+        excluded, free, with_column, without_column)`` of the node that holds
+        every support of this one the cuts cannot prune (the last two: the
+        cuts' bounds of the node's supports with and without each remaining
+        free column), or None when none is left. Each discarded part is closed
+        at its bound, so the reported bound stays valid.
+        """
+        with_column, without_column = self.pool.forced_bounds(
+            np.array(fixed_in, dtype=np.intp), free, r, recent=_RECENT_CUTS)
+        level = self.prune_level()
+        drop, force = with_column >= level, without_column >= level
+        both = drop & force
+        if both.any():
+            # Every support either holds such a column or lacks it.
+            self.close(float(np.minimum(with_column, without_column)[both].max()))
+            return None
+        if force.sum() > r:
+            # Every support lacks one of the forced columns.
+            self.close(float(without_column[force].min()))
+            return None
+        if drop.any():
+            self.close(float(with_column[drop].min()))
+        if force.any():
+            self.close(float(without_column[force].min()))
+            fixed_in = tuple(sorted(fixed_in + tuple(free[force].tolist())))
+        excluded = excluded | frozenset(free[drop].tolist())
+        keep = ~(drop | force)
+        return fixed_in, excluded, free[keep], with_column[keep], without_column[keep]
 
     def process(self, node: _Node, max_iter: int, min_iter: int) -> list[_Node]:
-        """Bound, round and branch one node; return its children."""
+        """Bound, fix, round and branch one node; return its children."""
         self.n_nodes += 1
         d = self.problem.n_columns
-        fixed_in = np.array(node.fixed_in, dtype=np.intp)
-        taken = set(node.fixed_in) | node.excluded
+        fixed, excluded = node.fixed_in, node.excluded
+        taken = set(fixed) | excluded
         free = np.array([j for j in range(d) if j not in taken], dtype=np.intp)
-        r = self.k - fixed_in.size
-        if r == 0:
-            self.leaf(node.fixed_in)
-            return []
-        if free.size <= r:
-            # Adding columns never hurts (c is non-increasing in s): take all that are left.
-            self.leaf(node.fixed_in + tuple(free.tolist()))
-            return []
-        # The latest cuts come from this part of the tree; older ones seldom decide.
-        bound = max(node.bound, self.pool.bound(fixed_in, free, r, recent=256))
-        if bound >= self.prune_level():
-            self.close(bound)
-            return []
-        if r == 1:
-            self.last_level(node, free)
-            return []
-        relax = self.problem.relax_node(
-            fixed_in,
-            free,
-            r,
-            prune_level=self.prune_level(),
-            warm_s=node.s,
-            warm_theta=node.theta,
-            hint_q=self.hint_q if node.hint_q is None else node.hint_q,
-            max_iter=max_iter,
-            min_iter=min_iter,
-            deadline=self.deadline,
-            clock=time.perf_counter,
-        )
-        if relax.cut is not None:
-            self.pool.add(relax.cut)
-        bound = max(bound, relax.bound)
+        bound = node.bound
+        relax = None
+        # Fix columns on the pool's cuts, relax, fix again with the relaxation's cut in the pool; every
+        # shrinking of the node re-checks the leaf cases and the bound (free only shrinks: this ends).
+        while True:
+            r = self.k - len(fixed)
+            if r == 0:
+                self.leaf(fixed)
+                return []
+            if free.size <= r:
+                # Adding columns never hurts (c is non-increasing in s): take all that are left.
+                self.leaf(fixed + tuple(free.tolist()))
+                return []
+            fixed_in = np.array(fixed, dtype=np.intp)
+            # The latest cuts come from this part of the tree; older ones seldom decide.
+            bound = max(bound, self.pool.bound(fixed_in, free, r, recent=_RECENT_CUTS))
+            if bound >= self.prune_level():
+                self.close(bound)
+                return []
+            reduced = self.fix_columns(fixed, excluded, free, r)
+            if reduced is None:
+                return []
+            shrunk = reduced[2].size != free.size
+            fixed, excluded, free, with_column, without_column = reduced
+            if shrunk:
+                continue
+            if relax is not None:
+                break
+            if r == 1:
+                self.last_level(fixed, free, bound)
+                return []
+            relax = self.problem.relax_node(
+                fixed_in,
+                free,
+                r,
+                prune_level=self.prune_level(),
+                warm_s=node.s,
+                warm_theta=node.theta,
+                hint_q=self.hint_q if node.hint_q is None else node.hint_q,
+                max_iter=max_iter,
+                min_iter=min_iter,
+                deadline=self.deadline,
+                clock=time.perf_counter,
+            )
+            if relax.cut is not None:
+                self.pool.add(relax.cut)
+            bound = max(bound, relax.bound)
+            weight = np.array([relax.s.get(j, 0.0) for j in free.tolist()])
+            hint = relax.cut.q if relax.cut is not None else self.hint_q
+            # Rounding: the r free columns the relaxation weighs most (ties by cut coefficient).
+            order = np.lexsort((-hint[free], -weight))
+            self.offer(self.evaluate(fixed + tuple(free[order[:r]].tolist())))
         weight = np.array([relax.s.get(j, 0.0) for j in free.tolist()])
         hint = relax.cut.q if relax.cut is not None else self.hint_q
-        # Rounding: the r free columns the relaxation weighs most (ties by cut coefficient).
-        order = np.lexsort((-hint[free], -weight))
-        self.offer(self.evaluate(node.fixed_in + tuple(free[order[:r]].tolist())))
-        if bound >= self.prune_level():
-            self.close(bound)
-            return []
+        # Branch on the most fractional relaxation weight. (Tried: the column whose two children the
+        # cuts bound highest; ten times the nodes.) The cuts still give each child a head-start bound.
         fractional = np.where(weight < 1.0 - 1e-9, weight, -1.0)
-        j = int(free[np.argmax(fractional)] if fractional.max() > 0 else free[order[0]])
-        depth = len(node.fixed_in) + len(node.excluded) + 1
+        pick = int(np.argmax(fractional)) if fractional.max() > 0 else int(np.lexsort((-hint[free], -weight))[0])
+        j = int(free[pick])
+        depth = len(fixed) + len(excluded) + 1
         children = (
-            (node.fixed_in + (j,), node.excluded),
-            (node.fixed_in, node.excluded | {j}),
+            (tuple(sorted(fixed + (j,))), excluded, max(bound, float(with_column[pick]))),
+            (fixed, excluded | {j}, max(bound, float(without_column[pick]))),
         )
         return [
-            _Node(bound, -depth, next(self.counter), fixed, excluded, relax.s, relax.theta, hint)
-            for fixed, excluded in children
+            _Node(child_bound, -depth, next(self.counter), child_fixed, child_excluded, relax.s, relax.theta, hint)
+            for child_fixed, child_excluded, child_bound in children
         ]
 
 

@@ -113,3 +113,39 @@ class CutPool:
                 top = np.partition(q[:, free], free.size - r, axis=1)[:, free.size - r :]
                 values = values - top.sum(axis=1)
         return float(values.max())
+
+    def forced_bounds(self, fixed_in: np.ndarray, free: np.ndarray, r: int, recent: int | None = None):
+        """Per free column: lower bounds on the node's supports that contain it, and on those that do not.
+
+        For one cut, the node's bound is ``L = constant - q_F - T_r`` (``T_r``: the
+        sum of the ``r`` largest ``q`` in ``free``, ``t_r`` and ``t_{r+1}`` the
+        ``r``-th and ``(r+1)``-th largest). Forcing ``j`` in replaces the smallest
+        of those ``r`` by ``q_j``: ``L + max(0, t_r - q_j)``; forcing it out
+        replaces ``q_j`` by the next one: ``L + max(0, q_j - t_{r+1})``. Each is
+        maximised over the cuts. These are the reduced costs of branch-and-cut's
+        variable fixing: a column whose forced-in bound reaches the incumbent
+        can be excluded from the node, one whose forced-out bound does must be in.
+
+        Parameters
+        ----------
+        fixed_in, free : ndarray of int
+        r : int
+            Columns still to choose, ``1 <= r < len(free)``.
+        recent : int, optional
+            Use only the latest cuts.
+
+        Returns
+        -------
+        with_column, without_column : ndarray of shape (len(free),)
+            ``-inf`` everywhere for an empty pool.
+        """
+        if self._size == 0:
+            return np.full(free.size, -np.inf), np.full(free.size, -np.inf)
+        first = 0 if recent is None else max(0, self._size - recent)
+        q = self._q[first : self._size]
+        qf = q[:, free]
+        ordered = -np.sort(-qf, axis=1)  # descending per cut
+        node = self._constants[first : self._size] - q[:, fixed_in].sum(axis=1) - ordered[:, :r].sum(axis=1)
+        with_column = (node[:, None] + np.maximum(0.0, ordered[:, r - 1 : r] - qf)).max(axis=0)
+        without_column = (node[:, None] + np.maximum(0.0, qf - ordered[:, r : r + 1])).max(axis=0)
+        return with_column, without_column
