@@ -11,8 +11,10 @@ the probes are the sweep's ``ridge``, ``pca`` and ``mlp`` methods
 """
 
 from needle.spacetime.analysis import (
+    BLOCK_COLUMNS,
     Entities,
     best_layer,
+    block_column,
     block_holdout,
     entity_split,
     fit_ridge,
@@ -38,6 +40,8 @@ __all__ = [
     "best_layer",
     "held_out_predictions",
     "block_holdout",
+    "block_column",
+    "BLOCK_COLUMNS",
     "EARTH_RADIUS_KM",
     "haversine_km",
     "great_circle_errors",
