@@ -197,7 +197,8 @@ def block_holdout_map(predictions: pd.DataFrame, path: str | os.PathLike, *, blo
                     np.clip(everything.held_latitude, -90, 90)]
     lon_all = np.r_[everything.longitude, everything.nominal_longitude, everything.held_longitude]
     x0, x1, y0, y1 = _extent(lat_all, lon_all) if len(everything) else (-180, 180, -90, 90)
-    plt, fig = _figure(12, float(np.clip(5.0 * (y1 - y0) / max(x1 - x0, 1e-9) + 1.3, 3.0, 7.0)))
+    plt, fig = _figure(12, float(np.clip(4.5 * (y1 - y0) / max(x1 - x0, 1e-9) + 1.0, 2.6, 7.0)))
+    fig.set_layout_engine("constrained")
     for i, (name, prefix) in enumerate([("nominal probe (block in training)", "nominal"),
                                         ("block held out of training", "held")]):
         ax = fig.add_subplot(1, 2, i + 1)
@@ -217,7 +218,7 @@ def block_holdout_map(predictions: pd.DataFrame, path: str | os.PathLike, *, blo
     handles = [plt.Line2D([], [], ls="", marker="o", color=colour[b], label=b) for b in chosen]
     handles += [plt.Line2D([], [], ls="", marker="o", mfc="none", color="0.3", label="block mean, true"),
                 plt.Line2D([], [], ls="", marker="X", color="0.3", label="block mean, predicted")]
-    fig.legend(handles=handles, loc="center right", fontsize=7, frameon=False, title="held-out block")
+    fig.legend(handles=handles, loc="outside right center", fontsize=7, frameon=False, title="held-out block")
     fig.suptitle(title or f"block hold-out: {len(chosen)} blocks, their test places (dot: true, line: to the prediction)")
     return _save(plt, fig, path, {BLOCKS_KEY: "|".join(chosen)})
 
@@ -236,6 +237,7 @@ def block_holdout_years(predictions: pd.DataFrame, target: str, path: str | os.P
     values = np.r_[everything[target], everything[f"nominal_{target}"], everything[f"held_{target}"]]
     low, high = (values.min(), values.max()) if values.size else (0.0, 1.0)
     plt, fig = _figure(11, 4.2)
+    fig.set_layout_engine("constrained")
     label = target.replace("_", " ")
     for i, (name, prefix) in enumerate([("nominal probe (block in training)", "nominal"),
                                         ("block held out of training", "held")]):
@@ -250,7 +252,7 @@ def block_holdout_years(predictions: pd.DataFrame, target: str, path: str | os.P
         ax.set(xlim=(low, high), ylim=(low, high), xlabel=f"true {label}", ylabel=f"predicted {label}", title=name)
     handles = [plt.Line2D([], [], ls="", marker="o", color=colour[b], label=b) for b in chosen]
     handles.append(plt.Line2D([], [], ls="", marker="X", color="0.3", label="block mean"))
-    fig.legend(handles=handles, loc="center right", fontsize=7, frameon=False, title="held-out block")
+    fig.legend(handles=handles, loc="outside right center", fontsize=7, frameon=False, title="held-out block")
     fig.suptitle(title or f"block hold-out: {len(chosen)} blocks, their test entities")
     return _save(plt, fig, path, {BLOCKS_KEY: "|".join(chosen)})
 
