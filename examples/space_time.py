@@ -101,6 +101,22 @@ def neuron_site(work: Path, name: str, entities, is_test, args) -> dict:
             "layer": best_layer(scores), "results": results}
 
 
+def paired_sites(work: Path, name: str, cache, entities, is_test, entry) -> pd.DataFrame:
+    """Neurons' minus the residual stream's test R² per target, each at its best layer, with a paired bootstrap."""
+    from needle.activations import load_cache
+    from needle.spacetime import held_out_predictions, load_entities, paired_r2_difference
+
+    neurons = load_cache(work / f"cache-{name}-neurons")
+    a = held_out_predictions(cache, entities, is_test, entry["layer"])
+    b = held_out_predictions(neurons, load_entities(neurons), is_test, entry["neuron_site"]["layer"])
+    records = []
+    for target in entities.targets:
+        ok = np.isfinite(a[target]).to_numpy()
+        diff, low, high = paired_r2_difference(a[target][ok], a[f"pred_{target}"][ok], b[f"pred_{target}"][ok])
+        records.append({"target": target, "difference": diff, "low": low, "high": high, "n_test": int(ok.sum())})
+    return pd.DataFrame.from_records(records)
+
+
 def holdouts(cache, entities, is_test, layer, name, min_test: int = 5) -> dict:
     from needle.spacetime import block_column, block_holdout
 
@@ -232,6 +248,10 @@ def analyse(work: Path, name: str, args, sites: set[str], model):
         cache, entities, is_test = resid()
         entry["neuron_site"] = neuron_site(work, name, entities, is_test, args)
         pd.to_pickle(entry, saved)
+    if "neuron_site" in entry and "paired" not in entry["neuron_site"]:
+        cache, entities, is_test = resid()
+        entry["neuron_site"]["paired"] = paired_sites(work, name, cache, entities, is_test, entry)
+        pd.to_pickle(entry, saved)
     return entry, model
 
 
@@ -287,8 +307,9 @@ def neuron_site_lines(summary: dict, record: dict) -> list[str]:
              "split), mean over targets at the site's best layer; k = 1 is the single best neuron or residual "
              "dimension.", "",
              "| dataset | residual: layer | residual test R² [95 %] (n) | neurons: layer | neurons test R² [95 %] (n) | "
-             "mean R² resid / neurons | f_stat k=1 resid / neurons | f_stat k=32 resid / neurons |",
-             "|---|---|---|---|---|---|---|---|"]
+             "neurons − residual [paired 95 %] | mean R² resid / neurons | f_stat k=1 resid / neurons | "
+             "f_stat k=32 resid / neurons |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, entry in entries.items():
         site = entry["neuron_site"]
         resid_cell, resid_mean = _best_cell(entry["scores"], entry["layer"])
@@ -299,7 +320,10 @@ def neuron_site_lines(summary: dict, record: dict) -> list[str]:
             return float(rows.r2.mean()) if len(rows) else float("nan")
 
         ks = {k: (sparse(entry["results"], entry["layer"], k), sparse(site["results"], site["layer"], k)) for k in (1, 32)}
-        lines.append(f"| {name} | {entry['layer']} | {resid_cell} | {site['layer']} | {neuron_cell} | "
+        paired = site.get("paired")
+        paired_cell = "—" if paired is None else "; ".join(
+            f"{r.target} {r.difference:+.3f} [{r.low:+.3f}, {r.high:+.3f}]" for r in paired.itertuples())
+        lines.append(f"| {name} | {entry['layer']} | {resid_cell} | {site['layer']} | {neuron_cell} | {paired_cell} | "
                      f"{resid_mean:.3f} / {neuron_mean:.3f} | {ks[1][0]:.3f} / {ks[1][1]:.3f} | "
                      f"{ks[32][0]:.3f} / {ks[32][1]:.3f} |")
         at = site["scores"][(site["scores"].layer == site["layer"]) & site["scores"].r2.notna()]
@@ -309,6 +333,7 @@ def neuron_site_lines(summary: dict, record: dict) -> list[str]:
             "site": site["site"], "layer": site["layer"], "mean_r2": neuron_mean,
             "r2": at[["target", "r2", "r2_low", "r2_high", "n_test"]].to_dict("records"),
             "f_stat": {str(k): {"resid": a, "neurons": b} for k, (a, b) in ks.items()},
+            "paired": [] if paired is None else paired.to_dict("records"),
             "best_single_neuron": {r.feature: {"neuron": int(r.neurons[0]), "r2": float(r.r2)}
                                    for r in best1.itertuples()}}
     return lines

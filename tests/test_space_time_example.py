@@ -88,6 +88,10 @@ def test_example_runs_and_reports_what_it_computed(wheel, tmp_path):
     assert set(neuron_results.method) == {"ridge", "f_stat"} and (neuron_results.site == "mlp.hook_post").all()
     one = neuron_results[(neuron_results.method == "f_stat") & (neuron_results.k == 1) & (neuron_results.layer == site["layer"])]
     assert {f: v["neuron"] for f, v in site["best_single_neuron"].items()} == {r.feature: r.neurons[0] for r in one.itertuples()}
+    resid_r2 = {r["target"]: r["r2"] for r in summary["world"]["r2"]}
+    for row in site["paired"]:  # the paired difference's point estimate is the two sites' R² apart
+        assert row["difference"] == pytest.approx(next(r["r2"] for r in site["r2"] if r["target"] == row["target"])
+                                                  - resid_r2[row["target"]], abs=1e-9)
     text = (work / "summary.md").read_text()
     assert "MLP neurons (mlp.hook_post, 1536 per layer)" in text
     # The block hold-out: its figure, the sidecar the report draws it from, and the report.

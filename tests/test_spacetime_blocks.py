@@ -132,3 +132,21 @@ def test_report_and_scope_draw_the_block_holdout(tmp_path):
     page = space_time_page(environment(set()), cache, cache.dataset(), meta, tmp_path / "site", blocks=3)
     assert 'src="space-time/blocks.png"' in page and "Block hold-out (Table 4.3)" in page
     assert len(_image_blocks(tmp_path / "site" / "space-time" / "blocks.png")) == 3
+
+
+def test_paired_r2_difference():
+    from sklearn.metrics import r2_score
+
+    from needle.spacetime import paired_r2_difference
+
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=300)
+    a, b = y + rng.normal(size=300), y + 0.5 * rng.normal(size=300)
+    diff, low, high = paired_r2_difference(y, a, b)
+    assert diff == pytest.approx(r2_score(y, b) - r2_score(y, a), abs=1e-12)
+    assert 0 < low < diff < high
+    assert paired_r2_difference(y, a, a) == (0.0, 0.0, 0.0)
+    swapped = paired_r2_difference(y, b, a)
+    assert swapped == pytest.approx((-diff, -high, -low), abs=1e-12)
+    with pytest.raises(Exception, match="one shape"):
+        paired_r2_difference(y, a[:10], b)

@@ -21,6 +21,7 @@ from needle.spacetime.analysis import (
     held_out_predictions,
     layer_scores,
     load_entities,
+    paired_r2_difference,
 )
 from needle.spacetime.metrics import (
     EARTH_RADIUS_KM,
@@ -39,6 +40,7 @@ __all__ = [
     "layer_scores",
     "best_layer",
     "held_out_predictions",
+    "paired_r2_difference",
     "block_holdout",
     "block_column",
     "BLOCK_COLUMNS",

@@ -37,7 +37,8 @@ from needle.probing.ridge import DEFAULT_ALPHAS, RidgePath, ridge_loo
 from needle.spacetime.metrics import great_circle_errors, proximity_error, sphere_r2
 
 __all__ = ["Entities", "load_entities", "entity_split", "fit_ridge", "layer_scores", "best_layer",
-           "held_out_predictions", "block_holdout", "block_column", "BLOCK_COLUMNS", "bootstrap_interval"]
+           "held_out_predictions", "block_holdout", "block_column", "BLOCK_COLUMNS", "bootstrap_interval",
+           "paired_r2_difference"]
 
 #: dataset → (Table 4.3's block column, grid cell in degrees used when that column is too sparse).
 BLOCK_COLUMNS: dict[str, tuple[str, float | None]] = {
@@ -160,6 +161,36 @@ def bootstrap_interval(y: np.ndarray, pred: np.ndarray, *, n_boot: int = 500, se
     r2 = 1 - np.sum((yb - pb) ** 2, axis=1) / np.where(ss_tot > 0, ss_tot, np.nan)
     low, high = np.nanpercentile(r2, [2.5, 97.5])
     return float(low), float(high)
+
+
+def paired_r2_difference(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, *, n_boot: int = 1000,
+                         seed: int = 0) -> tuple[float, float, float]:
+    """R²(b) − R²(a) on the same entities, with a paired 95 % percentile bootstrap interval.
+
+    Two probes (two sites, say) scored on one test split: resampling the
+    entities once for both keeps their shared difficulty out of the interval,
+    which two separate intervals would not.
+
+    Parameters
+    ----------
+    y, pred_a, pred_b : ndarray of shape (n,)
+
+    Returns
+    -------
+    difference, low, high : float
+    """
+    y, pred_a, pred_b = (np.asarray(v, np.float64) for v in (y, pred_a, pred_b))
+    if not y.shape == pred_a.shape == pred_b.shape or y.ndim != 1:
+        raise InputError(f"y and both predictions must have one shape (n,), not {y.shape}, {pred_a.shape}, {pred_b.shape}.")
+
+    def r2(yy, pp):
+        ss_tot = np.sum((yy - yy.mean(axis=-1, keepdims=True)) ** 2, axis=-1)
+        return 1 - np.sum((yy - pp) ** 2, axis=-1) / np.where(ss_tot > 0, ss_tot, np.nan)
+
+    index = np.random.default_rng([seed, 9, 2]).integers(0, y.size, size=(n_boot, y.size))
+    diffs = r2(y[index], pred_b[index]) - r2(y[index], pred_a[index])
+    low, high = np.nanpercentile(diffs, [2.5, 97.5])
+    return float(r2(y, pred_b) - r2(y, pred_a)), float(low), float(high)
 
 
 def _layer_matrix(cache: Any, layer: int) -> np.ndarray:
