@@ -336,6 +336,19 @@ def neuron_site_lines(summary: dict, record: dict) -> list[str]:
             "paired": [] if paired is None else paired.to_dict("records"),
             "best_single_neuron": {r.feature: {"neuron": int(r.neurons[0]), "r2": float(r.r2)}
                                    for r in best1.itertuples()}}
+    notes = []
+    for name, entry in entries.items():  # §4.5 read in the neuron basis: is the best single neuron a weight-aligned one?
+        found, best = entry.get("neurons"), record[name]["neuron_site"]["best_single_neuron"]
+        if not found or found["target"] not in best:
+            continue
+        layer, neuron = entry["neuron_site"]["layer"], best[found["target"]]["neuron"]
+        aligned = {(int(r.layer), int(r.neuron)) for r in found["top"].itertuples()}
+        notes.append(f"- {name}: the best single neuron for {found['target']} (f_stat k = 1) is L{layer}.N{neuron}, "
+                     f"test R² {best[found['target']]['r2']:.3f}; "
+                     f"{'one' if (layer, neuron) in aligned else 'not one'} of the {len(aligned)} neurons whose "
+                     f"weights align best with the residual probe (§4.5).")
+    if notes:
+        lines += ["", *notes]
     return lines
 
 

@@ -61,7 +61,8 @@ def space_time_page(env: Any, cache: Any, dataset: Any, meta: dict, root: Path, 
                      "nominal": float(table.nominal.mean()), "held_out": float(table.held_out.mean()),
                      "table": Markup(table.to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0,
                                                    classes="data"))}
-    layers_figure = r2_by_layer({entities.dataset: scores}, folder / "r2-by-layer.png")
+    layers_figure = r2_by_layer({entities.dataset: scores}, folder / "r2-by-layer.png",
+                                title=f"ridge probe on {getattr(cache, 'site', 'the cache')}")
     table = scores.drop(columns=[c for c in scores.columns if scores[c].isna().all()])
     st = {"dataset": entities.dataset, "seed": seed, "layer": layer, "n_test": int(is_test.sum()),
           "figure": f"space-time/{Path(figure).name}", "figure_alt": alt,
