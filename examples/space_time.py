@@ -1,4 +1,4 @@
-"""Chapter 4 end to end: space and time in a model's residual stream (thesis §4.2–4.5).
+"""Chapter 4 end to end: space and time in a model's residual stream and MLP neurons (thesis §4.2–4.5).
 
 For each dataset of the ``space-time`` collection: build it, extract
 ``hook_resid_post`` at every layer, sweep the regression probes (``ridge``
@@ -6,17 +6,24 @@ with leave-one-out alpha, ``pca``, ``f_stat`` k-sparse, and the ``mlp`` probe
 at 60 % depth, Table 4.2's layer), then on one shared entity split: R² per
 layer with bootstrap intervals, the best layer chosen by training
 leave-one-out R², great-circle error and proximity error, the block hold-out
-(Table 4.3) and the cross-entity hold-out (Table 4.4), the space/time
-neurons of §4.5 (alignment, projections, ablation) and the figures. Every
-stage is skipped when its output exists in ``--work`` (a dataset's analyses
-are kept in ``analysis-<name>.pkl``), so a run resumes, and a run naming
-more datasets reuses those done before.
+(Table 4.3, with every held-out entity's predictions and a map of them) and
+the cross-entity hold-out (Table 4.4), the space/time neurons of §4.5
+(alignment, projections, ablation) and the figures. With ``--sites
+resid,neurons`` (the default) the MLP neurons (``mlp.hook_post``, ``needle
+extract``'s default site) of every layer get the ridge and ``f_stat``
+k-sparse probes too, on the same entity split, and the summary compares the
+two sites' best-layer R². Every stage is skipped when its output exists in
+``--work`` (a dataset's analyses are kept in ``analysis-<name>.pkl``, stage by
+stage), so a run resumes, and a run naming more datasets or sites reuses
+those done before.
 
     python examples/space_time.py --work st-minilm --sae-probes sae_probes-0.4.2-py3-none-any.whl
     python examples/space_time.py --work st-pythia --model EleutherAI/pythia-160m --datasets world,historical
 
-Writes ``<work>/summary.md`` (the tables) and ``<work>/summary.json``, and
-PNG figures beside them.
+Writes ``<work>/summary.md`` (the tables) and ``<work>/summary.json``, PNG
+figures beside them, and ``report-<name>.html`` (``needle report`` of the
+residual sweep, whose Space and time section draws the block hold-out from the
+``results-<name>.space-time-blocks.parquet`` beside it).
 """
 
 from __future__ import annotations
@@ -37,59 +44,92 @@ PAPER_BLOCK = {"world": (0.071, 0.170), "us": (0.144, 0.192), "nyc": (0.331, 0.4
                "art": (0.147, 0.158), "headlines": (0.258, 0.264)}
 PAPER_ENTITY = {"world": (0.120, 0.151), "us": (0.206, 0.262), "nyc": (0.313, 0.367), "historical": (0.164, 0.168),
                 "art": (0.224, 0.305), "headlines": (0.199, 0.289)}
-#: dataset → (the paper's block column, grid cell in degrees when that column is too sparse, entity-type column)
-HOLDOUTS = {"world": ("country", 10.0, None), "us": ("state", 2.0, None), "nyc": ("borough", 0.02, None),
-            "historical": ("century", None, "politician"), "art": ("decade", None, "entity_type"),
-            "headlines": ("year_block", None, None), "world-cities": ("country", 10.0, None),
-            "us-cities": ("state", 2.0, None)}
+#: dataset → the cross-entity hold-out's column (the block hold-out's is needle.spacetime.block_column's)
+ENTITY_COLUMNS = {"historical": "politician", "art": "entity_type"}
+KS = [1, 2, 4, 8, 16, 32, 64, 128]
 COLOUR_BY = {"world": "country", "us": "state", "nyc": "borough", "world-cities": "continent", "us-cities": "state",
              "art": "entity_type", "historical": "sex"}
 
 
-def build_and_extract(work: Path, name: str, args) -> tuple[Path, Path]:
+def build_and_extract(work: Path, name: str, args, site: str = "resid") -> tuple[Path, Path]:
+    """The dataset's folder and the cache of one site (``resid``: hook_resid_post; ``neurons``: mlp.hook_post)."""
     from needle.activations import extract
     from needle.datasets.registry import build_collection
     from needle.models import load_tokenizer
 
-    dataset_dir, cache_dir = work / f"ds-{name}", work / f"cache-{name}-resid"
+    dataset_dir, cache_dir = work / f"ds-{name}", work / f"cache-{name}-{site}"
     if not dataset_dir.exists():
         params = {"dataset": name, "sae_probes": args.sae_probes}
         if args.max_entities or name == "world-cities":
             params["max_entities"] = args.max_entities or 5000
         build_collection("space-time", None, load_tokenizer(args.model), **params).save(dataset_dir)
     if not cache_dir.exists():
-        extract(args.model, dataset_dir, cache_dir, site="resid", progress=not args.quiet)
+        extract(args.model, dataset_dir, cache_dir, site=SITES[site], progress=not args.quiet)
     return dataset_dir, cache_dir
+
+
+#: the example's site names → needle's (``post`` is ``mlp.hook_post``, ``needle extract``'s default: the MLP neurons)
+SITES = {"resid": "resid", "neurons": "post"}
 
 
 def sweep_probes(cache, out: Path, args) -> pd.DataFrame:
     from needle.probing import sweep
 
-    ks = [1, 2, 4, 8, 16, 32, 64, 128]
-    sweep(cache, out=out, methods=["ridge", "pca", "f_stat"], ks=ks, baselines=False, progress=not args.quiet)
+    sweep(cache, out=out, methods=["ridge", "pca", "f_stat"], ks=KS, baselines=False, progress=not args.quiet)
     deep = int(math.floor(0.6 * len(cache.layers)))  # 60 % depth, Table 4.2's layer
-    return sweep(cache, out=out, methods=["mlp"], ks=ks, baselines=False, layers=[cache.layers[deep]],
+    return sweep(cache, out=out, methods=["mlp"], ks=KS, baselines=False, layers=[cache.layers[deep]],
                  progress=not args.quiet)
 
 
-def holdouts(cache, entities, is_test, layer, name) -> dict:
-    from needle.spacetime import block_holdout
+def neuron_site(work: Path, name: str, entities, is_test, args) -> dict:
+    """Ridge and f_stat k-sparse probes on the MLP neurons of every layer, scored on the residual run's split."""
+    from needle.activations import load_cache
+    from needle.errors import InputError
+    from needle.probing import sweep
+    from needle.spacetime import best_layer, layer_scores, load_entities
 
-    column, grid, entity_column = HOLDOUTS.get(name, (None, None, None))
-    usable = entities.has_coordinates if entities.kind == "space" else np.isfinite(entities.targets[entities.main_target])
+    _, cache_dir = build_and_extract(work, name, args, site="neurons")
+    cache = load_cache(cache_dir)
+    mine = load_entities(cache)
+    if not (np.array_equal(mine.names, entities.names) and np.array_equal(mine.groups, entities.groups)):
+        raise InputError(f"{cache_dir}'s rows are not the residual cache's; delete it and run again.")
+    results = sweep(cache, out=work / f"results-{name}-neurons.parquet", methods=["ridge", "f_stat"], ks=KS,
+                    baselines=False, progress=not args.quiet)
+    scores = layer_scores(cache, mine, is_test)
+    scores.to_csv(work / f"scores-{name}-neurons.csv", index=False)
+    return {"site": cache.site, "width": int(np.asarray(cache.layer(cache.layers[0])).shape[1]), "scores": scores,
+            "layer": best_layer(scores), "results": results}
+
+
+def paired_sites(work: Path, name: str, cache, entities, is_test, entry) -> pd.DataFrame:
+    """Neurons' minus the residual stream's test R² per target, each at its best layer, with a paired bootstrap."""
+    from needle.activations import load_cache
+    from needle.spacetime import held_out_predictions, load_entities, paired_r2_difference
+
+    neurons = load_cache(work / f"cache-{name}-neurons")
+    a = held_out_predictions(cache, entities, is_test, entry["layer"])
+    b = held_out_predictions(neurons, load_entities(neurons), is_test, entry["neuron_site"]["layer"])
+    records = []
+    for target in entities.targets:
+        ok = np.isfinite(a[target]).to_numpy()
+        diff, low, high = paired_r2_difference(a[target][ok], a[f"pred_{target}"][ok], b[f"pred_{target}"][ok])
+        records.append({"target": target, "difference": diff, "low": low, "high": high, "n_test": int(ok.sum())})
+    return pd.DataFrame.from_records(records)
+
+
+def holdouts(cache, entities, is_test, layer, name, min_test: int = 5) -> dict:
+    from needle.spacetime import block_column, block_holdout
+
+    found, entity_column = block_column(entities), ENTITY_COLUMNS.get(name)
     out = {}
-    if column in entities.metadata:
-        covered = (entities.metadata[column][usable] != "").mean()
-        if covered < 0.5 and grid is not None:  # the sae-probes samples rarely hold a place's country with both coordinates
-            column = "grid"
-        table = block_holdout(cache, entities, is_test, layer, column, grid_degrees=grid)
-        out["block"] = {"column": column if column != "grid" else f"grid {grid}°", "table": table}
-    elif grid is not None:
-        out["block"] = {"column": f"grid {grid}°", "table": block_holdout(cache, entities, is_test, layer, "grid",
-                                                                            grid_degrees=grid)}
+    if found is not None:
+        column, grid, label = found
+        table, predictions = block_holdout(cache, entities, is_test, layer, column, grid_degrees=grid,
+                                           min_test=min_test, predictions=True)
+        out["block"] = {"column": label, "table": table, "predictions": predictions}
     if entity_column in entities.metadata:
         out["entity"] = {"column": entity_column, "table": block_holdout(cache, entities, is_test, layer, entity_column,
-                                                                         min_test=5, max_share=0.8)}
+                                                                         min_test=min_test, max_share=0.8)}
     return out
 
 
@@ -124,33 +164,55 @@ def main(argv=None) -> None:
     parser.add_argument("--datasets", default="world,us,nyc,historical,art,headlines,world-cities")
     parser.add_argument("--max-entities", type=int, default=None)
     parser.add_argument("--neurons", default="world,historical", help="datasets of the §4.5 neuron analysis")
+    parser.add_argument("--sites", default="resid,neurons",
+                        help="resid (hook_resid_post, always) and neurons (mlp.hook_post: ridge and f_stat probes)")
+    parser.add_argument("--block-min-test", type=int, default=5,
+                        help="hold-out blocks with fewer test entities are skipped")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
-
-    from needle.activations import load_cache
-    from needle.models import load_model
-    from needle.spacetime import best_layer, entity_split, held_out_predictions, layer_scores, load_entities
-    from needle.spacetime.figures import r2_by_layer, world_scatter, year_scatter
+    sites = {s.strip() for s in args.sites.split(",") if s.strip()}
+    if not sites <= set(SITES):
+        parser.error(f"--sites takes {', '.join(SITES)}, not {', '.join(sorted(sites - set(SITES)))}")
 
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
-    model = None
-    summary, scores_by = {}, {}
+    summary, scores_by, model = {}, {}, None
     for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
-        saved = work / f"analysis-{name}.pkl"
-        if saved.exists():  # a dataset analysed by an earlier run
-            summary[name] = pd.read_pickle(saved)
-            scores_by[name] = summary[name]["scores"]
-            continue
-        dataset_dir, cache_dir = build_and_extract(work, name, args)
-        cache = load_cache(cache_dir)
+        summary[name], model = analyse(work, name, args, sites, model)
+        scores_by[name] = summary[name]["scores"]
+    from needle.spacetime.figures import r2_by_layer
+
+    r2_by_layer(scores_by, work / "r2-by-layer.png", title=f"{args.model}: ridge probe on hook_resid_post")
+    write_summary(work, summary, args.model)
+
+
+def analyse(work: Path, name: str, args, sites: set[str], model):
+    """One dataset's analyses, stage by stage; each stage's output is kept in ``analysis-<name>.pkl``."""
+    from needle.activations import load_cache
+    from needle.models import load_model
+    from needle.report import write_report
+    from needle.report.space_time import write_block_predictions
+    from needle.spacetime import best_layer, entity_split, held_out_predictions, layer_scores, load_entities
+    from needle.spacetime.figures import block_holdout_figure, world_scatter, year_scatter
+
+    saved = work / f"analysis-{name}.pkl"
+    entry = pd.read_pickle(saved) if saved.exists() else {}
+    cache = entities = is_test = None
+
+    def resid():
+        nonlocal cache, entities, is_test
+        if cache is None:
+            _, cache_dir = build_and_extract(work, name, args)
+            cache = load_cache(cache_dir)
+            entities = load_entities(cache)
+            is_test = entity_split(entities)
+        return cache, entities, is_test
+
+    if "scores" not in entry:
+        cache, entities, is_test = resid()
         results = sweep_probes(cache, work / f"results-{name}.parquet", args)
-        dataset = cache.dataset()
-        entities = load_entities(cache, dataset)
-        is_test = entity_split(entities)
         scores = layer_scores(cache, entities, is_test)
         scores.to_csv(work / f"scores-{name}.csv", index=False)
-        scores_by[name] = scores
         layer = best_layer(scores)
         frame = held_out_predictions(cache, entities, is_test, layer)
         if entities.kind == "space":
@@ -159,20 +221,135 @@ def main(argv=None) -> None:
         else:
             year_scatter(frame, entities.main_target, work / f"years-{name}.png", colour_by=COLOUR_BY.get(name),
                          title=f"{name}: layer {layer}, held-out entities")
-        entry = {"layer": layer, "n_entities": len(entities), "scores": scores, "holdouts": holdouts(
-            cache, entities, is_test, layer, name), "results": results}
-        if name in args.neurons.split(","):
-            model = model or load_model(args.model)
-            entry["neurons"] = space_time_neurons(cache, dataset, entities, is_test, layer, model)
-        summary[name] = entry
+        entry.update(layer=layer, n_entities=len(entities), scores=scores, results=results)
         pd.to_pickle(entry, saved)
-    r2_by_layer(scores_by, work / "r2-by-layer.png", title=f"{args.model}: ridge probe on hook_resid_post")
-    write_summary(work, summary, args.model)
+    layer = entry["layer"]
+    if "holdouts" not in entry or "predictions" not in entry["holdouts"].get("block", {"predictions": None}):
+        cache, entities, is_test = resid()  # block predictions are new: redo the hold-outs of older runs
+        entry["holdouts"] = holdouts(cache, entities, is_test, layer, name, args.block_min_test)
+        pd.to_pickle(entry, saved)
+    block = entry["holdouts"].get("block")
+    if block is not None and len(block["predictions"]):
+        figure = work / f"blocks-{name}.png"
+        if not figure.exists():
+            block_holdout_figure(block["predictions"], figure,
+                                 title=f"{name}: block hold-out by {block['column']}, layer {layer}, test entities "
+                                       f"of the {min(8, len(block['table']))} largest blocks")
+        write_block_predictions(block["predictions"], work / f"results-{name}.parquet", dataset=name,
+                                column=block["column"], layer=layer)
+    if not (work / f"report-{name}.html").exists():
+        write_report(work / f"results-{name}.parquet", work / f"report-{name}.html")
+    if name in args.neurons.split(",") and "neurons" not in entry:
+        cache, entities, is_test = resid()
+        model = model or load_model(args.model)
+        entry["neurons"] = space_time_neurons(cache, cache.dataset(), entities, is_test, layer, model)
+        pd.to_pickle(entry, saved)
+    if "neurons" in sites and "neuron_site" not in entry:
+        cache, entities, is_test = resid()
+        entry["neuron_site"] = neuron_site(work, name, entities, is_test, args)
+        pd.to_pickle(entry, saved)
+    if "neuron_site" in entry and "paired" not in entry["neuron_site"]:
+        cache, entities, is_test = resid()
+        entry["neuron_site"]["paired"] = paired_sites(work, name, cache, entities, is_test, entry)
+        pd.to_pickle(entry, saved)
+    return entry, model
 
 
 def _r2_cell(rows: pd.DataFrame) -> str:
     return "; ".join(f"{r.target} {r.r2:.3f} [{r.r2_low:.3f}, {r.r2_high:.3f}] (n={int(r.n_test)})"
                      for r in rows.itertuples())
+
+
+def block_drift(predictions: pd.DataFrame) -> dict:
+    """How far a block's test entities' predictions move when it is held out (what blocks-<name>.png draws).
+
+    Mean over blocks of: the error of the block's mean prediction (km for
+    places, years for times), nominal and held out; and the mean per-entity
+    error, nominal and held out.
+    """
+    from needle.spacetime.metrics import haversine_km
+
+    test = predictions[predictions.in_test.astype(bool)]
+    out = {"blocks": int(test.block.nunique()), "n_test": len(test)}
+    for prefix in ("nominal", "held"):
+        if "latitude" in test:
+            lat = np.clip(test[f"{prefix}_latitude"], -90, 90)
+            per = haversine_km(test.latitude.to_numpy(), test.longitude.to_numpy(), lat.to_numpy(),
+                               test[f"{prefix}_longitude"].to_numpy())
+            means = test.assign(p_lat=lat).groupby("block").agg(lat=("latitude", "mean"), lon=("longitude", "mean"),
+                                                                  plat=("p_lat", "mean"),
+                                                                  plon=(f"{prefix}_longitude", "mean"))
+            centre = haversine_km(means.lat.to_numpy(), means.lon.to_numpy(), means.plat.to_numpy(), means.plon.to_numpy())
+        else:
+            target = next(c[len("held_"):] for c in test.columns if c.startswith("held_") and c != "held_proximity")
+            per = np.abs(test[target] - test[f"{prefix}_{target}"]).to_numpy()
+            means = test.groupby("block").agg(t=(target, "mean"), p=(f"{prefix}_{target}", "mean"))
+            centre = np.abs(means.t - means.p).to_numpy()
+        out[f"{prefix}_entity_error"] = float(np.mean(per))
+        out[f"{prefix}_centre_error"] = float(np.mean(centre))
+    return out
+
+
+def _best_cell(scores: pd.DataFrame, layer: int) -> tuple[str, float]:
+    at = scores[(scores.layer == layer) & scores.r2.notna()]
+    return _r2_cell(at), float(at.r2.mean())
+
+
+def neuron_site_lines(summary: dict, record: dict) -> list[str]:
+    """The neurons-vs-residual table: each site's best layer (training LOO R²) and its test R² on the same split."""
+    entries = {name: e for name, e in summary.items() if "neuron_site" in e}
+    if not entries:
+        return []
+    first = next(iter(entries.values()))["neuron_site"]
+    lines = ["", f"## MLP neurons ({first['site']}, {first['width']} per layer) against the residual stream", "",
+             "Ridge probe, alpha by leave-one-out, on the same entity split; each site's layer is the one of its best "
+             "training leave-one-out R². The k-sparse columns are the sweep's `f_stat` probes (their own per-feature "
+             "split), mean over targets at the site's best layer; k = 1 is the single best neuron or residual "
+             "dimension.", "",
+             "| dataset | residual: layer | residual test R² [95 %] (n) | neurons: layer | neurons test R² [95 %] (n) | "
+             "neurons − residual [paired 95 %] | mean R² resid / neurons | f_stat k=1 resid / neurons | "
+             "f_stat k=32 resid / neurons |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, entry in entries.items():
+        site = entry["neuron_site"]
+        resid_cell, resid_mean = _best_cell(entry["scores"], entry["layer"])
+        neuron_cell, neuron_mean = _best_cell(site["scores"], site["layer"])
+
+        def sparse(results, layer, k):
+            rows = results[(results.method == "f_stat") & (results.k == k) & (results.layer == layer)]
+            return float(rows.r2.mean()) if len(rows) else float("nan")
+
+        ks = {k: (sparse(entry["results"], entry["layer"], k), sparse(site["results"], site["layer"], k)) for k in (1, 32)}
+        paired = site.get("paired")
+        paired_cell = "—" if paired is None else "; ".join(
+            f"{r.target} {r.difference:+.3f} [{r.low:+.3f}, {r.high:+.3f}]" for r in paired.itertuples())
+        lines.append(f"| {name} | {entry['layer']} | {resid_cell} | {site['layer']} | {neuron_cell} | {paired_cell} | "
+                     f"{resid_mean:.3f} / {neuron_mean:.3f} | {ks[1][0]:.3f} / {ks[1][1]:.3f} | "
+                     f"{ks[32][0]:.3f} / {ks[32][1]:.3f} |")
+        at = site["scores"][(site["scores"].layer == site["layer"]) & site["scores"].r2.notna()]
+        best1 = site["results"][(site["results"].method == "f_stat") & (site["results"].k == 1)
+                                & (site["results"].layer == site["layer"])]
+        record[name]["neuron_site"] = {
+            "site": site["site"], "layer": site["layer"], "mean_r2": neuron_mean,
+            "r2": at[["target", "r2", "r2_low", "r2_high", "n_test"]].to_dict("records"),
+            "f_stat": {str(k): {"resid": a, "neurons": b} for k, (a, b) in ks.items()},
+            "paired": [] if paired is None else paired.to_dict("records"),
+            "best_single_neuron": {r.feature: {"neuron": int(r.neurons[0]), "r2": float(r.r2)}
+                                   for r in best1.itertuples()}}
+    notes = []
+    for name, entry in entries.items():  # §4.5 read in the neuron basis: is the best single neuron a weight-aligned one?
+        found, best = entry.get("neurons"), record[name]["neuron_site"]["best_single_neuron"]
+        if not found or found["target"] not in best:
+            continue
+        layer, neuron = entry["neuron_site"]["layer"], best[found["target"]]["neuron"]
+        aligned = {(int(r.layer), int(r.neuron)) for r in found["top"].itertuples()}
+        notes.append(f"- {name}: the best single neuron for {found['target']} (f_stat k = 1) is L{layer}.N{neuron}, "
+                     f"test R² {best[found['target']]['r2']:.3f}; "
+                     f"{'one' if (layer, neuron) in aligned else 'not one'} of the {len(aligned)} neurons whose "
+                     f"weights align best with the residual probe (§4.5).")
+    if notes:
+        lines += ["", *notes]
+    return lines
 
 
 def write_summary(work: Path, summary: dict, model: str) -> None:
@@ -224,6 +401,19 @@ def write_summary(work: Path, summary: dict, model: str) -> None:
                          f"{' / '.join(map(str, paper.get(name, ('—', '—'))))} |")
             record[name][key] = {"column": found["column"], "blocks": len(table), "nominal": table.nominal.mean(),
                                  "held_out": table.held_out.mean()}
+            if key == "block" and len(found.get("predictions", [])):
+                record[name][key]["drift"] = block_drift(found["predictions"])
+    drifts = {name: r["block"]["drift"] for name, r in record.items() if "drift" in r.get("block", {})}
+    if drifts:
+        lines += ["", "## Block hold-out maps (`blocks-<dataset>.png`): how far the held-out block's test entities move",
+                  "", "Mean over blocks of the error of the block's mean prediction, and mean per-entity error, nominal "
+                  "→ held out (km for places, years for times).", "",
+                  "| dataset | blocks | test entities | block-mean error nominal → held out | per-entity error nominal → "
+                  "held out |", "|---|---|---|---|---|"]
+        for name, d in drifts.items():
+            lines.append(f"| {name} | {d['blocks']} | {d['n_test']} | {d['nominal_centre_error']:.1f} → "
+                         f"{d['held_centre_error']:.1f} | {d['nominal_entity_error']:.1f} → {d['held_entity_error']:.1f} |")
+    lines += neuron_site_lines(summary, record)
     lines += ["", "## Space and time neurons (§4.5)", ""]
     for name, entry in summary.items():
         found = entry.get("neurons")

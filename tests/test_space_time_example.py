@@ -57,7 +57,7 @@ def test_example_runs_and_reports_what_it_computed(wheel, tmp_path):
     spec.loader.exec_module(example)
     work = tmp_path / "work"
     example.main(["--work", str(work), "--sae-probes", str(wheel), "--datasets", "world,historical",
-                  "--neurons", "world", "--quiet"])
+                  "--neurons", "world", "--block-min-test", "2", "--quiet"])
     summary = json.loads((work / "summary.json").read_text())
     assert set(summary) == {"world", "historical"}
     for name in ("world", "historical"):
@@ -76,8 +76,34 @@ def test_example_runs_and_reports_what_it_computed(wheel, tmp_path):
     results = pd.read_parquet(work / "results-world.parquet")
     assert {"ridge", "pca", "f_stat", "mlp"} <= set(results.method)
     assert np.isfinite(results.r2).all()
+    # The MLP neurons of every layer, scored on the residual run's entity split.
+    site = summary["world"]["neuron_site"]
+    neuron_scores = pd.read_csv(work / "scores-world-neurons.csv")
+    assert site["site"] == "mlp.hook_post" and sorted(neuron_scores.layer.unique()) == sorted(scores.layer.unique())
+    assert site["layer"] == neuron_scores.dropna(subset=["loo_r2"]).groupby("layer").loo_r2.mean().idxmax()
+    at = neuron_scores[(neuron_scores.layer == site["layer"]) & neuron_scores.r2.notna()]
+    assert [r["r2"] for r in site["r2"]] == pytest.approx(at.r2.tolist())
+    assert [r["n_test"] for r in site["r2"]] == [r["n_test"] for r in summary["world"]["r2"]]  # the same test entities
+    neuron_results = pd.read_parquet(work / "results-world-neurons.parquet")
+    assert set(neuron_results.method) == {"ridge", "f_stat"} and (neuron_results.site == "mlp.hook_post").all()
+    one = neuron_results[(neuron_results.method == "f_stat") & (neuron_results.k == 1) & (neuron_results.layer == site["layer"])]
+    assert {f: v["neuron"] for f, v in site["best_single_neuron"].items()} == {r.feature: r.neurons[0] for r in one.itertuples()}
+    resid_r2 = {r["target"]: r["r2"] for r in summary["world"]["r2"]}
+    for row in site["paired"]:  # the paired difference's point estimate is the two sites' R² apart
+        assert row["difference"] == pytest.approx(next(r["r2"] for r in site["r2"] if r["target"] == row["target"])
+                                                  - resid_r2[row["target"]], abs=1e-9)
+    text = (work / "summary.md").read_text()
+    assert "MLP neurons (mlp.hook_post, 1536 per layer)" in text
+    # The block hold-out: its figure, the sidecar the report draws it from, and the report.
+    from PIL import Image
+
+    from needle.spacetime.figures import BLOCKS_KEY
+
+    drawn = Image.open(work / "blocks-historical.png").info[BLOCKS_KEY].split("|")
+    assert len(drawn) == min(8, summary["historical"]["block"]["blocks"]) > 0
+    assert "Block hold-out: historical" in (work / "report-historical.html").read_text()
     # A second run resumes: nothing is rebuilt, the numbers are the same.
     before = (work / "summary.json").read_text()
     example.main(["--work", str(work), "--sae-probes", str(wheel), "--datasets", "world,historical",
-                  "--neurons", "world", "--quiet"])
+                  "--neurons", "world", "--block-min-test", "2", "--quiet"])
     assert (work / "summary.json").read_text() == before

@@ -102,7 +102,7 @@ def _scatter_points(points, site: dict[str, Any] | None) -> list[dict]:
 
 def build_report(results: pd.DataFrame, *, title: str = "needle sparse-probing report",
                  results_name: str = "results.parquet", heatmap_method: str | None = None,
-                 site: dict[str, Any] | None = None) -> str:
+                 site: dict[str, Any] | None = None, space_time_blocks: pd.DataFrame | None = None) -> str:
     """Render the report of a results table as an HTML string.
 
     Parameters
@@ -114,6 +114,9 @@ def build_report(results: pd.DataFrame, *, title: str = "needle sparse-probing r
         adaptive, osp, mean_diff, … present).
     site : dict, optional
         The scope site to link into, as :func:`site_links` returns it (``url``, ``neurons``).
+    space_time_blocks : DataFrame, optional
+        Block hold-out predictions drawn in the Space and time section
+        (:func:`needle.report.space_time.read_block_predictions`; :func:`write_report` reads the results' sidecar).
     """
     import jinja2
 
@@ -163,7 +166,7 @@ def build_report(results: pd.DataFrame, *, title: str = "needle sparse-probing r
     }
     from needle.report.space_time import space_time_sections  # sections of later chapters' collections
 
-    extra_sections = [dict(s, html=jinja2.utils.markupsafe.Markup(s["html"])) for s in space_time_sections(results)]
+    extra_sections = [dict(s, html=jinja2.utils.markupsafe.Markup(s["html"])) for s in space_time_sections(results, space_time_blocks)]
     scatter, scatter_points = None, []
     if "binary" in tasks:
         fig, points = figures.precision_recall_figure(results)
@@ -197,9 +200,11 @@ def write_report(results_path: str | os.PathLike, out: str | os.PathLike, *,
     other options go to :func:`build_report`.
     """
     from needle.probing import load_results
+    from needle.report.space_time import read_block_predictions
 
     results_path, out = Path(results_path), Path(out)
     links = site_links(site, out) if site is not None else None
+    options.setdefault("space_time_blocks", read_block_predictions(results_path))
     html = build_report(load_results(results_path), results_name=results_path.name, site=links, **options)
     with atomic_file(out, "w") as handle:
         handle.write(html)

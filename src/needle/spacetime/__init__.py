@@ -11,14 +11,17 @@ the probes are the sweep's ``ridge``, ``pca`` and ``mlp`` methods
 """
 
 from needle.spacetime.analysis import (
+    BLOCK_COLUMNS,
     Entities,
     best_layer,
+    block_column,
     block_holdout,
     entity_split,
     fit_ridge,
     held_out_predictions,
     layer_scores,
     load_entities,
+    paired_r2_difference,
 )
 from needle.spacetime.metrics import (
     EARTH_RADIUS_KM,
@@ -37,7 +40,10 @@ __all__ = [
     "layer_scores",
     "best_layer",
     "held_out_predictions",
+    "paired_r2_difference",
     "block_holdout",
+    "block_column",
+    "BLOCK_COLUMNS",
     "EARTH_RADIUS_KM",
     "haversine_km",
     "great_circle_errors",

@@ -37,7 +37,14 @@ from needle.probing.ridge import DEFAULT_ALPHAS, RidgePath, ridge_loo
 from needle.spacetime.metrics import great_circle_errors, proximity_error, sphere_r2
 
 __all__ = ["Entities", "load_entities", "entity_split", "fit_ridge", "layer_scores", "best_layer",
-           "held_out_predictions", "block_holdout", "bootstrap_interval"]
+           "held_out_predictions", "block_holdout", "block_column", "BLOCK_COLUMNS", "bootstrap_interval",
+           "paired_r2_difference"]
+
+#: dataset → (Table 4.3's block column, grid cell in degrees used when that column is too sparse).
+BLOCK_COLUMNS: dict[str, tuple[str, float | None]] = {
+    "world": ("country", 10.0), "us": ("state", 2.0), "nyc": ("borough", 0.02), "historical": ("century", None),
+    "art": ("decade", None), "headlines": ("year_block", None), "world-cities": ("country", 10.0),
+    "us-cities": ("state", 2.0)}
 
 
 @dataclass
@@ -156,6 +163,36 @@ def bootstrap_interval(y: np.ndarray, pred: np.ndarray, *, n_boot: int = 500, se
     return float(low), float(high)
 
 
+def paired_r2_difference(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, *, n_boot: int = 1000,
+                         seed: int = 0) -> tuple[float, float, float]:
+    """R²(b) − R²(a) on the same entities, with a paired 95 % percentile bootstrap interval.
+
+    Two probes (two sites, say) scored on one test split: resampling the
+    entities once for both keeps their shared difficulty out of the interval,
+    which two separate intervals would not.
+
+    Parameters
+    ----------
+    y, pred_a, pred_b : ndarray of shape (n,)
+
+    Returns
+    -------
+    difference, low, high : float
+    """
+    y, pred_a, pred_b = (np.asarray(v, np.float64) for v in (y, pred_a, pred_b))
+    if not y.shape == pred_a.shape == pred_b.shape or y.ndim != 1:
+        raise InputError(f"y and both predictions must have one shape (n,), not {y.shape}, {pred_a.shape}, {pred_b.shape}.")
+
+    def r2(yy, pp):
+        ss_tot = np.sum((yy - yy.mean(axis=-1, keepdims=True)) ** 2, axis=-1)
+        return 1 - np.sum((yy - pp) ** 2, axis=-1) / np.where(ss_tot > 0, ss_tot, np.nan)
+
+    index = np.random.default_rng([seed, 9, 2]).integers(0, y.size, size=(n_boot, y.size))
+    diffs = r2(y[index], pred_b[index]) - r2(y[index], pred_a[index])
+    low, high = np.nanpercentile(diffs, [2.5, 97.5])
+    return float(r2(y, pred_b) - r2(y, pred_a)), float(low), float(high)
+
+
 def _layer_matrix(cache: Any, layer: int) -> np.ndarray:
     X = np.asarray(cache.layer(layer), dtype=np.float32)
     if not np.isfinite(X).all():
@@ -250,8 +287,8 @@ def _blocks(entities: Entities, column: str, grid_degrees: float | None) -> np.n
         lat, lon = entities.targets["latitude"], entities.targets["longitude"]
         ok = entities.has_coordinates
         labels = np.full(len(entities), "", dtype=object)
-        labels[ok] = [f"{int(np.floor(a / grid_degrees))},{int(np.floor(o / grid_degrees))}"
-                      for a, o in zip(lat[ok], lon[ok])]
+        labels[ok] = [f"{np.floor(a / grid_degrees) * grid_degrees:.6g}°,{np.floor(o / grid_degrees) * grid_degrees:.6g}°"
+                      for a, o in zip(lat[ok], lon[ok])]  # the cell's south-west corner
         return labels.astype(str)
     if column not in entities.metadata:
         raise InputError(f"no metadata column {column!r} in the {entities.dataset} dataset; it has: "
@@ -259,9 +296,27 @@ def _blocks(entities: Entities, column: str, grid_degrees: float | None) -> np.n
     return entities.metadata[column]
 
 
+def block_column(entities: Entities) -> tuple[str, float | None, str] | None:
+    """The block hold-out's column for a dataset: ``(column, grid_degrees, label)``, or None when it has none.
+
+    The paper's column (:data:`BLOCK_COLUMNS`) when at least half of the usable
+    entities have a value; for places, cells of a latitude/longitude grid
+    otherwise (the sae-probes samples rarely hold a place's country together
+    with both coordinates).
+    """
+    column, grid = BLOCK_COLUMNS.get(entities.dataset, (None, None))
+    usable = entities.has_coordinates if entities.kind == "space" else np.isfinite(entities.targets[entities.main_target])
+    if column in entities.metadata and (grid is None or (entities.metadata[column][usable] != "").mean() >= 0.5):
+        return column, None, column
+    if grid is not None and entities.kind == "space":
+        return "grid", grid, f"grid {grid:g}°"
+    return None
+
+
 def block_holdout(cache: Any, entities: Entities, is_test: np.ndarray, layer: int, column: str, *,
                   grid_degrees: float | None = None, min_test: int = 5, max_blocks: int = 40,
-                  max_share: float = 0.5, alphas: Sequence[float] = DEFAULT_ALPHAS) -> pd.DataFrame:
+                  max_share: float = 0.5, alphas: Sequence[float] = DEFAULT_ALPHAS,
+                  predictions: bool = False) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
     """Proximity error of each block when held out, against its nominal value (Tables 4.3 and 4.4).
 
     Nominal: the probe trained on the default training split; the block's test
@@ -284,11 +339,22 @@ def block_holdout(cache: Any, entities: Entities, is_test: np.ndarray, layer: in
     max_share : float, default 0.5
         Blocks holding more than this share of the entities are skipped (the paper
         leaves out majority entity types: what would be left to train on is not the same task).
+    predictions : bool, default False
+        Also return every held-out block entity's predictions (what
+        :func:`needle.spacetime.figures.block_holdout_map` draws).
 
     Returns
     -------
-    DataFrame
+    table : DataFrame
         One row per block: ``block``, ``n_block``, ``n_test``, ``nominal``, ``held_out``.
+    predictions : DataFrame, only with ``predictions=True``
+        One row per entity of a block in ``table`` (its train and test entities):
+        ``block``, ``row`` (the entity's index), ``name``, ``in_test``, the true
+        targets (``latitude`` and ``longitude``, or the main target), ``nominal_<target>``
+        (the probe of the default training split, which saw the block's training
+        entities) and ``held_<target>`` (the probe trained without the block), and
+        ``nominal_proximity`` / ``held_proximity`` (NaN for training entities, which
+        have no nominal proximity error).
     """
     labels = _blocks(entities, column, grid_degrees)
     X = _layer_matrix(cache, layer)
@@ -296,11 +362,16 @@ def block_holdout(cache: Any, entities: Entities, is_test: np.ndarray, layer: in
     targets = ["latitude", "longitude"] if entities.kind == "space" else [entities.main_target]
     kind = entities.kind
 
-    def prox(rows: np.ndarray, fits) -> np.ndarray:
-        true = np.column_stack([entities.targets[t][rows] for t in targets])
+    def predict(rows: np.ndarray, fits) -> np.ndarray:
         pred = np.column_stack([fits[t][0].predict(X[rows])[:, 0] for t in targets])
         if kind == "space":
             pred[:, 0] = np.clip(pred[:, 0], -90, 90)
+        return pred
+
+    def prox(rows: np.ndarray, fits) -> np.ndarray:
+        true = np.column_stack([entities.targets[t][rows] for t in targets])
+        pred = predict(rows, fits)
+        if kind == "space":
             return proximity_error(true, pred, kind="space")
         return proximity_error(true[:, 0], pred[:, 0], kind="time")
 
@@ -313,7 +384,7 @@ def block_holdout(cache: Any, entities: Entities, is_test: np.ndarray, layer: in
     nominal = prox(test_rows, nominal_fits)
     values, counts = np.unique(labels[usable & (labels != "")], return_counts=True)
     order = np.argsort(-counts, kind="stable")
-    records = []
+    records, frames = [], []
     for value, count in zip(values[order], counts[order]):
         in_block = (labels == value) & usable
         block_test = np.isin(test_rows, np.flatnonzero(in_block))
@@ -329,6 +400,21 @@ def block_holdout(cache: Any, entities: Entities, is_test: np.ndarray, layer: in
         held = prox(evaluated, fits)[: block_rows.size]
         records.append({"block": value, "n_block": int(block_rows.size), "n_test": int(block_test.sum()),
                         "nominal": float(nominal[block_test].mean()), "held_out": float(held.mean())})
+        if predictions:
+            frame = pd.DataFrame({"block": value, "row": block_rows, "name": entities.names[block_rows],
+                                  "in_test": is_test[block_rows]})
+            for t, nom, out in zip(targets, predict(block_rows, nominal_fits).T, predict(block_rows, fits).T):
+                frame[t] = entities.targets[t][block_rows]
+                frame[f"nominal_{t}"], frame[f"held_{t}"] = nom, out
+            nominal_prox = np.full(block_rows.size, np.nan)
+            nominal_prox[np.isin(block_rows, test_rows)] = nominal[block_test]  # both in row order
+            frame["nominal_proximity"], frame["held_proximity"] = nominal_prox, held
+            frames.append(frame)
         if len(records) >= max_blocks:
             break
-    return pd.DataFrame.from_records(records, columns=["block", "n_block", "n_test", "nominal", "held_out"])
+    table = pd.DataFrame.from_records(records, columns=["block", "n_block", "n_test", "nominal", "held_out"])
+    if not predictions:
+        return table
+    columns = ["block", "row", "name", "in_test", *[c for t in targets for c in (t, f"nominal_{t}", f"held_{t}")],
+               "nominal_proximity", "held_proximity"]
+    return table, (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns))
