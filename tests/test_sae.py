@@ -235,6 +235,17 @@ def test_latents_are_zoomed_in_on_like_neurons(tmp_path, tiny, bpe_tokenizer):
     np.testing.assert_allclose(effects.effects, by_hand.numpy(), rtol=1e-4, atol=1e-6)
     best = effects.table[effects.table["kind"] == "top"].iloc[0]
     assert f"{best.effect:.3f}" in pages[0].read_text()
+    # and its examples by direct logit attribution: activation × its decoder row's effect on the true next token
+    # (tests/test_neurons_dla.py checks those values against the weights by hand)
+    from needle.neurons import logit_attribution
+    from needle.scope import default_corpus
+
+    found = logit_attribution(tiny, default_corpus(cache, bpe_tokenizer, max_sequences=4), [(1, latent)],
+                              site=get_site("resid", sae), n_top=20, context=(16, 4))
+    html = pages[0].read_text()
+    assert "Examples by direct logit attribution" in html and "this latent most raises" in html
+    raised = found.examples[found.examples["kind"] == "raises"].sort_values("rank")
+    assert len(raised) and f"{raised.attribution.iloc[0]:.4f}" in html
 
 
 def test_sae_site_and_layers_refuses_the_wrong_place():
