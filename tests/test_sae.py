@@ -248,6 +248,25 @@ def test_latents_are_zoomed_in_on_like_neurons(tmp_path, tiny, bpe_tokenizer):
     assert len(raised) and f"{raised.attribution.iloc[0]:.4f}" in html
 
 
+def test_latent_pages_of_an_encoder_say_why_there_is_no_attribution(tmp_path, bpe_tokenizer):
+    from needle.probing import sweep
+    from needle.scope import build_site
+
+    encoder = adapt(build_model("bert", len(bpe_tokenizer)), bpe_tokenizer, model_id="tiny-bert")
+    make_dataset(bpe_tokenizer).save(tmp_path / "ds")
+    sae = make_sae(random_weights(3, d_in=encoder.d_model, d_sae=2 * encoder.d_model), "topk", 4,
+                   metadata={"hook_name": "blocks.1.hook_resid_post"})
+    cache = extract(encoder, tmp_path / "ds", tmp_path / "sae", layers=[1], site="resid", transform=sae,
+                    dtype="float32", progress=False)
+    results = sweep(cache, out=tmp_path / "r.parquet", methods=["mean_diff"], ks=[1], baselines=False)
+    out = build_site(results, cache, tmp_path / "site", model=encoder, max_sequences=4, transform=sae)
+    pages = sorted((out / "neurons").rglob("*.html"))
+    assert pages
+    html = pages[0].read_text()
+    assert "tiny-bert is an encoder" in html and "latents have no direct effect on next-token logits" in html
+    assert "no examples by direct logit attribution" in html and "Examples by direct logit attribution" not in html
+
+
 def test_sae_site_and_layers_refuses_the_wrong_place():
     sae = make_sae(random_weights(8), "standard", metadata={"hook_name": "blocks.3.hook_resid_post"})
     assert sae_site_and_layers(sae, None, None) == ("hook_resid_post", [3])
