@@ -263,7 +263,7 @@ def test_latent_pages_of_an_encoder_say_why_there_is_no_attribution(tmp_path, bp
     pages = sorted((out / "neurons").rglob("*.html"))
     assert pages
     html = pages[0].read_text()
-    assert "tiny-bert is an encoder" in html and "latents have no direct effect on next-token logits" in html
+    assert "tiny-bert is an encoder" in html and f"the latents of {cache.basis} have no direct effect" in html
     assert "no examples by direct logit attribution" in html and "Examples by direct logit attribution" not in html
 
 

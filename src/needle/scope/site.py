@@ -443,8 +443,8 @@ def _neuron_analyses(model, cache, site, corpus, results, uses, options: SiteOpt
             except NeedleError as exc:
                 say(f"  no direct logit attribution: {exc}")
     else:
-        unit = "neurons" if site.transform is None else f"{site.basis}'s latents"
-        note = (f"{model.model_id} is an encoder ({model.family}): it has no unembedding, so its {unit} have no "
+        unit = "its neurons" if site.transform is None else f"the latents of {site.basis}"
+        note = (f"{model.model_id} is an encoder ({model.family}): it has no unembedding, so {unit} have no "
                 "direct effect on next-token logits: no logit effects and no examples by direct logit "
                 "attribution.")
     return _NeuronData(top, tokens, histograms, logits, note, attribution, attribution_summary, firing,
