@@ -134,3 +134,84 @@ def test_encoders_and_other_sites_are_refused(bpe_tokenizer, corpus):
         logit_attribution(encoder, corpus, NEURONS[:1])
     with pytest.raises(InputError, match="site 'post'"):
         logit_attribution(_adapter("gpt2", bpe_tokenizer), corpus, NEURONS[:1], site="pre")
+
+
+# ---------------------------------------------------------------- latents of a transformed site (an SAE's)
+def _hand_topk(x: np.ndarray, w_enc, b_enc, b_dec, k: int) -> np.ndarray:
+    """TopK SAE latents of rows ``x`` by the definition: ReLU of the k largest pre-activations, the rest 0."""
+    pre = (x - b_dec) @ w_enc + b_enc
+    out = np.zeros_like(pre)
+    for r, row in enumerate(pre):
+        keep = np.argsort(-row, kind="stable")[:k]
+        out[r, keep] = np.maximum(row[keep], 0.0)
+    return out
+
+
+@pytest.mark.parametrize("family,site_name", [("gpt_neox", "resid"), ("llama", "resid"), ("gpt_neox", "post")])
+def test_latent_attribution_is_its_decoder_row_patched_out_by_hand(family, site_name, bpe_tokenizer, corpus):
+    """An SAE latent's attribution: the true next token's logit change when ``z · d`` (its decoder row, through
+    W_out for an SAE of the neurons) leaves the final residual stream, the norm's scale frozen; latents and the
+    residual recomputed by hand from the weights. Without centring and σ it is z × latent_logit_effects."""
+    from needle.models.sites import get_site
+    from needle.neurons import latent_logit_effects
+    from needle.sae import SparseAutoencoder
+
+    adapter = _adapter(family, bpe_tokenizer)
+    layer, k = 1, 4
+    width = adapter.d_model if site_name == "resid" else adapter.n_neurons
+    rng = np.random.default_rng(5)
+    w_enc, b_enc = rng.normal(size=(width, 3 * width)), rng.normal(size=3 * width) * 0.1
+    w_dec, b_dec = rng.normal(size=(3 * width, width)) / np.sqrt(width), rng.normal(size=width) * 0.1
+    sae = SparseAutoencoder(w_enc, b_enc, w_dec, b_dec, architecture="topk", k=k)
+    site = get_site(site_name, sae)
+    write = w_dec if site_name == "resid" else w_dec @ adapter.w_out(layer).double().numpy()
+    # latents that fire somewhere on the corpus, chosen by hand
+    z = {}
+    for s, tokens in enumerate(corpus.tokens):
+        ids = torch.from_numpy(tokens)[None]
+        raw = hand_activations(adapter, ids, layer)[site_name].double().numpy()
+        z[s] = _hand_topk(raw, w_enc, b_enc, b_dec, k)
+    fired = np.concatenate([v[:-1] for v in z.values()]).astype(bool).sum(0)
+    latents = [(layer, int(j)) for j in np.argsort(-fired, kind="stable")[:3]]
+    expected = {j: [] for _, j in latents}
+    for s, tokens in enumerate(corpus.tokens):
+        x, _ = _final_input_and_logits(adapter, torch.from_numpy(tokens)[None])
+        sigma = _sigma(adapter, x)
+        for p in range(len(tokens) - 1):
+            nxt = int(tokens[p + 1])
+            clean = _hand_logits(adapter, x[p][None], sigma[p : p + 1])[0, nxt]
+            for _, j in latents:
+                out = torch.from_numpy(z[s][p, j] * write[j])
+                patched = _hand_logits(adapter, (x[p] - out)[None], sigma[p : p + 1])[0, nxt]
+                expected[j].append(float(clean - patched))
+    n_top = 4
+    result = logit_attribution(adapter, corpus, latents, site=site, n_top=n_top, context=(2, 1),
+                               one_per_group=False, batch_tokens=30)
+    table = result.examples
+    for _, j in latents:
+        values = np.asarray(expected[j])
+        got = table[(table["neuron"] == j) & (table["kind"] == "raises")].sort_values("rank")
+        np.testing.assert_allclose(got["attribution"], np.sort(values)[::-1][:n_top], rtol=1e-4, atol=1e-6)
+        for row in got.itertuples():  # the activation shown is the latent's, by hand
+            np.testing.assert_allclose(row.activation, z[row.sequence][row.position, j], rtol=1e-4, atol=1e-5)
+        summary = result.summary[result.summary["neuron"] == j]
+        np.testing.assert_allclose(summary["mean_attribution"].iloc[0], values.mean(), rtol=1e-4, atol=1e-7)
+    if family == "llama":  # an RMSNorm does not centre: attribution = z · latent_logit_effects[next] / σ
+        j = latents[0][1]
+        effects = latent_logit_effects(adapter, site, layer, j).effects
+        row = table[(table["neuron"] == j) & (table["kind"] == "raises")].sort_values("rank").iloc[0]
+        x, _ = _final_input_and_logits(adapter, torch.from_numpy(corpus.tokens[row.sequence])[None])
+        sigma = float(_sigma(adapter, x)[row.position])
+        np.testing.assert_allclose(row.attribution, row.activation * effects[row.next_token_id] / sigma,
+                                   rtol=1e-4, atol=1e-6)
+
+
+def test_latents_of_pre_activations_write_nothing(bpe_tokenizer, corpus):
+    from needle.models.sites import get_site
+    from needle.sae import SparseAutoencoder
+
+    adapter = _adapter("gpt_neox", bpe_tokenizer)
+    n = adapter.n_neurons
+    sae = SparseAutoencoder(np.eye(n), np.zeros(n), np.eye(n), np.zeros(n), architecture="standard")
+    with pytest.raises(InputError, match="write nothing through W_out"):
+        logit_attribution(adapter, corpus, [(1, 0)], site=get_site("pre", sae))

@@ -235,6 +235,36 @@ def test_latents_are_zoomed_in_on_like_neurons(tmp_path, tiny, bpe_tokenizer):
     np.testing.assert_allclose(effects.effects, by_hand.numpy(), rtol=1e-4, atol=1e-6)
     best = effects.table[effects.table["kind"] == "top"].iloc[0]
     assert f"{best.effect:.3f}" in pages[0].read_text()
+    # and its examples by direct logit attribution: activation × its decoder row's effect on the true next token
+    # (tests/test_neurons_dla.py checks those values against the weights by hand)
+    from needle.neurons import logit_attribution
+    from needle.scope import default_corpus
+
+    found = logit_attribution(tiny, default_corpus(cache, bpe_tokenizer, max_sequences=4), [(1, latent)],
+                              site=get_site("resid", sae), n_top=20, context=(16, 4))
+    html = pages[0].read_text()
+    assert "Examples by direct logit attribution" in html and "this latent most raises" in html
+    raised = found.examples[found.examples["kind"] == "raises"].sort_values("rank")
+    assert len(raised) and f"{raised.attribution.iloc[0]:.4f}" in html
+
+
+def test_latent_pages_of_an_encoder_say_why_there_is_no_attribution(tmp_path, bpe_tokenizer):
+    from needle.probing import sweep
+    from needle.scope import build_site
+
+    encoder = adapt(build_model("bert", len(bpe_tokenizer)), bpe_tokenizer, model_id="tiny-bert")
+    make_dataset(bpe_tokenizer).save(tmp_path / "ds")
+    sae = make_sae(random_weights(3, d_in=encoder.d_model, d_sae=2 * encoder.d_model), "topk", 4,
+                   metadata={"hook_name": "blocks.1.hook_resid_post"})
+    cache = extract(encoder, tmp_path / "ds", tmp_path / "sae", layers=[1], site="resid", transform=sae,
+                    dtype="float32", progress=False)
+    results = sweep(cache, out=tmp_path / "r.parquet", methods=["mean_diff"], ks=[1], baselines=False)
+    out = build_site(results, cache, tmp_path / "site", model=encoder, max_sequences=4, transform=sae)
+    pages = sorted((out / "neurons").rglob("*.html"))
+    assert pages
+    html = pages[0].read_text()
+    assert "tiny-bert is an encoder" in html and f"the latents of {cache.basis} have no direct effect" in html
+    assert "no examples by direct logit attribution" in html and "Examples by direct logit attribution" not in html
 
 
 def test_sae_site_and_layers_refuses_the_wrong_place():

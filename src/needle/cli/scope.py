@@ -78,28 +78,40 @@ def serve_command(
     site: Annotated[Optional[Path], typer.Option(
         "--site", help="A site built by `needle scope build`: its probes and pages are offered too.")] = None,
     port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1.")] = 8765,
-    site_name: Annotated[str, typer.Option("--activation-site", help="post or pre.")] = "post",
+    site_name: Annotated[Optional[str], typer.Option(
+        "--activation-site", help="post or pre (default post; with --sae, the site the SAE reads).")] = None,
+    sae: Annotated[Optional[Path], typer.Option(
+        "--sae", help="An SAE (SAELens folder): show its latents, the hidden states through its encoder (a site "
+                      "built with --sae needs the same one).")] = None,
 ) -> None:
-    """Serve the interactive viewer on 127.0.0.1: type text, see a neuron's or a probe's activation per token."""
+    """Serve the interactive viewer on 127.0.0.1: type text, see a neuron's, latent's or probe's activation per
+    token."""
     import warnings
 
     from needle.errors import InputError
     from needle.models import load_model, normalize_site
     from needle.scope import Viewer, make_server
 
-    site_name = normalize_site(site_name)
-    if site_name == "resid":
-        raise InputError("--activation-site must be post or pre (neurons), not resid.")
+    transform = None
+    if sae is not None:
+        from needle.sae import load_sae
+        from needle.sae.autoencoder import sae_site_and_layers
+
+        transform = load_sae(sae)
+        site_name, _ = sae_site_and_layers(transform, site_name, None)
+    site_name = normalize_site(site_name or "post")
+    if site_name == "resid" and transform is None:
+        raise InputError("--activation-site must be post or pre (neurons), not resid (its latents: add --sae).")
     if site is not None and not (site / "manifest.json").is_file():
         raise InputError(f"{site} is not a site built by `needle scope build` (no manifest.json).")
     typer.echo(f"loading {model} …")
     adapter = load_model(model)
     if site is None:
-        viewer = Viewer(adapter, site_name=site_name)
+        viewer = Viewer(adapter, site_name=site_name, transform=transform)
     else:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            viewer = Viewer.for_site(adapter, site, site_name=site_name)
+            viewer = Viewer.for_site(adapter, site, site_name=site_name, transform=transform)
         for warning in caught:
             typer.secho(f"warning: {warning.message}", fg=typer.colors.YELLOW, err=True)
     server = make_server(viewer, port=port, site_dir=site)

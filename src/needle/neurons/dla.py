@@ -23,6 +23,19 @@ attributions (one per document by default, as for max-activating
 examples). It also keeps the mean attribution over every token with a next
 token. A neuron whose mean is negative systematically lowers the correct
 token: :func:`logit_attribution` lists those in its summary.
+
+Latents of a transformed site (an SAE's) are attributed the same way with
+their write direction in place of ``w_out``: the decoder row ``d_j`` for a
+residual-stream SAE, ``d_j · W_out`` for one of the MLP neurons
+(:func:`needle.neurons.logits.latent_write_directions`)::
+
+    attribution_t = z_t · W_U[:, v] · (γ ⊙ P d_j) / σ_t
+
+``z_t`` is the latent's activation. Without the centring ``P`` and the
+``1 / σ_t`` this is ``z_t`` times the latent's logit effect on ``v``
+(:func:`needle.neurons.latent_logit_effects`). It is the latent's direct
+share of the SAE's *reconstruction*: the reconstruction error, which no
+latent writes, is left out.
 """
 
 from __future__ import annotations
@@ -36,10 +49,11 @@ import torch
 
 from needle.errors import InputError
 from needle.models.base import ModelAdapter, normalize_site
+from needle.models.sites import Site, get_site
 from needle.neurons._common import NeuronLike, NeuronSet, check_context, excluded_ids, group_codes
 from needle.neurons.corpus import Corpus
 from needle.neurons.ids import parse_neurons
-from needle.neurons.logits import _check_causal, final_norm_scale
+from needle.neurons.logits import _check_causal, final_norm_scale, latent_write_directions
 from needle.neurons.top import TOP_COLUMNS, _Extremes, _with_context
 
 __all__ = ["LogitAttribution", "logit_attribution", "ATTRIBUTION_COLUMNS", "SUMMARY_COLUMNS", "overlap"]
@@ -83,12 +97,19 @@ def _norm_kind(norm: torch.nn.Module) -> tuple[str, float]:
                      "supported: LayerNorm and RMSNorm.")
 
 
-def _output_directions(model: ModelAdapter, nset: NeuronSet, kind: str) -> torch.Tensor:
-    """``γ ⊙ P w_out`` of every neuron, shape (n_neurons, d_model), float64, in :attr:`NeuronSet.neurons` order."""
+def _output_directions(model: ModelAdapter, nset: NeuronSet, kind: str, site: Site) -> torch.Tensor:
+    """``γ ⊙ P w`` of every unit, shape (n_units, d_model), float64, in :attr:`NeuronSet.neurons` order.
+
+    ``w`` is the neuron's ``w_out``, or a latent's write direction (its decoder row, through ``W_out`` for a
+    latent of the neurons).
+    """
     gamma = final_norm_scale(model).double()
     rows = []
     for layer in nset.layers:
-        w_out = model.w_out(layer).double().cpu()[nset.index[layer]]
+        if site.transform is None:
+            w_out = model.w_out(layer).double().cpu()[nset.index[layer]]
+        else:
+            w_out = latent_write_directions(model, site, layer).double()[nset.index[layer]]
         if kind == "layer":
             w_out = w_out - w_out.mean(dim=1, keepdim=True)
         rows.append(w_out * gamma)
@@ -96,16 +117,21 @@ def _output_directions(model: ModelAdapter, nset: NeuronSet, kind: str) -> torch
 
 
 @torch.inference_mode()
-def _forward(model: ModelAdapter, batch, nset: NeuronSet, site: str, kind: str, eps: float):
-    """Neuron activations (batch, pos, n_neurons) and the final norm's scale σ (batch, pos), in one full pass."""
+def _forward(model: ModelAdapter, batch, nset: NeuronSet, site: Site, kind: str, eps: float):
+    """Unit activations (batch, pos, n_units) and the final norm's scale σ (batch, pos), in one full pass.
+
+    A transformed site's latents are its transform applied to the site's activations inside the hook.
+    """
     captured: dict[int, torch.Tensor] = {}
     scale: list[torch.Tensor] = []
     handles = []
 
     def keep_neurons(layer: int):
         def hook(value):
-            tensor = value[0] if isinstance(value, (tuple, list)) else value
-            captured[layer] = tensor.detach()[..., nset.index[layer].to(tensor.device)].float().cpu()
+            tensor = (value[0] if isinstance(value, (tuple, list)) else value).detach()
+            if site.transform is not None:
+                tensor = site.transform(tensor)
+            captured[layer] = tensor[..., nset.index[layer].to(tensor.device)].float().cpu()
         return hook
 
     def keep_scale(module, args, kwargs):
@@ -137,7 +163,7 @@ def logit_attribution(
     corpus: Corpus,
     neurons: NeuronLike | Sequence[NeuronLike],
     *,
-    site: str = "post",
+    site: str | Site = "post",
     n_top: int = 20,
     context: tuple[int, int] = (16, 4),
     one_per_group: bool = True,
@@ -145,7 +171,8 @@ def logit_attribution(
     batch_tokens: int = 8192,
     progress: bool = False,
 ) -> LogitAttribution:
-    """The positions where neurons most raise and most lower the logit of the true next token.
+    """The positions where neurons (or a transform's latents) most raise and most lower the logit of the true
+    next token.
 
     Parameters
     ----------
@@ -153,8 +180,11 @@ def logit_attribution(
         A causal LM with its head and a LayerNorm or RMSNorm before it.
     corpus : Corpus
     neurons : (layer, index) pairs or ids like ``"L3.N120"``
-    site : {"post"}, default "post"
-        The neuron's activation (its output side: what ``w_out`` multiplies).
+        Neurons, or latents of ``site``'s transform.
+    site : "post" or Site, default "post"
+        The neuron's activation (its output side: what ``w_out`` multiplies), or a :class:`Site` with a
+        transform (``get_site("resid", sae)``): its latents, each attributed through its decoder row (module
+        docstring).
     n_top : int, default 20
         Positions kept at each end per neuron.
     context : (int, int), default (16, 4)
@@ -173,24 +203,26 @@ def logit_attribution(
     Raises
     ------
     InputError
-        An encoder, a model without its head, a site other than ``post``, or an unknown final norm.
+        An encoder, a model without its head, an untransformed site other than ``post``, a transform without
+        decoder directions, or an unknown final norm.
     """
     _check_causal(model)
-    if normalize_site(site) != "post":
+    resolved = get_site(site)
+    if resolved.transform is None and normalize_site(resolved) != "post":
         raise InputError(f"logit attribution multiplies w_out by the neuron's output: use site 'post', not {site!r}.")
     from needle.models.solu import SOLU_ACTIVATION
 
-    if getattr(model, "activation", None) == SOLU_ACTIVATION:
+    if getattr(model, "activation", None) == SOLU_ACTIVATION and resolved.width_of == "n_neurons":
         raise InputError(f"{model.model_id} is a SoLU model: its neurons are read before the LayerNorm that w_out "
                          "reads, so activation × w_out is not their direct effect; logit attribution is for GELU/ReLU.")
     if int(n_top) < 0:
         raise InputError(f"n_top must be >= 0, got {n_top}.")
     context = check_context(context)
     kind, eps = _norm_kind(model.final_norm())
-    nset = NeuronSet.build(model, parse_neurons(neurons), "post")
+    nset = NeuronSet.build(model, parse_neurons(neurons), resolved)
     corpus.check_model(model)
     n = len(nset)
-    directions = _output_directions(model, nset, kind)  # (n, d_model)
+    directions = _output_directions(model, nset, kind, resolved)  # (n, d_model)
     unembed = model.unembed().double().cpu()  # (d_model, vocab)
     raises = _Extremes(n, int(n_top), one_per_group=one_per_group)
     lowers = _Extremes(n, int(n_top), one_per_group=one_per_group)
@@ -205,7 +237,7 @@ def logit_attribution(
     with tqdm(total=corpus.n_tokens, unit="tok", unit_scale=True, desc="logit attribution",
               disable=not progress) as bar:
         for batch in corpus.batches(batch_tokens, 64):
-            acts, sigma = _forward(model, batch, nset, "post", kind, eps)
+            acts, sigma = _forward(model, batch, nset, resolved, kind, eps)
             ids = batch.input_ids
             following = torch.full_like(ids, -1)
             following[:, :-1] = ids[:, 1:]
@@ -235,7 +267,8 @@ def logit_attribution(
     frame = pd.DataFrame(records, columns=["column", "layer", "neuron", "kind", "band", "band_low", "band_high",
                                            "rank", "activation", "sequence", "position", "attribution"])
     attribution_values = frame["attribution"].to_numpy()
-    examples = _with_context(model, corpus, nset, "post", frame.drop(columns="attribution"), context, batch_tokens)
+    examples = _with_context(model, corpus, nset, resolved, frame.drop(columns="attribution"), context,
+                             batch_tokens)
     examples["activation"] = [float(a[f]) for a, f in zip(examples["context_activations"], examples["focus"])]
     examples["attribution"] = attribution_values
     examples["next_token_id"] = [int(corpus.tokens[s][p + 1]) for s, p in zip(examples["sequence"],

@@ -27,7 +27,7 @@ from needle.errors import InputError
 from needle.models.base import ModelAdapter
 from needle.neurons.corpus import TokenNames
 
-__all__ = ["LogitEffects", "latent_logit_effects", "logit_effects", "logit_statistics", "final_norm_scale",
+__all__ = ["LogitEffects", "latent_logit_effects", "latent_write_directions", "logit_effects", "logit_statistics", "final_norm_scale",
            "neuron_logit_vector"]
 
 
@@ -156,24 +156,53 @@ def latent_logit_effects(model: ModelAdapter, site, layer: int, latent: int, *, 
     """
     _check_causal(model)
     model._check_layer(int(layer))
+    rows = latent_write_directions(model, site, int(layer))
+    if not 0 <= int(latent) < rows.shape[0]:
+        raise InputError(f"latent {latent} does not exist; {site.transform.name} has 0..{rows.shape[0] - 1}.")
+    effects = (rows[int(latent)].float() * final_norm_scale(model)) @ model.unembed().float().cpu()
+    return _effects(model, int(layer), int(latent), effects, top)
+
+
+def latent_write_directions(model: ModelAdapter, site, layer: int) -> torch.Tensor:
+    """What each latent of a transformed site writes into the residual stream per unit of activation.
+
+    The decoder rows (``w_dec``, or ``directions()``) for a site of width d_model; for a neuron site (``post``)
+    the rows through the MLP's output weights, ``w_dec @ W_out``.
+
+    Parameters
+    ----------
+    model : ModelAdapter
+    site : Site
+        With its transform.
+    layer : int
+
+    Returns
+    -------
+    Tensor of float32 on the CPU, shape (n_latents, d_model)
+
+    Raises
+    ------
+    InputError
+        No transform, one without decoder directions, or a site whose width is neither d_model nor the neurons.
+    """
     transform = getattr(site, "transform", None)
     if transform is None:
-        raise InputError("latent_logit_effects needs a transformed site (an SAE's latents); use logit_effects.")
+        raise InputError("latent logit effects need a transformed site (an SAE's latents); use logit_effects.")
     if hasattr(transform, "w_dec"):
         rows = torch.as_tensor(transform.w_dec)
     elif callable(getattr(transform, "directions", None)):
         rows = torch.as_tensor(np.asarray(transform.directions()))
     else:
         raise InputError(f"the transform {transform.name} has no decoder directions (w_dec or directions()).")
-    if not 0 <= int(latent) < rows.shape[0]:
-        raise InputError(f"latent {latent} does not exist; {transform.name} has 0..{rows.shape[0] - 1}.")
-    direction = rows[int(latent)].float().cpu()
+    rows = rows.detach().float().cpu()
     if site.width_of == "n_neurons":
-        direction = direction @ model.w_out(int(layer)).float().cpu()
+        if site.name != "mlp.hook_post":  # W_out multiplies the neurons after the nonlinearity, not before
+            raise InputError(f"latents of {site.name} write nothing through W_out; their logit effects are not "
+                             "defined (an SAE of mlp.hook_post's are).")
+        rows = rows @ model.w_out(int(layer)).float().cpu()
     elif site.width_of != "d_model":
         raise InputError(f"logit effects of latents of {site.name} ({site.width_of} wide) are not defined here.")
-    effects = (direction * final_norm_scale(model)) @ model.unembed().float().cpu()
-    return _effects(model, int(layer), int(latent), effects, top)
+    return rows
 
 
 def _effects(model: ModelAdapter, layer: int, neuron: int, effects: torch.Tensor, top: int) -> LogitEffects:

@@ -431,11 +431,22 @@ def _neuron_analyses(model, cache, site, corpus, results, uses, options: SiteOpt
                 logits[ref] = latent_logit_effects(model, site, ref.layer, ref.index, top=options.logit_rows)
         except NeedleError as exc:
             logits, note = {}, str(exc)
-        note = note or (f"the pages are of {site.basis}'s latents: logit effects are of their decoder directions; "
-                        "examples by direct logit attribution are computed for neurons only.")
+        if logits and neurons:  # activation × the decoder row's effect on the true next token
+            from needle.neurons import logit_attribution
+
+            say("  latent examples by direct logit attribution …")
+            try:
+                found = logit_attribution(model, corpus, neurons, site=site, n_top=options.n_top,
+                                          context=options.context, batch_tokens=options.batch_tokens,
+                                          progress=progress)
+                attribution, attribution_summary = found.examples, found.summary
+            except NeedleError as exc:
+                say(f"  no direct logit attribution: {exc}")
     else:
-        note = (f"{model.model_id} is an encoder ({model.family}): it has no unembedding, so its neurons have no "
-                "direct effect on next-token logits.")
+        unit = "its neurons" if site.transform is None else f"the latents of {site.basis}"
+        note = (f"{model.model_id} is an encoder ({model.family}): it has no unembedding, so {unit} have no "
+                "direct effect on next-token logits: no logit effects and no examples by direct logit "
+                "attribution.")
     return _NeuronData(top, tokens, histograms, logits, note, attribution, attribution_summary, firing,
                        bottom_pre=bottom_pre)
 

@@ -1,4 +1,8 @@
-"""The interactive viewer's computation: a neuron's (or a probe's) activations on typed text.
+"""The interactive viewer's computation: a neuron's, a latent's or a probe's activations on typed text.
+
+With a transform (an SAE, :func:`needle.sae.load_sae`) the viewer reads the transform's latents: the model's
+activations at the SAE's site, passed through its encoder inside the forward pass, exactly as extraction and
+the site's pages read them. Only the SAE's own layer is offered then.
 
 :class:`Viewer` holds one loaded model and answers one request at a time;
 :mod:`needle.scope.server` puts it behind HTTP. Everything a user can get
@@ -21,7 +25,7 @@ from typing import Any
 import torch
 
 from needle.errors import InputError
-from needle.models.sites import site_id
+from needle.models.sites import get_site, site_id
 from needle.scope.tables import NeuronRef, neuron_page_name
 
 __all__ = ["Viewer", "MAX_TEXT_CHARS"]
@@ -48,16 +52,27 @@ class Viewer:
         Each neuron's largest |activation| on the site's corpus: tokens are coloured relative to it (so a neuron
         that barely fires on the text looks pale), instead of relative to the text's own largest value.
     site_name : str, default "post"
-        Activation site read (``post`` or ``pre``).
+        Activation site read (``post`` or ``pre``; with ``transform``, the site the transform reads).
+    transform : Transform, optional
+        An SAE (or other transform) whose latents are shown instead of the site's own columns.
+    layers : sequence of int, optional
+        The layers offered; default all, or the SAE's recorded layer with a transform that records one.
     """
 
     def __init__(self, model: Any, *, probes: Sequence[dict] | None = None, site: str | None = None,
                  neuron_pages: set[NeuronRef] | None = None, neuron_scales: dict[NeuronRef, float] | None = None,
-                 site_name: str = "post"):
+                 site_name: str = "post", transform: Any = None, layers: Sequence[int] | None = None):
         if model.tokenizer is None:
             raise InputError(f"{model.model_id} was loaded without a tokenizer; the viewer needs one.")
         self.model = model
-        self.site_name = site_name
+        self.read_site = get_site(site_name, transform)
+        self.transform = transform
+        # what the page and the manifest comparison call the site: ``post``, or ``hook_resid_post+sae…``
+        self.site_name = site_name if transform is None else self.read_site.id
+        self.width = int(model.site_width(self.read_site))
+        if layers is None and transform is not None and getattr(transform, "hook", None) is not None:
+            layers = [transform.hook[1]]
+        self.layers = list(range(model.n_layers)) if layers is None else [int(l) for l in layers]
         self.probes = {p["id"]: dict(p) for p in probes or []}
         self.site = site
         self.neuron_pages = set(neuron_pages or ())
@@ -68,12 +83,12 @@ class Viewer:
             self._max_tokens = model.max_positions or 2048
 
     @classmethod
-    def for_site(cls, model: Any, site_dir: str | os.PathLike, *, url: str = "/site/", site_name: str = "post"
-                 ) -> Viewer:
+    def for_site(cls, model: Any, site_dir: str | os.PathLike, *, url: str = "/site/", site_name: str = "post",
+                 transform: Any = None) -> Viewer:
         """A viewer that offers the probes of a site built by :func:`needle.scope.build_site`, links its neuron
         pages (served under ``url``) and colours each neuron relative to its largest activation on the site's
-        corpus. A site built for another model contributes its pages but not its probes or scales (a warning
-        says so)."""
+        corpus. A site built for another model or basis (a site of an SAE's latents served without that SAE, or
+        with another) contributes its pages but not its probes or scales (a warning says so)."""
         from needle.scope.tables import parse_neuron_id
 
         site_dir = Path(site_dir)
@@ -84,24 +99,36 @@ class Viewer:
         probes = json.loads((site_dir / "probes.json").read_text()) if (site_dir / "probes.json").is_file() else []
         pages = {parse_neuron_id(n) for n in manifest.get("neurons", [])}
         scales = {parse_neuron_id(n): float(v) for n, v in manifest.get("neuron_scales", {}).items()}
-        if manifest.get("model_id") != model.model_id or site_id(manifest.get("site")) != site_id(site_name):
+        reading = get_site(site_name, transform).id
+        if manifest.get("model_id") != model.model_id or site_id(manifest.get("site")) != site_id(reading):
+            hint = " (pass the SAE it was built with: --sae)" if "+" in str(manifest.get("site")) else ""
             warnings.warn(f"the site {site_dir} was built for {manifest.get('model_id')} ({manifest.get('site')}), "
-                          f"not {model.model_id} ({site_name}); its probes are not offered.", stacklevel=2)
+                          f"not {model.model_id} ({reading}); its probes are not offered{hint}.", stacklevel=2)
             probes, scales = [], {}
-        return cls(model, probes=probes, site=url, neuron_pages=pages, neuron_scales=scales, site_name=site_name)
+        return cls(model, probes=probes, site=url, neuron_pages=pages, neuron_scales=scales, site_name=site_name,
+                   transform=transform)
 
     @property
     def max_tokens(self) -> int:
         """Most tokens (special tokens included) one text may have."""
         return int(self._max_tokens)
 
+    @property
+    def unit(self) -> str:
+        """What one column is: ``"neuron"``, or ``"latent"`` with a transform."""
+        return "neuron" if self.transform is None else "latent"
+
     def info(self) -> dict[str, Any]:
-        """What the page needs to set itself up: model, layers, neurons per layer, limits, probes."""
+        """What the page needs to set itself up: model, layers, units per layer (``n_neurons``: neurons, or a
+        transform's latents), what a unit is, limits, probes."""
         return {
             "model_id": self.model.model_id,
             "site": self.site_name,
             "n_layers": int(self.model.n_layers),
-            "n_neurons": int(self.model.n_neurons),
+            "layers": list(self.layers),
+            "n_neurons": self.width,
+            "unit": self.unit,
+            "basis": self.read_site.basis if self.transform is not None else "neurons",
             "max_tokens": self.max_tokens,
             "probes": [{key: p[key] for key in ("id", "feature", "layer", "method", "k", "f1")}
                        for p in self.probes.values()],
@@ -142,13 +169,19 @@ class Viewer:
         if not 0 <= layer < self.model.n_layers:
             raise InputError(f"layer {layer} does not exist; {self.model.model_id} has layers "
                              f"0..{self.model.n_layers - 1}.")
+        if layer not in self.layers:
+            if self.transform is not None:
+                raise InputError(f"{self.transform.name} reads layer {', '.join(map(str, self.layers))}; its "
+                                 f"latents mean nothing at layer {layer}.")
+            raise InputError(f"layer {layer} is not offered; choose one of {', '.join(map(str, self.layers))}.")
         return layer
 
     def _check_neuron(self, neuron: Any) -> int:
-        neuron = _index(neuron, "neuron")
-        if not 0 <= neuron < self.model.n_neurons:
-            raise InputError(f"neuron {neuron} does not exist; each layer of {self.model.model_id} has neurons "
-                             f"0..{self.model.n_neurons - 1}.")
+        neuron = _index(neuron, self.unit)
+        if not 0 <= neuron < self.width:
+            where = (f"each layer of {self.model.model_id} has neurons" if self.transform is None
+                     else f"{self.transform.name} has latents")
+            raise InputError(f"{self.unit} {neuron} does not exist; {where} 0..{self.width - 1}.")
         return neuron
 
     def activations(self, text: str, *, layer: Any = None, neuron: Any = None, probe: str | None = None
@@ -159,7 +192,7 @@ class Viewer:
         ----------
         text : str
         layer, neuron : int
-            The neuron shown. With a ``probe`` and no neuron: the probe's layer and its neuron with the largest
+            The neuron (or, with a transform, the latent) shown. With a ``probe`` and no neuron: the probe's layer and its neuron with the largest
             |coefficient|.
         probe : str, optional
             Id of a probe from the catalogue: its score ``a[neurons] @ coef + intercept`` and probability
@@ -193,7 +226,7 @@ class Viewer:
         ids, offsets = self.tokenize(text)
         input_ids = torch.tensor([ids], dtype=torch.long)
         with self._lock:
-            captured = self.model.capture(input_ids, torch.ones_like(input_ids), [layer], site=self.site_name)
+            captured = self.model.capture(input_ids, torch.ones_like(input_ids), [layer], site=self.read_site)
         layer_acts = captured[layer][0].float().cpu()
         values = layer_acts[:, neuron].tolist()
         ref = NeuronRef(layer, neuron)
@@ -207,10 +240,11 @@ class Viewer:
             "neuron": neuron,
             "activations": values,
             "mode": "neuron",
+            "unit": self.unit,
             "values": values,
             "max_abs": max_abs,
             "scale": max(max_abs, corpus_scale) if corpus_scale else max_abs,
-            "scale_source": "the neuron's largest |activation| on the site's corpus" if corpus_scale
+            "scale_source": f"the {self.unit}'s largest |activation| on the site's corpus" if corpus_scale
             else "the largest |activation| on this text",
         }
         if self.site is not None and ref in self.neuron_pages:

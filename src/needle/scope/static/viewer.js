@@ -1,8 +1,10 @@
-// The interactive viewer: asks the server for one neuron's (or probe's) activations on the typed text.
+// The interactive viewer: asks the server for one neuron's, latent's (a site served with --sae) or probe's
+// activations on the typed text.
 "use strict";
 (function () {
   const $ = (id) => document.getElementById(id);
   const state = { info: null, timer: null, request: 0 };
+  const unit = () => (state.info && state.info.unit) || "neuron";
 
   function showError(message) {
     $("error").textContent = message;
@@ -29,10 +31,10 @@
     const values = answer.values || answer.activations;
     $("result-title").textContent = probe
       ? `probe ${probe.id} (F1 ${probe.f1.toFixed(3)}) · coloured by the probe's score over its ${probe.k} ` +
-        `neuron${probe.k === 1 ? "" : "s"} of layer ${answer.layer}`
-      : `neuron L${answer.layer}.N${answer.neuron}`;
+        `${unit()}${probe.k === 1 ? "" : "s"} of layer ${answer.layer}`
+      : `${unit()} L${answer.layer}.N${answer.neuron}`;
     $("legend-what").textContent = probe ? "the probe's score (coef · activations + intercept)"
-      : "the neuron's activation";
+      : `the ${unit()}'s activation`;
     document.body.dataset.mode = probe ? "probe" : "neuron";
     $("activation-col").textContent = probe ? `activation of L${answer.layer}.N${answer.neuron}` : "activation";
     $("max-abs").textContent = `relative to ${answer.scale_source} (${answer.scale.toFixed(3)})` +
@@ -65,7 +67,7 @@
     document.querySelectorAll(".probe-col").forEach((th) => { th.hidden = !probe; });
     const link = $("page-link");
     if (answer.page) {
-      link.replaceChildren("This neuron has a page in the static site: ");
+      link.replaceChildren(`This ${unit()} has a page in the static site: `);
       const a = document.createElement("a");
       a.href = answer.page; a.textContent = `L${answer.layer}.N${answer.neuron}`;
       link.appendChild(a);
@@ -130,9 +132,14 @@
     const response = await fetch("/api/info");
     const info = await response.json();
     state.info = info;
-    $("model").textContent = `${info.model_id} · ${info.n_layers} layers × ${info.n_neurons} neurons (${info.site}) · ` +
+    const layers = info.layers || [...Array(info.n_layers).keys()];
+    $("model").textContent = (info.unit === "latent"
+      ? `${info.model_id} · layer ${layers.join(", ")} · ${info.n_neurons} latents of ${info.basis} (${info.site}) · `
+      : `${info.model_id} · ${info.n_layers} layers × ${info.n_neurons} neurons (${info.site}) · `) +
       `at most ${info.max_tokens} tokens`;
-    for (let l = 0; l < info.n_layers; l++) $("layer").add(new Option(String(l), String(l)));
+    $("unit-label").textContent = unit();
+    $("neuron").setAttribute("aria-label", unit());
+    for (const l of layers) $("layer").add(new Option(String(l), String(l)));
     $("neuron").max = String(info.n_neurons - 1);
     $("site-link").hidden = !info.site_root;
     const params = new URLSearchParams(location.search);
@@ -160,7 +167,7 @@
     if (!t) { tip.hidden = true; return; }
     tip.textContent = t.dataset.p
       ? `${JSON.stringify(t.textContent)}  probe score ${t.dataset.v}  P(feature)=${t.dataset.p}  ` +
-        `(neuron L${$("layer").value}.N${state.shown} ${t.dataset.act})`
+        `(${unit()} L${$("layer").value}.N${state.shown} ${t.dataset.act})`
       : `${JSON.stringify(t.textContent)}  activation ${t.dataset.v}`;
     const r = t.getBoundingClientRect();
     tip.style.left = `${r.left + window.scrollX}px`;
