@@ -22,6 +22,13 @@ split for every method. It prints:
    heuristics choose among 1024); those are counted apart, as they can even
    beat the "optimum" over the 50.
 
+4. with ``--wide-candidates 256``: OSP over the top 256 candidates (k in
+   ``--wide-ks``, default 1..4) at the first gamma, its certification, and how
+   often its optimum beats the top-50 one (training objective, test F1);
+5. with ``--sample N``: on a seeded sample of N (feature, layer) problems, the
+   root gap (heuristic incumbent against the root relaxation's bound) at every
+   gamma, and the certification at ``--sample-gammas`` (default 0.01).
+
 ``--gammas`` runs OSP for several ridge parameters (one results file each; the
 heuristics are run once). The sweeps resume: re-running after an interruption
 continues where it stopped. Results go under ``--work``.
