@@ -267,6 +267,7 @@ def block_drift(predictions: pd.DataFrame) -> dict:
     places, years for times), nominal and held out; and the mean per-entity
     error, nominal and held out.
     """
+    from needle.spacetime.figures import held_target
     from needle.spacetime.metrics import haversine_km
 
     test = predictions[predictions.in_test.astype(bool)]
@@ -281,7 +282,7 @@ def block_drift(predictions: pd.DataFrame) -> dict:
                                                                   plon=(f"{prefix}_longitude", "mean"))
             centre = haversine_km(means.lat.to_numpy(), means.lon.to_numpy(), means.plat.to_numpy(), means.plon.to_numpy())
         else:
-            target = next(c[len("held_"):] for c in test.columns if c.startswith("held_") and c != "held_proximity")
+            target = held_target(test)
             per = np.abs(test[target] - test[f"{prefix}_{target}"]).to_numpy()
             means = test.groupby("block").agg(t=(target, "mean"), p=(f"{prefix}_{target}", "mean"))
             centre = np.abs(means.t - means.p).to_numpy()

@@ -139,6 +139,12 @@ class _Search:
         keep = ~(drop | force)
         return fixed_in, excluded, free[keep], with_column[keep], without_column[keep]
 
+    def ranked(self, relax, free: np.ndarray):
+        """The relaxation's weights on ``free``, its cut coefficients, and ``free``'s positions by weight then cut."""
+        weight = np.array([relax.s.get(j, 0.0) for j in free.tolist()])
+        hint = relax.cut.q if relax.cut is not None else self.hint_q
+        return weight, hint, np.lexsort((-hint[free], -weight))
+
     def process(self, node: _Node, max_iter: int, min_iter: int) -> list[_Node]:
         """Bound, fix, round and branch one node; return its children."""
         self.n_nodes += 1
@@ -193,17 +199,14 @@ class _Search:
             if relax.cut is not None:
                 self.pool.add(relax.cut)
             bound = max(bound, relax.bound)
-            weight = np.array([relax.s.get(j, 0.0) for j in free.tolist()])
-            hint = relax.cut.q if relax.cut is not None else self.hint_q
             # Rounding: the r free columns the relaxation weighs most (ties by cut coefficient).
-            order = np.lexsort((-hint[free], -weight))
+            weight, hint, order = self.ranked(relax, free)
             self.offer(self.evaluate(fixed + tuple(free[order[:r]].tolist())))
-        weight = np.array([relax.s.get(j, 0.0) for j in free.tolist()])
-        hint = relax.cut.q if relax.cut is not None else self.hint_q
+        weight, hint, order = self.ranked(relax, free)  # fixing may have shrunk free since the rounding
         # Branch on the most fractional relaxation weight. (Tried: the column whose two children the
         # cuts bound highest; ten times the nodes.) The cuts still give each child a head-start bound.
         fractional = np.where(weight < 1.0 - 1e-9, weight, -1.0)
-        pick = int(np.argmax(fractional)) if fractional.max() > 0 else int(np.lexsort((-hint[free], -weight))[0])
+        pick = int(np.argmax(fractional)) if fractional.max() > 0 else int(order[0])
         j = int(free[pick])
         depth = len(fixed) + len(excluded) + 1
         children = (

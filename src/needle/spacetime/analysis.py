@@ -296,6 +296,13 @@ def _blocks(entities: Entities, column: str, grid_degrees: float | None) -> np.n
     return entities.metadata[column]
 
 
+def _usable(entities: Entities) -> np.ndarray:
+    """Entities a hold-out can score: both coordinates for places, the main target for times."""
+    if entities.kind == "space":
+        return entities.has_coordinates
+    return np.isfinite(entities.targets[entities.main_target])
+
+
 def block_column(entities: Entities) -> tuple[str, float | None, str] | None:
     """The block hold-out's column for a dataset: ``(column, grid_degrees, label)``, or None when it has none.
 
@@ -305,7 +312,7 @@ def block_column(entities: Entities) -> tuple[str, float | None, str] | None:
     with both coordinates).
     """
     column, grid = BLOCK_COLUMNS.get(entities.dataset, (None, None))
-    usable = entities.has_coordinates if entities.kind == "space" else np.isfinite(entities.targets[entities.main_target])
+    usable = _usable(entities)
     if column in entities.metadata and (grid is None or (entities.metadata[column][usable] != "").mean() >= 0.5):
         return column, None, column
     if grid is not None and entities.kind == "space":
@@ -358,7 +365,7 @@ def block_holdout(cache: Any, entities: Entities, is_test: np.ndarray, layer: in
     """
     labels = _blocks(entities, column, grid_degrees)
     X = _layer_matrix(cache, layer)
-    usable = entities.has_coordinates if entities.kind == "space" else np.isfinite(entities.targets[entities.main_target])
+    usable = _usable(entities)
     targets = ["latitude", "longitude"] if entities.kind == "space" else [entities.main_target]
     kind = entities.kind
 
@@ -368,9 +375,8 @@ def block_holdout(cache: Any, entities: Entities, is_test: np.ndarray, layer: in
             pred[:, 0] = np.clip(pred[:, 0], -90, 90)
         return pred
 
-    def prox(rows: np.ndarray, fits) -> np.ndarray:
+    def prox(rows: np.ndarray, pred: np.ndarray) -> np.ndarray:
         true = np.column_stack([entities.targets[t][rows] for t in targets])
-        pred = predict(rows, fits)
         if kind == "space":
             return proximity_error(true, pred, kind="space")
         return proximity_error(true[:, 0], pred[:, 0], kind="time")
@@ -381,7 +387,7 @@ def block_holdout(cache: Any, entities: Entities, is_test: np.ndarray, layer: in
     test_rows = np.flatnonzero(is_test & usable)
     if test_rows.size < 2:
         raise InputError(f"{entities.dataset}: fewer than two test entities have {' and '.join(targets)}.")
-    nominal = prox(test_rows, nominal_fits)
+    nominal = prox(test_rows, predict(test_rows, nominal_fits))
     values, counts = np.unique(labels[usable & (labels != "")], return_counts=True)
     order = np.argsort(-counts, kind="stable")
     records, frames = [], []
@@ -397,13 +403,15 @@ def block_holdout(cache: Any, entities: Entities, is_test: np.ndarray, layer: in
         block_rows = np.flatnonzero(in_block)
         others = test_rows[~block_test]
         evaluated = np.concatenate([block_rows, others])
-        held = prox(evaluated, fits)[: block_rows.size]
+        held_pred = predict(evaluated, fits)
+        held = prox(evaluated, held_pred)[: block_rows.size]
         records.append({"block": value, "n_block": int(block_rows.size), "n_test": int(block_test.sum()),
                         "nominal": float(nominal[block_test].mean()), "held_out": float(held.mean())})
         if predictions:
             frame = pd.DataFrame({"block": value, "row": block_rows, "name": entities.names[block_rows],
                                   "in_test": is_test[block_rows]})
-            for t, nom, out in zip(targets, predict(block_rows, nominal_fits).T, predict(block_rows, fits).T):
+            held_block = held_pred[: block_rows.size]
+            for t, nom, out in zip(targets, predict(block_rows, nominal_fits).T, held_block.T):
                 frame[t] = entities.targets[t][block_rows]
                 frame[f"nominal_{t}"], frame[f"held_{t}"] = nom, out
             nominal_prox = np.full(block_rows.size, np.nan)

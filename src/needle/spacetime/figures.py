@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["world_scatter", "year_scatter", "r2_by_layer", "block_holdout_map", "block_holdout_years",
-           "block_holdout_figure", "shown_blocks", "BLOCKS_KEY"]
+           "block_holdout_figure", "held_target", "shown_blocks", "BLOCKS_KEY"]
 
 #: PNG text key under which a block hold-out figure records the blocks it drew ("|"-separated).
 BLOCKS_KEY = "needle:blocks"
@@ -165,7 +165,21 @@ def _block_rows(predictions: pd.DataFrame, blocks: int, per_block: int, seed: in
             rows = rows.iloc[np.sort(rng.choice(len(rows), per_block, replace=False))]
         parts.append(rows)
     palette = matplotlib.colormaps["tab10"]
-    return chosen, parts, {b: palette(i % 10) for i, b in enumerate(chosen)}
+    everything = predictions[predictions["block"].astype(str).isin(chosen) & predictions["in_test"].astype(bool)]
+    return chosen, parts, {b: palette(i % 10) for i, b in enumerate(chosen)}, everything
+
+
+def _finish_block_figure(plt, fig, chosen, colour, extra_handles, title: str, path) -> Path:
+    """The blocks' legend beside the panels, the title, and the PNG with :data:`BLOCKS_KEY`."""
+    handles = [plt.Line2D([], [], ls="", marker="o", color=colour[b], label=b) for b in chosen] + extra_handles
+    fig.legend(handles=handles, loc="outside right center", fontsize=7, frameon=False, title="held-out block")
+    fig.suptitle(title)
+    return _save(plt, fig, path, {BLOCKS_KEY: "|".join(chosen)})
+
+
+def held_target(predictions: pd.DataFrame) -> str:
+    """The target of a time dataset's block hold-out predictions (the ``<target>`` of ``held_<target>``)."""
+    return next(c[len("held_"):] for c in predictions.columns if c.startswith("held_") and c != "held_proximity")
 
 
 def block_holdout_map(predictions: pd.DataFrame, path: str | os.PathLike, *, blocks: int = 8, per_block: int = 40,
@@ -191,8 +205,7 @@ def block_holdout_map(predictions: pd.DataFrame, path: str | os.PathLike, *, blo
     per_block : int, default 40
         At most this many places of a block are drawn (a seeded sample); the block means use them all.
     """
-    chosen, parts, colour = _block_rows(predictions, blocks, per_block, seed)
-    everything = predictions[predictions["block"].astype(str).isin(chosen) & predictions["in_test"].astype(bool)]
+    chosen, parts, colour, everything = _block_rows(predictions, blocks, per_block, seed)
     lat_all = np.r_[everything.latitude, np.clip(everything.nominal_latitude, -90, 90),
                     np.clip(everything.held_latitude, -90, 90)]
     lon_all = np.r_[everything.longitude, everything.nominal_longitude, everything.held_longitude]
@@ -215,12 +228,10 @@ def block_holdout_map(predictions: pd.DataFrame, path: str | os.PathLike, *, blo
                        s=90, marker="X", color=c, edgecolors="k", linewidths=0.5)
         ax.set(xlim=(x0, x1), ylim=(y0, y1), xlabel="longitude (°)", ylabel="latitude (°)", title=name)
         ax.set_aspect("equal", adjustable="box")
-    handles = [plt.Line2D([], [], ls="", marker="o", color=colour[b], label=b) for b in chosen]
-    handles += [plt.Line2D([], [], ls="", marker="o", mfc="none", color="0.3", label="block mean, true"),
-                plt.Line2D([], [], ls="", marker="X", color="0.3", label="block mean, predicted")]
-    fig.legend(handles=handles, loc="outside right center", fontsize=7, frameon=False, title="held-out block")
-    fig.suptitle(title or f"block hold-out: {len(chosen)} blocks, their test places (dot: true, line: to the prediction)")
-    return _save(plt, fig, path, {BLOCKS_KEY: "|".join(chosen)})
+    means = [plt.Line2D([], [], ls="", marker="o", mfc="none", color="0.3", label="block mean, true"),
+             plt.Line2D([], [], ls="", marker="X", color="0.3", label="block mean, predicted")]
+    return _finish_block_figure(plt, fig, chosen, colour, means, title or f"block hold-out: {len(chosen)} blocks, "
+                                "their test places (dot: true, line: to the prediction)", path)
 
 
 def block_holdout_years(predictions: pd.DataFrame, target: str, path: str | os.PathLike, *, blocks: int = 8,
@@ -232,8 +243,7 @@ def block_holdout_years(predictions: pd.DataFrame, target: str, path: str | os.P
     that drifts when held out moves away from the identity on the right.
     ``predictions`` as for :func:`block_holdout_map`, with ``target``, ``nominal_<target>``, ``held_<target>``.
     """
-    chosen, parts, colour = _block_rows(predictions, blocks, per_block, seed)
-    everything = predictions[predictions["block"].astype(str).isin(chosen) & predictions["in_test"].astype(bool)]
+    chosen, parts, colour, everything = _block_rows(predictions, blocks, per_block, seed)
     values = np.r_[everything[target], everything[f"nominal_{target}"], everything[f"held_{target}"]]
     low, high = (values.min(), values.max()) if values.size else (0.0, 1.0)
     plt, fig = _figure(11, 4.2)
@@ -250,16 +260,13 @@ def block_holdout_years(predictions: pd.DataFrame, target: str, path: str | os.P
             ax.scatter(whole[target].mean(), whole[f"{prefix}_{target}"].mean(), s=90, marker="X", color=c,
                        edgecolors="k", linewidths=0.5)
         ax.set(xlim=(low, high), ylim=(low, high), xlabel=f"true {label}", ylabel=f"predicted {label}", title=name)
-    handles = [plt.Line2D([], [], ls="", marker="o", color=colour[b], label=b) for b in chosen]
-    handles.append(plt.Line2D([], [], ls="", marker="X", color="0.3", label="block mean"))
-    fig.legend(handles=handles, loc="outside right center", fontsize=7, frameon=False, title="held-out block")
-    fig.suptitle(title or f"block hold-out: {len(chosen)} blocks, their test entities")
-    return _save(plt, fig, path, {BLOCKS_KEY: "|".join(chosen)})
+    means = [plt.Line2D([], [], ls="", marker="X", color="0.3", label="block mean")]
+    return _finish_block_figure(plt, fig, chosen, colour, means,
+                                title or f"block hold-out: {len(chosen)} blocks, their test entities", path)
 
 
 def block_holdout_figure(predictions: pd.DataFrame, path: str | os.PathLike, **options) -> Path:
     """:func:`block_holdout_map` for places (``latitude`` and ``longitude`` columns), else :func:`block_holdout_years`."""
     if {"latitude", "longitude"} <= set(predictions.columns):
         return block_holdout_map(predictions, path, **options)
-    target = next(c[len("held_"):] for c in predictions.columns if c.startswith("held_") and c != "held_proximity")
-    return block_holdout_years(predictions, target, path, **options)
+    return block_holdout_years(predictions, held_target(predictions), path, **options)
